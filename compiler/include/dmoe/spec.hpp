@@ -1,0 +1,131 @@
+// dmoe/spec.hpp — the descriptors: an MoE layer shape and one kernel's specification.
+//
+// A KernelSpec is a small plain struct. It is the in-memory cache key (hashable, comparable), the
+// autotuner's search point, and the source of the kernel's canonical name. Everything that changes the
+// generated code is a field here; nothing else is.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dmoe {
+
+// Bad user input: the message names the value and the limit it broke.
+struct InvalidArgument : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+enum class Op : uint8_t { SDD, DSD, DDS };
+enum class DType : uint8_t { BF16, FP16 };
+enum class Arch : uint8_t { SM80, SM86, SM89, SM90a };
+enum class Activation : uint8_t { None, GeluTanh, Silu, Relu };
+// What the kernel does to its fp32 accumulator before the store. Later issues add fused activations.
+enum class Epilogue : uint8_t { None };
+
+std::string_view to_string(Op);
+std::string_view to_string(DType);
+std::string_view to_string(Arch);
+std::string_view to_string(Activation);
+std::string_view to_string(Epilogue);
+// Parsers accept the spellings printed by to_string (case-insensitive) and throw InvalidArgument
+// naming the bad value and the accepted ones.
+Op parse_op(std::string_view);
+DType parse_dtype(std::string_view);
+Arch parse_arch(std::string_view);
+Activation parse_activation(std::string_view);
+// "nt" → {false, true}: the first letter is operand A, the second operand B.
+std::pair<bool, bool> parse_trans(std::string_view);
+int arch_number(Arch);  // 80, 86, 89, 90
+
+// The shape of one dMoE layer. `tokens` is only an upper bound used to size buffers and check that
+// every derived index fits in 32 bits; the true routing is only known on the device.
+struct MoeShape {
+  int64_t hidden = 0;   // H
+  int64_t ffn = 0;      // F, per expert
+  int64_t experts = 0;  // E
+  int64_t top_k = 1;    // K
+  int64_t block = 128;  // B, the block-sparse block size
+  int64_t tokens = 0;   // T (0: not given; only per-kernel limits are checked)
+  DType dtype = DType::BF16;
+  Activation activation = Activation::GeluTanh;
+  bool gated = false;   // GLU / SwiGLU experts (a third weight v1)
+};
+
+// Throws InvalidArgument for non-positive sizes, top_k > experts, ffn not a multiple of block,
+// hidden not a multiple of 64, unsupported block sizes, and any derived size or index that does not
+// fit in int32 (E·F, padded rows T·K + E·(B−1), the number of blocks).
+void validate(const MoeShape&);
+
+// Upper bound on the padded row count: T·K + E·(B − 1), rounded up to a multiple of B.
+int64_t max_padded_rows(const MoeShape&);
+
+// The tile a CTA computes: a TM×TN output tile, stepping TK along the reduction, with `warps` warps.
+struct TileConfig {
+  uint16_t m = 64, n = 64, k = 32;
+  uint8_t warps = 8;
+  uint8_t stages = 1;
+  friend bool operator==(const TileConfig&, const TileConfig&) = default;
+};
+
+// One kernel. The sparse operand is always the MoE topology of [T_pad, E·F] with B×B blocks; T_pad is
+// the only size not fixed at compile time (it is read on the device at run time).
+//
+//   SDD: S[T_pad, E·F]  = op(A) · op(B)    A: [T_pad, H] (N) or [H, T_pad] (T); B: [H, E·F] (N) or [E·F, H] (T)
+//   DSD: C              = op(S) · op(B)    op(S) = S: C [T_pad, H], B: [E·F, H] (N) or [H, E·F] (T)
+//                                           op(S) = Sᵀ: C [E·F, H], B: [T_pad, H] (N) or [H, T_pad] (T)
+//   DDS: C              = op(A) · op(S)    op(S) = S: C [H, E·F], A: [H, T_pad] (N) or [T_pad, H] (T)
+//                                           op(S) = Sᵀ: C [H, T_pad], A: [H, E·F] (N) or [E·F, H] (T)
+// For DSD trans_a means op(S) = Sᵀ; for DDS trans_b does.
+struct KernelSpec {
+  Op op = Op::SDD;
+  bool trans_a = false;
+  bool trans_b = true;
+  DType dtype = DType::BF16;
+  Arch arch = Arch::SM90a;
+  Epilogue epilogue = Epilogue::None;
+  int32_t block = 128;
+  int32_t hidden = 0;
+  int32_t ffn = 0;
+  int32_t experts = 0;
+  TileConfig tile{};
+  friend bool operator==(const KernelSpec&, const KernelSpec&) = default;
+};
+
+// Throws InvalidArgument naming the field, its value and the limit.
+void validate(const KernelSpec&);
+
+// Canonical, readable, unique name, used as the extern "C" entry point and in the cache's metadata:
+//   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_t64x64x32w8s1_sm90a
+std::string kernel_name(const KernelSpec&);
+
+// Threads per CTA and dynamic shared memory the kernel is launched with.
+int threads_per_cta(const KernelSpec&);
+
+// The default spec for one product of a layer of this shape on this arch.
+KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch);
+
+// Every distinct kernel one layer's forward and backward passes need (SDD NT, DSD NN, DSD TN).
+std::vector<KernelSpec> layer_kernels(const MoeShape&, Arch);
+
+// Named model shapes (mb-46m, mb-356m, mixtral-8x7b, fine-grained, deepseek-v3, tiny).
+struct Preset {
+  std::string_view name;
+  MoeShape shape;
+};
+const std::vector<Preset>& presets();
+// Throws InvalidArgument listing the known names.
+const MoeShape& preset(std::string_view name);
+
+struct KernelSpecHash {
+  size_t operator()(const KernelSpec&) const noexcept;
+};
+
+}  // namespace dmoe
+
+template <>
+struct std::hash<dmoe::KernelSpec> : dmoe::KernelSpecHash {};

@@ -1,0 +1,161 @@
+// dmoe/driver.hpp — the CUDA driver API, loaded at run time with dlopen("libcuda.so.1").
+//
+// dmoe links no CUDA driver library: the same binary builds and runs its CPU-side tests on machines
+// without a driver and uses the GPU where there is one. Every call is checked; failures throw CudaError
+// naming the call and the driver's error name.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+// Opaque driver handles, declared exactly as <cuda.h> declares them so both headers can coexist.
+struct CUctx_st;
+struct CUstream_st;
+struct CUmod_st;
+struct CUfunc_st;
+struct CUevent_st;
+
+namespace dmoe {
+
+using Stream = CUstream_st*;
+
+// A driver call failed. `code` is the CUresult; what() reads e.g.
+//   "cuModuleLoadData: CUDA_ERROR_INVALID_IMAGE (device kernel image is invalid)".
+struct CudaError : std::runtime_error {
+  CudaError(std::string call, int code, const std::string& message);
+  std::string call;
+  int code;
+};
+
+// No usable driver or GPU: libcuda.so.1 missing, cuInit failing, or no device. The message says which.
+struct NoGpu : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Returns an empty string when a GPU is usable, else the reason it is not (for test skips).
+std::string gpu_unavailable_reason();
+
+struct DeviceProperties {
+  std::string name;
+  int ordinal = 0;
+  int cc_major = 0, cc_minor = 0;
+  int sm_count = 0;
+  int64_t l2_bytes = 0;
+  int64_t global_bytes = 0;
+  int max_shared_per_block_optin = 0;  // bytes a kernel may request after raising its limit
+  int driver_version = 0;              // e.g. 13000
+};
+
+class Module;
+
+// One GPU and its primary context. Construction loads the driver and retains the primary context of
+// `ordinal`; it throws NoGpu when that is impossible. Not copyable; methods make the context current on
+// the calling thread first.
+class Device {
+ public:
+  explicit Device(int ordinal = 0);
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  const DeviceProperties& properties() const { return props_; }
+  CUctx_st* context() const { return ctx_; }
+  void make_current() const;
+
+  // Device memory. alloc(0) returns nullptr.
+  void* alloc(size_t bytes) const;
+  void free(void* ptr) const noexcept;
+  void copy_to_device(void* dst, const void* src, size_t bytes, Stream = nullptr) const;
+  void copy_to_host(void* dst, const void* src, size_t bytes, Stream = nullptr) const;
+  void fill_u8(void* dst, uint8_t value, size_t bytes, Stream = nullptr) const;  // poison, clear
+  void synchronize(Stream = nullptr) const;
+
+  // Throws CudaError if `stream` does not belong to this device's context.
+  void check_stream(Stream) const;
+
+ private:
+  int ordinal_;
+  CUctx_st* ctx_ = nullptr;
+  DeviceProperties props_;
+};
+
+// A stream owned by dmoe (destroyed with the object); dmoe also accepts caller-owned Stream handles.
+class OwnedStream {
+ public:
+  explicit OwnedStream(const Device&);
+  ~OwnedStream();
+  OwnedStream(const OwnedStream&) = delete;
+  OwnedStream& operator=(const OwnedStream&) = delete;
+  Stream get() const { return stream_; }
+
+ private:
+  const Device& device_;
+  Stream stream_ = nullptr;
+};
+
+// A device buffer owned by dmoe.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const Device&, size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&&) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&&) noexcept;
+  void* get() const { return ptr_; }
+  size_t size() const { return bytes_; }
+
+ private:
+  const Device* device_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A kernel loaded from a cubin: its function handle and the attributes read once at load.
+struct LoadedFunction {
+  CUfunc_st* function = nullptr;
+  int registers = 0;
+  int local_bytes = 0;
+  int static_shared_bytes = 0;
+  int dynamic_shared_bytes = 0;  // the limit raised once at load
+  int max_threads = 0;
+};
+
+// A module loaded from a cubin image into a device's context; unloaded on destruction.
+class Module {
+ public:
+  Module(const Device&, const void* cubin, size_t bytes);
+  ~Module();
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  // Looks up `name` and raises its dynamic shared-memory limit to `dynamic_shared_bytes` (once, here).
+  LoadedFunction function(const char* name, int dynamic_shared_bytes) const;
+
+ private:
+  const Device& device_;
+  CUmod_st* module_ = nullptr;
+};
+
+// Launches a 1-D/2-D/3-D grid. `params` is the driver's kernelParams array. Checks the launch status.
+void launch(const LoadedFunction&, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
+            void** params, Stream);
+
+// CUDA events for timing: elapsed milliseconds between two records on a stream.
+class EventTimer {
+ public:
+  explicit EventTimer(const Device&);
+  ~EventTimer();
+  void start(Stream);
+  void stop(Stream);
+  float elapsed_ms();  // synchronizes on the stop event
+
+ private:
+  const Device& device_;
+  CUevent_st* start_ = nullptr;
+  CUevent_st* stop_ = nullptr;
+};
+
+}  // namespace dmoe

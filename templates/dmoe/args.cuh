@@ -1,0 +1,63 @@
+// dmoe/args.cuh — the kernel ABI: argument structs and grid sizing shared by host C++ and device code.
+// Kept free of CUDA-only syntax so the host compiler includes it too; the two sides cannot drift apart.
+#pragma once
+
+#if defined(__CUDACC_RTC__)
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+#define DMOE_HD __host__ __device__
+#else
+#include <cstdint>
+#define DMOE_HD
+#endif
+
+namespace dmoe {
+
+// Device view of the blocked CSR + COO topology of the sparse matrix S [T_pad, E·F], with the transpose
+// metadata (dmoe-semantics.md). All indices are int32; all pointers are device pointers.
+struct Topology {
+  const int32_t* row_indices;       // [max_blocks]      block row of each block
+  const int32_t* column_indices;    // [max_blocks]      block column of each block
+  const int32_t* offsets;           // [max_block_rows+1] first block of each block row
+  const int32_t* column_indices_t;  // [max_blocks]      block row of the i-th block in column order
+  const int32_t* offsets_t;         // [E·F/B + 1]        first (column-ordered) block of each block column
+  const int32_t* block_offsets_t;   // [max_blocks]      position in data of the i-th block in column order
+  const int32_t* block_rows;        // device scalar: T_pad / B, the true number of block rows
+};
+
+// Arguments of every block-sparse product. Which pointer is what depends on the op:
+//   SDD: a = dense A, b = dense B, c = S data [blocks, B, B]
+//   DSD: a = S data,  b = dense B, c = dense C
+//   DDS: a = dense A, b = S data,  c = dense C
+// `max_block_rows` is the host's upper bound on T_pad / B: it sizes the grid and is the leading
+// dimension (times B) of any dense operand whose contiguous dimension is T_pad.
+struct ProductArgs {
+  const void* a;
+  const void* b;
+  void* c;
+  Topology topo;
+  int32_t max_block_rows;
+};
+
+// Number of CTAs a product launches (one-dimensional grid). Shared by the launcher and the kernel so the
+// task decomposition has a single definition. `sparse_t` is whether the sparse operand is transposed
+// (DSD: trans_a, DDS: trans_b). Tasks past the true size exit early on the device.
+//   SDD:      each B×B block of S, split into (B/tm)·(B/tn) tiles
+//   DSD  S:   block rows × (B/tm) × (H/tn)            → C [T_pad, H]
+//   DSD  Sᵀ:  block columns (E·F/B) × (B/tm) × (H/tn) → C [E·F, H]
+//   DDS  S:   (H/tm) × block columns × (B/tn)         → C [H, E·F]
+//   DDS  Sᵀ:  (H/tm) × block rows × (B/tn)            → C [H, T_pad]
+enum ProductKind : int32_t { kSDD = 0, kDSD = 1, kDDS = 2 };
+
+DMOE_HD inline int64_t product_ctas(int32_t kind, bool sparse_t, int64_t block, int64_t hidden,
+                                    int64_t ffn, int64_t experts, int64_t tile_m, int64_t tile_n,
+                                    int64_t max_block_rows) {
+  const int64_t block_cols = experts * ffn / block;
+  if (kind == kSDD) return max_block_rows * (ffn / block) * (block / tile_m) * (block / tile_n);
+  if (kind == kDSD) return (sparse_t ? block_cols : max_block_rows) * (block / tile_m) * (hidden / tile_n);
+  return (hidden / tile_m) * (sparse_t ? max_block_rows : block_cols) * (block / tile_n);
+}
+
+}  // namespace dmoe
