@@ -1,1 +1,199 @@
-// placeholder
+#include "dmoe/reference.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+namespace dmoe::reference {
+
+HostTopology topology_from_counts(std::span<const int64_t> counts, int32_t block, int32_t ffn) {
+  HostTopology t;
+  t.block = block;
+  t.ffn = ffn;
+  t.experts = static_cast<int32_t>(counts.size());
+  const int32_t fb = ffn / block;
+  std::vector<int64_t> rows_of(counts.size());
+  int64_t block_rows = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] < 0) throw InvalidArgument(fmt::format("count of expert {} is negative: {}", e, counts[e]));
+    rows_of[e] = (counts[e] + block - 1) / block;
+    block_rows += rows_of[e];
+  }
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  if (block_rows * block > kMax || block_rows * fb > kMax)
+    throw InvalidArgument(fmt::format("padded rows {} or blocks {} overflow the 32-bit limit {}",
+                                      block_rows * block, block_rows * fb, kMax));
+  t.block_rows = static_cast<int32_t>(block_rows);
+  const int64_t n = block_rows * fb;
+  t.row_indices.resize(n);
+  t.column_indices.resize(n);
+  t.offsets.resize(block_rows + 1);
+  t.column_indices_t.resize(n);
+  t.block_offsets_t.resize(n);
+  t.offsets_t.assign(size_t(t.experts) * fb + 1, 0);
+
+  int32_t r = 0;
+  int64_t pos_t = 0;  // position in column order
+  for (int32_t e = 0; e < t.experts; ++e) {
+    const int32_t first_row = r;
+    for (int64_t i = 0; i < rows_of[e]; ++i, ++r) {
+      t.offsets[r] = r * fb;
+      for (int32_t j = 0; j < fb; ++j) {
+        t.row_indices[int64_t(r) * fb + j] = r;
+        t.column_indices[int64_t(r) * fb + j] = e * fb + j;
+      }
+    }
+    // Column e·F/B + j holds the expert's block rows in order.
+    for (int32_t j = 0; j < fb; ++j) {
+      const int32_t c = e * fb + j;
+      for (int32_t row = first_row; row < r; ++row, ++pos_t) {
+        t.column_indices_t[pos_t] = row;
+        t.block_offsets_t[pos_t] = row * fb + j;
+      }
+      t.offsets_t[c + 1] = static_cast<int32_t>(pos_t);
+    }
+  }
+  t.offsets[block_rows] = static_cast<int32_t>(n);
+  return t;
+}
+
+HostTopology with_sorted_transpose(HostTopology t) {
+  const int64_t n = t.blocks();
+  std::vector<int32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t x, int32_t y) { return t.column_indices[x] < t.column_indices[y]; });
+  t.block_offsets_t = order;
+  for (int64_t i = 0; i < n; ++i) t.column_indices_t[i] = t.row_indices[order[i]];
+  std::fill(t.offsets_t.begin(), t.offsets_t.end(), 0);
+  for (int64_t i = 0; i < n; ++i) ++t.offsets_t[t.column_indices[i] + 1];
+  std::partial_sum(t.offsets_t.begin(), t.offsets_t.end(), t.offsets_t.begin());
+  return t;
+}
+
+ProductShapes product_shapes(const KernelSpec& k, const HostTopology& t, int64_t capacity) {
+  const int64_t H = k.hidden, FE = int64_t(k.experts) * k.ffn, tp = t.padded_rows();
+  ProductShapes s;
+  auto dense = [](bool trans, int64_t rows, int64_t cols, int64_t& r, int64_t& c) {
+    r = trans ? cols : rows;
+    c = trans ? rows : cols;
+  };
+  switch (k.op) {
+    case Op::SDD:  // op(A) [T, H], op(B) [H, FE]
+      dense(k.trans_a, capacity, H, s.a_rows, s.a_cols);
+      dense(k.trans_b, H, FE, s.b_rows, s.b_cols);
+      s.c_rows = capacity, s.c_cols = FE, s.valid_rows = tp, s.valid_cols = FE;
+      break;
+    case Op::DSD:
+      s.a_rows = capacity, s.a_cols = FE;
+      if (!k.trans_a) {  // S [T, FE] · op(B) [FE, H]
+        dense(k.trans_b, FE, H, s.b_rows, s.b_cols);
+        s.c_rows = capacity, s.c_cols = H, s.valid_rows = tp, s.valid_cols = H;
+      } else {  // Sᵀ [FE, T] · op(B) [T, H]
+        dense(k.trans_b, capacity, H, s.b_rows, s.b_cols);
+        s.c_rows = FE, s.c_cols = H, s.valid_rows = FE, s.valid_cols = H;
+      }
+      break;
+    case Op::DDS:
+      s.b_rows = capacity, s.b_cols = FE;
+      if (!k.trans_b) {  // op(A) [H, T] · S [T, FE]
+        dense(k.trans_a, H, capacity, s.a_rows, s.a_cols);
+        s.c_rows = H, s.c_cols = FE, s.valid_rows = H, s.valid_cols = FE;
+      } else {  // op(A) [H, FE] · Sᵀ [FE, T]
+        dense(k.trans_a, H, FE, s.a_rows, s.a_cols);
+        s.c_rows = H, s.c_cols = capacity, s.valid_rows = H, s.valid_cols = tp;
+      }
+      break;
+  }
+  return s;
+}
+
+int64_t elements(const KernelSpec& k, const HostTopology& t, int64_t rows, int64_t cols, bool sparse) {
+  return sparse ? t.blocks() * k.block * k.block : rows * cols;
+}
+
+namespace {
+
+// Element (i, j) of op(X) for X stored row-major as [rows, cols] (transposed when trans).
+struct DenseOp {
+  const float* p;
+  int64_t cols;
+  bool trans;
+  double operator()(int64_t i, int64_t j) const { return trans ? p[j * cols + i] : p[i * cols + j]; }
+};
+
+}  // namespace
+
+std::vector<double> product(const KernelSpec& k, const HostTopology& t, int64_t capacity,
+                            std::span<const float> a, std::span<const float> b) {
+  const ProductShapes s = product_shapes(k, t, capacity);
+  const int64_t B = k.block, H = k.hidden, n = t.blocks();
+  std::vector<double> c(k.op == Op::SDD ? n * B * B : s.c_rows * s.c_cols, 0.0);
+  if (k.op == Op::SDD) {
+    const DenseOp A{a.data(), s.a_cols, k.trans_a}, Bop{b.data(), s.b_cols, k.trans_b};
+    for (int64_t blk = 0; blk < n; ++blk) {
+      const int64_t r0 = int64_t(t.row_indices[blk]) * B, c0 = int64_t(t.column_indices[blk]) * B;
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t j = 0; j < B; ++j) {
+          double sum = 0;
+          for (int64_t kk = 0; kk < H; ++kk) sum += A(r0 + i, kk) * Bop(kk, c0 + j);
+          c[(blk * B + i) * B + j] = sum;
+        }
+    }
+  } else if (k.op == Op::DSD) {
+    const DenseOp Bop{b.data(), s.b_cols, k.trans_b};
+    for (int64_t blk = 0; blk < n; ++blk) {
+      const int64_t r0 = int64_t(t.row_indices[blk]) * B, c0 = int64_t(t.column_indices[blk]) * B;
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t j = 0; j < B; ++j) {
+          const double v = a[(blk * B + i) * B + j];  // S(r0 + i, c0 + j)
+          // S: C[r0+i, :] += v · op(B)[c0+j, :];  Sᵀ: C[c0+j, :] += v · op(B)[r0+i, :]
+          const int64_t out = k.trans_a ? c0 + j : r0 + i, in = k.trans_a ? r0 + i : c0 + j;
+          for (int64_t h = 0; h < s.c_cols; ++h) c[out * s.c_cols + h] += v * Bop(in, h);
+        }
+    }
+  } else {
+    const DenseOp A{a.data(), s.a_cols, k.trans_a};
+    for (int64_t blk = 0; blk < n; ++blk) {
+      const int64_t r0 = int64_t(t.row_indices[blk]) * B, c0 = int64_t(t.column_indices[blk]) * B;
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t j = 0; j < B; ++j) {
+          const double v = b[(blk * B + i) * B + j];  // S(r0 + i, c0 + j)
+          // S: C[:, c0+j] += op(A)[:, r0+i] · v;  Sᵀ: C[:, r0+i] += op(A)[:, c0+j] · v
+          const int64_t out = k.trans_b ? r0 + i : c0 + j, in = k.trans_b ? c0 + j : r0 + i;
+          for (int64_t m = 0; m < s.c_rows; ++m) c[m * s.c_cols + out] += A(m, in) * v;
+        }
+    }
+  }
+  return c;
+}
+
+uint16_t to_bf16(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fff + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float from_bf16(uint16_t h) { return std::bit_cast<float>(uint32_t{h} << 16); }
+
+uint16_t to_fp16(float f) { return std::bit_cast<uint16_t>(static_cast<_Float16>(f)); }
+
+float from_fp16(uint16_t h) { return static_cast<float>(std::bit_cast<_Float16>(h)); }
+
+double relative_error(std::span<const double> ref, std::span<const double> out) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+}  // namespace dmoe::reference

@@ -61,3 +61,11 @@ DMOE_HD inline int64_t product_ctas(int32_t kind, bool sparse_t, int64_t block, 
 }
 
 }  // namespace dmoe
+
+namespace dmoe {
+// Dynamic shared memory of the product kernel: fp32 staging of one TK-deep slice of each operand tile,
+// each row padded by one word against bank conflicts.
+DMOE_HD inline int64_t product_smem_bytes(int64_t tile_m, int64_t tile_n, int64_t tile_k) {
+  return tile_k * ((tile_m + 1) + (tile_n + 1)) * 4;
+}
+}  // namespace dmoe

@@ -1,1 +1,200 @@
+// Descriptor validation: every error path names the value and the limit.
 #include <doctest/doctest.h>
+
+#include <unordered_set>
+
+#include "dmoe/spec.hpp"
+
+using namespace dmoe;
+
+namespace {
+
+MoeShape shape() {
+  MoeShape s;
+  s.hidden = 1024;
+  s.ffn = 4096;
+  s.experts = 64;
+  s.top_k = 2;
+  s.block = 128;
+  s.tokens = 16384;
+  return s;
+}
+
+KernelSpec spec() { return default_spec(shape(), Op::SDD, false, true, Arch::SM90a); }
+
+// Runs f, expects InvalidArgument, and checks its message holds every fragment.
+template <class F>
+void expect_error(F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    FAIL("no error for bad input");
+  } catch (const InvalidArgument& e) {
+    const std::string msg = e.what();
+    for (const char* frag : fragments) {
+      INFO("message: " << msg);
+      CHECK(msg.find(frag) != std::string::npos);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("MoeShape: valid presets pass") {
+  for (const Preset& p : presets()) {
+    INFO(p.name);
+    CHECK_NOTHROW(validate(p.shape));
+  }
+  CHECK(preset("mixtral-8x7b").ffn == 14336);
+  expect_error([] { preset("gpt-5"); }, {"gpt-5", "mb-46m", "deepseek-v3"});
+}
+
+TEST_CASE("MoeShape: non-positive sizes") {
+  for (int field = 0; field < 4; ++field)
+    for (int64_t bad : {0, -5}) {
+      MoeShape s = shape();
+      const char* name = nullptr;
+      switch (field) {
+        case 0: s.hidden = bad, name = "hidden"; break;
+        case 1: s.ffn = bad, name = "ffn"; break;
+        case 2: s.experts = bad, name = "experts"; break;
+        case 3: s.top_k = bad, name = "top_k"; break;
+      }
+      expect_error([&] { validate(s); }, {name, std::to_string(bad).c_str(), "positive"});
+    }
+  MoeShape s = shape();
+  s.tokens = -1;
+  expect_error([&] { validate(s); }, {"tokens", "-1"});
+}
+
+TEST_CASE("MoeShape: divisibility and block sizes") {
+  MoeShape s = shape();
+  s.ffn = 1000;
+  expect_error([&] { validate(s); }, {"ffn = 1000", "block size 128"});
+  s = shape();
+  s.hidden = 1000;
+  expect_error([&] { validate(s); }, {"hidden = 1000", "64"});
+  s = shape();
+  s.block = 96;
+  expect_error([&] { validate(s); }, {"96", "64, 128 or 256"});
+  s = preset("fine-grained");
+  s.block = 256;  // F = 1408 is 5.5 blocks of 256
+  expect_error([&] { validate(s); }, {"ffn = 1408", "256"});
+  s = shape();
+  s.top_k = 65;
+  expect_error([&] { validate(s); }, {"top_k = 65", "64"});
+}
+
+TEST_CASE("MoeShape: 32-bit overflow of derived sizes") {
+  MoeShape s = shape();
+  s.experts = 1 << 20;
+  s.ffn = 4096;
+  s.top_k = 1;
+  expect_error([&] { validate(s); }, {"experts * ffn", "2147483647"});
+  s = shape();
+  s.tokens = int64_t{1} << 30;
+  s.top_k = 4;
+  expect_error([&] { validate(s); }, {"tokens * top_k", "4294967296", "2147483647"});
+  s = shape();
+  s.tokens = 2147480000;  // fits, but adding E·(B−1) = 8128 padding rows does not
+  s.top_k = 1;
+  s.experts = 64;
+  expect_error([&] { validate(s); }, {"padded rows", "2147483647"});
+  s = shape();
+  s.tokens = 100000000;  // 100M rows fit, but 781K block rows × 8192 blocks per row do not
+  s.top_k = 1;
+  s.experts = 1;
+  s.ffn = 1 << 20;
+  expect_error([&] { validate(s); }, {"blocks", "2147483647"});
+  s = shape();
+  s.tokens = int64_t{5} << 32;
+  expect_error([&] { validate(s); }, {"tokens", "2147483647"});
+}
+
+TEST_CASE("max_padded_rows bounds T·K + E·(B−1)") {
+  MoeShape s = shape();
+  CHECK(max_padded_rows(s) == (16384 * 2 + 64 * 127 + 127) / 128 * 128);
+  CHECK(max_padded_rows(s) % 128 == 0);
+}
+
+TEST_CASE("KernelSpec: validation") {
+  CHECK_NOTHROW(validate(spec()));
+  KernelSpec k = spec();
+  k.block = 100;
+  expect_error([&] { validate(k); }, {"block size 100"});
+  k = spec();
+  k.ffn = 4000;
+  expect_error([&] { validate(k); }, {"ffn = 4000", "128"});
+  k = spec();
+  k.hidden = 0;
+  expect_error([&] { validate(k); }, {"hidden", "positive"});
+  k = spec();
+  k.experts = -1;
+  expect_error([&] { validate(k); }, {"experts", "-1"});
+  k = spec();
+  k.experts = 1 << 20;
+  expect_error([&] { validate(k); }, {"experts * ffn", "2147483647"});
+  k = spec();
+  k.tile.m = 48;
+  expect_error([&] { validate(k); }, {"tile m = 48"});
+  k = spec();
+  k.block = 64;
+  k.tile.n = 128;
+  expect_error([&] { validate(k); }, {"tile n = 128", "block size 64"});
+  k = spec();
+  k.hidden = 64 * 3;
+  k.tile.n = 128;
+  expect_error([&] { validate(k); }, {"hidden = 192", "tile n = 128"});
+  k = spec();
+  k.tile.k = 8;
+  expect_error([&] { validate(k); }, {"tile k = 8"});
+  k = spec();
+  k.tile.warps = 3;
+  expect_error([&] { validate(k); }, {"warps = 3"});
+  k = spec();
+  k.tile = TileConfig{32, 32, 32, 8, 1};  // 1024 elements over 256 threads: fits
+  CHECK_NOTHROW(validate(k));
+  k.tile = TileConfig{32, 128, 32, 8, 1};  // 8 thread rows of 32 columns ... fits
+  CHECK_NOTHROW(validate(k));
+  k.tile.stages = 3;
+  expect_error([&] { validate(k); }, {"stages = 3"});
+}
+
+TEST_CASE("parsers name the bad value and the accepted ones") {
+  CHECK(parse_op("SDD") == Op::SDD);
+  CHECK(parse_arch("sm_90a") == Arch::SM90a);
+  CHECK(parse_dtype("fp16") == DType::FP16);
+  CHECK(parse_trans("tn") == std::pair{true, false});
+  expect_error([] { parse_op("gemm"); }, {"gemm", "sdd|dsd|dds"});
+  expect_error([] { parse_arch("sm_100"); }, {"sm_100", "sm_80|sm_86|sm_89|sm_90a"});
+  expect_error([] { parse_arch("sm_90"); }, {"sm_90", "sm_90a"});
+  expect_error([] { parse_dtype("fp8"); }, {"fp8", "bf16|fp16"});
+  expect_error([] { parse_trans("nx"); }, {"nx", "nn|nt|tn|tt"});
+  expect_error([] { parse_activation("tanh"); }, {"tanh", "gelu"});
+}
+
+TEST_CASE("kernel names are canonical, readable and distinct") {
+  KernelSpec k = spec();
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_t64x64x32w8s1_sm90a");
+  std::unordered_set<std::string> names;
+  std::unordered_set<KernelSpec> specs;
+  for (Op op : {Op::SDD, Op::DSD, Op::DDS})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (DType dt : {DType::BF16, DType::FP16})
+          for (Arch arch : {Arch::SM80, Arch::SM86, Arch::SM89, Arch::SM90a}) {
+            KernelSpec s = spec();
+            s.op = op, s.trans_a = ta, s.trans_b = tb, s.dtype = dt, s.arch = arch;
+            names.insert(kernel_name(s));
+            specs.insert(s);
+          }
+  CHECK(names.size() == 3 * 2 * 2 * 2 * 4);
+  CHECK(specs.size() == names.size());
+}
+
+TEST_CASE("layer_kernels lists the schedule's products") {
+  const auto ks = layer_kernels(preset("mb-356m"), Arch::SM90a);
+  REQUIRE(ks.size() == 3);
+  CHECK(kernel_name(ks[0]).starts_with("dmoe_sdd_nt_"));
+  CHECK(kernel_name(ks[1]).starts_with("dmoe_dsd_nn_"));
+  CHECK(kernel_name(ks[2]).starts_with("dmoe_dsd_tn_"));
+}

@@ -105,6 +105,7 @@ std::string kernel_name(const KernelSpec&);
 
 // Threads per CTA and dynamic shared memory the kernel is launched with.
 int threads_per_cta(const KernelSpec&);
+int dynamic_shared_bytes(const KernelSpec&);
 
 // The default spec for one product of a layer of this shape on this arch.
 KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch);

@@ -23,8 +23,10 @@ namespace dmoe {
 
 using Stream = CUstream_st*;
 
-// A driver call failed. `code` is the CUresult; what() reads e.g.
+// A driver call failed. `code` is the CUresult; `message` becomes what(), which reads e.g.
 //   "cuModuleLoadData: CUDA_ERROR_INVALID_IMAGE (device kernel image is invalid)".
+// Checks dmoe makes before calling the driver (launch limits, shared memory, stream context) throw it
+// too, with `call` naming the check and `code` the CUresult the driver would have returned.
 struct CudaError : std::runtime_error {
   CudaError(std::string call, int code, const std::string& message);
   std::string call;
@@ -36,8 +38,16 @@ struct NoGpu : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Returns an empty string when a GPU is usable, else the reason it is not (for test skips).
+// Returns an empty string when Device(0) can be constructed, else the reason it cannot (for test skips).
+// The driver is loaded once per process: each attempt reads DMOE_LIBCUDA (default "libcuda.so.1") until
+// one succeeds, and the loaded driver then stays for the life of the process.
 std::string gpu_unavailable_reason();
+
+namespace detail {
+// Loads the driver at `path` (a dlopen name or file), initializes it and counts devices, without touching
+// the process-wide driver. Returns "" on success, else the NoGpu message. For tests and diagnostics.
+std::string load_driver(const char* path);
+}  // namespace detail
 
 struct DeviceProperties {
   std::string name;
@@ -72,6 +82,7 @@ class Device {
   void copy_to_device(void* dst, const void* src, size_t bytes, Stream = nullptr) const;
   void copy_to_host(void* dst, const void* src, size_t bytes, Stream = nullptr) const;
   void fill_u8(void* dst, uint8_t value, size_t bytes, Stream = nullptr) const;  // poison, clear
+  // Waits for `stream`; nullptr waits for all work in the context.
   void synchronize(Stream = nullptr) const;
 
   // Throws CudaError if `stream` does not belong to this device's context.
@@ -79,6 +90,7 @@ class Device {
 
  private:
   int ordinal_;
+  int cu_device_ = 0;  // the driver's CUdevice handle for ordinal_
   CUctx_st* ctx_ = nullptr;
   DeviceProperties props_;
 };
@@ -117,6 +129,7 @@ class DeviceBuffer {
 // A kernel loaded from a cubin: its function handle and the attributes read once at load.
 struct LoadedFunction {
   CUfunc_st* function = nullptr;
+  CUctx_st* context = nullptr;  // the module's context, made current by launch()
   int registers = 0;
   int local_bytes = 0;
   int static_shared_bytes = 0;
@@ -139,7 +152,8 @@ class Module {
   CUmod_st* module_ = nullptr;
 };
 
-// Launches a 1-D/2-D/3-D grid. `params` is the driver's kernelParams array. Checks the launch status.
+// Launches a 1-D/2-D/3-D grid. `params` is the driver's kernelParams array. Checks the grid and block
+// against the hardware limits first (CudaError naming the value and the limit), then the launch status.
 void launch(const LoadedFunction&, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
             void** params, Stream);
 

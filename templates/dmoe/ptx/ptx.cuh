@@ -1,1 +1,49 @@
+// dmoe/ptx/ptx.cuh — thin wrappers, one PTX instruction each.
 #pragma once
+
+namespace dmoe::ptx {
+
+// 16-bit load through the read-only (non-coherent) path: operands are never written by the kernel.
+__device__ __forceinline__ unsigned short ld_nc_u16(const void* p) {
+  unsigned short v;
+  asm("ld.global.nc.u16 %0, [%1];" : "=h"(v) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void st_u16(void* p, unsigned short v) {
+  asm volatile("st.global.u16 [%0], %1;" ::"l"(p), "h"(v) : "memory");
+}
+
+__device__ __forceinline__ int ld_nc_s32(const int* p) {
+  int v;
+  asm("ld.global.nc.s32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
+// bf16 is the upper half of an fp32: widening is a shift on every arch.
+__device__ __forceinline__ float bf16_bits_to_f32(unsigned short b) {
+  float f;
+  asm("mov.b32 %0, {%2, %1};" : "=f"(f) : "h"(b), "h"((unsigned short)0));
+  return f;
+}
+
+// Round to nearest even (cvt.rn.bf16.f32 needs sm_80, the oldest arch dmoe targets).
+__device__ __forceinline__ unsigned short f32_to_bf16_bits(float f) {
+  unsigned short b;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f));
+  return b;
+}
+
+__device__ __forceinline__ float f16_bits_to_f32(unsigned short b) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(b));
+  return f;
+}
+
+__device__ __forceinline__ unsigned short f32_to_f16_bits(float f) {
+  unsigned short b;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(b) : "f"(f));
+  return b;
+}
+
+}  // namespace dmoe::ptx

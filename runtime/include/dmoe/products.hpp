@@ -1,0 +1,18 @@
+// dmoe/products.hpp — launching the block-sparse products SDD, DSD and DDS.
+#pragma once
+
+#include "dmoe/args.cuh"
+#include "dmoe/kernel_cache.hpp"
+
+namespace dmoe {
+
+// CTAs the product launches for a row capacity of max_block_rows (= T_pad upper bound / B).
+int64_t product_grid(const KernelSpec&, int32_t max_block_rows);
+
+// Launches spec over args on stream. The operand roles and shapes are documented on KernelSpec and
+// ProductArgs. Nothing is read back from the device: the true T_pad is read by the kernel from
+// args.topo.block_rows. Throws InvalidArgument for null pointers, a negative capacity or a grid over the
+// launch limit, and CudaError for driver failures. A hit does no allocation or formatting.
+void launch_product(KernelCache&, const KernelSpec&, const ProductArgs&, Stream);
+
+}  // namespace dmoe

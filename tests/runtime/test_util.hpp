@@ -1,0 +1,62 @@
+// Helpers shared by the GPU tests: random operands, device upload of a topology.
+#pragma once
+
+#include <random>
+#include <vector>
+
+#include "dmoe/args.cuh"
+#include "dmoe/driver.hpp"
+#include "dmoe/reference.hpp"
+
+namespace dmoe::test {
+
+inline std::mt19937_64& rng() {
+  static std::mt19937_64 gen{std::random_device{}()};
+  return gen;
+}
+
+// Uniform(-1, 1) values already rounded to the element type, as float (for the reference) and as bits.
+struct HostOperand {
+  std::vector<float> values;
+  std::vector<uint16_t> bits;
+};
+
+inline HostOperand random_operand(int64_t n, DType dtype) {
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  HostOperand op;
+  op.values.resize(n);
+  op.bits.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    float v = dist(rng());
+    if (v == 0.f) v = 0.5f;  // never zeros
+    op.bits[i] = dtype == DType::BF16 ? reference::to_bf16(v) : reference::to_fp16(v);
+    op.values[i] = dtype == DType::BF16 ? reference::from_bf16(op.bits[i]) : reference::from_fp16(op.bits[i]);
+  }
+  return op;
+}
+
+// The topology on the device: its buffers and the Topology view over them.
+struct DeviceTopology {
+  DeviceBuffer row_indices, column_indices, offsets, column_indices_t, offsets_t, block_offsets_t, block_rows;
+  Topology view{};
+
+  DeviceTopology(const Device& dev, const reference::HostTopology& t, int32_t capacity_block_rows) {
+    auto upload = [&](DeviceBuffer& buf, const std::vector<int32_t>& v, size_t min_count) {
+      std::vector<int32_t> padded = v;
+      padded.resize(std::max(v.size(), min_count), -1);  // capacity past T_pad: garbage the kernel must skip
+      buf = DeviceBuffer(dev, std::max<size_t>(padded.size(), 1) * sizeof(int32_t));
+      if (!padded.empty()) dev.copy_to_device(buf.get(), padded.data(), padded.size() * sizeof(int32_t));
+      return static_cast<const int32_t*>(buf.get());
+    };
+    const size_t fb = t.ffn / t.block;
+    view.row_indices = upload(row_indices, t.row_indices, capacity_block_rows * fb);
+    view.column_indices = upload(column_indices, t.column_indices, capacity_block_rows * fb);
+    view.offsets = upload(offsets, t.offsets, capacity_block_rows + 1);
+    view.column_indices_t = upload(column_indices_t, t.column_indices_t, 0);
+    view.offsets_t = upload(offsets_t, t.offsets_t, 0);
+    view.block_offsets_t = upload(block_offsets_t, t.block_offsets_t, 0);
+    view.block_rows = upload(block_rows, std::vector<int32_t>{t.block_rows}, 1);
+  }
+};
+
+}  // namespace dmoe::test
