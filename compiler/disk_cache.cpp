@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -40,7 +41,8 @@ bool is_key(std::string_view key) {
 }
 
 void check_key(std::string_view key) {
-  if (!is_key(key)) throw InvalidArgument(fmt::format("invalid cache key '{}': expected 32 lowercase hex digits", key));
+  if (!is_key(key))
+    throw InvalidArgument(fmt::format("invalid cache key '{}': expected 32 lowercase hex digits", key));
 }
 
 [[noreturn]] void throw_errno(int err, const std::string& what) {
@@ -143,7 +145,8 @@ std::string add_integrity(const std::string& meta_json, std::string_view source,
   } catch (const json::ParseError& e) {
     throw InvalidArgument(fmt::format("cache meta_json is not valid JSON: {}", e.what()));
   }
-  if (!meta.is_object()) throw InvalidArgument(fmt::format("cache meta_json must be a JSON object, got '{}'", meta_json.substr(0, 80)));
+  if (!meta.is_object())
+    throw InvalidArgument(fmt::format("cache meta_json must be a JSON object, got '{}'", meta_json.substr(0, 80)));
   meta.set("integrity", json::Object{{kFiles[0], integrity_record(source)},
                                      {kFiles[1], integrity_record(cubin)},
                                      {kFiles[2], integrity_record(ptx)}});
@@ -200,8 +203,8 @@ std::optional<CacheEntry> DiskCache::load(const std::string& key, bool* corrupt)
   return std::nullopt;
 }
 
-bool DiskCache::store(const std::string& key, std::string_view source, std::string_view cubin,
-                      std::string_view ptx, std::string meta_json) {
+bool DiskCache::store(const std::string& key, std::string_view source, std::string_view cubin, std::string_view ptx,
+                      std::string meta_json) {
   check_key(key);
   const std::string meta = add_integrity(meta_json, source, cubin, ptx);
   if (!writable_) return false;
@@ -212,7 +215,8 @@ bool DiskCache::store(const std::string& key, std::string_view source, std::stri
     fs::create_directories(root_, ec);
     if (ec) throw_errno(ec.value(), fmt::format("cannot create {}", root_.string()));
     std::string templ = (root_ / fmt::format(".tmp-{}-XXXXXX", ::getpid())).string();
-    if (!::mkdtemp(templ.data())) throw_errno(errno, fmt::format("cannot create a directory in {}", root_.string()));
+    if (!::mkdtemp(templ.data()))
+      throw_errno(errno, fmt::format("cannot create a directory in {}", root_.string()));
     tmp = templ;
     {
       Fd dir_fd = open_dir(tmp);
@@ -229,7 +233,8 @@ bool DiskCache::store(const std::string& key, std::string_view source, std::stri
     for (int attempt = 0;; ++attempt) {
       if (::rename(tmp.c_str(), target.c_str()) == 0) break;
       const int err = errno;
-      if (err != EEXIST && err != ENOTEMPTY && err != ENOTDIR) throw_errno(err, fmt::format("cannot rename {} to {}", tmp.string(), target.string()));
+      if (err != EEXIST && err != ENOTEMPTY && err != ENOTDIR)
+        throw_errno(err, fmt::format("cannot rename {} to {}", tmp.string(), target.string()));
       CacheEntry existing;
       const EntryState state = read_entry(target, existing);
       if (state == EntryState::Ok) {
@@ -270,7 +275,7 @@ std::vector<CacheEntryInfo> DiskCache::scan(bool with_names) const {
     std::error_code file_ec;
     info.last_used = fs::last_write_time(info.dir / kMeta, file_ec);
     if (file_ec) info.last_used = fs::last_write_time(info.dir, file_ec);  // a corrupt entry still counts
-    if (file_ec) continue;                                                  // removed meanwhile
+    if (file_ec) continue;                                                 // removed meanwhile
     for (fs::directory_iterator file(info.dir, file_ec); !file_ec && file != end; file.increment(file_ec)) {
       std::error_code size_ec;
       const uint64_t size = file->file_size(size_ec);
@@ -340,7 +345,8 @@ uint64_t parse_size(std::string_view text) {
   };
   uint64_t count = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), count);
-  if (ec == std::errc::result_out_of_range) throw InvalidArgument(fmt::format("size '{}' exceeds 2^64-1 bytes", text));
+  if (ec == std::errc::result_out_of_range)
+    throw InvalidArgument(fmt::format("size '{}' exceeds 2^64-1 bytes", text));
   if (ec != std::errc()) throw invalid();
   std::string unit(end, text.data() + text.size());
   std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });

@@ -66,8 +66,8 @@ class Parser {
   }
 
   void skip_whitespace() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' ||
-                                   text_[pos_] == '\r'))
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' || text_[pos_] == '\r'))
       ++pos_;
   }
 
@@ -202,7 +202,10 @@ class Parser {
     uint32_t cp = 0;
     for (int i = 0; i < 4; ++i) {
       const char c = next();
-      const int digit = is_digit(c) ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      const int digit = is_digit(c)            ? c - '0'
+                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                               : -1;
       if (digit < 0) fail("expected 4 hex digits after \\u, got " + describe(c));
       cp = cp << 4 | static_cast<uint32_t>(digit);
       ++pos_;
@@ -232,7 +235,8 @@ class Parser {
     for (int i = 1; i < length; ++i, ++pos_) {
       if (pos_ >= text_.size()) fail("truncated UTF-8 sequence");
       const auto c = static_cast<unsigned char>(text_[pos_]);
-      if (c < (i == 1 ? low : 0x80) || c > (i == 1 ? high : 0xbf)) fail("invalid UTF-8 continuation " + describe(text_[pos_]));
+      if (c < (i == 1 ? low : 0x80) || c > (i == 1 ? high : 0xbf))
+        fail("invalid UTF-8 continuation " + describe(text_[pos_]));
     }
     out.append(text_.substr(start, pos_ - start));
   }
@@ -263,7 +267,8 @@ class Parser {
     }
     double d = 0;
     if (std::from_chars(first, last, d).ec != std::errc())
-      throw ParseError(start, fmt::format("number {} is out of the range of a double", std::string_view(first, last)));
+      throw ParseError(start,
+                       fmt::format("number {} is out of the range of a double", std::string_view(first, last)));
     return d;
   }
 
@@ -344,7 +349,8 @@ void write(std::string& out, const Value& v, int indent, int depth) {
         } else if constexpr (std::is_same_v<T, std::string>) {
           write_string(out, x);
         } else if constexpr (std::is_same_v<T, Array>) {
-          write_container(out, x, '[', ']', indent, depth, [&](const Value& item) { write(out, item, indent, depth + 1); });
+          write_container(out, x, '[', ']', indent, depth,
+                          [&](const Value& item) { write(out, item, indent, depth + 1); });
         } else {
           write_container(out, x, '{', '}', indent, depth, [&](const auto& member) {
             write_string(out, member.first);
@@ -358,8 +364,8 @@ void write(std::string& out, const Value& v, int indent, int depth) {
 
 }  // namespace
 
-ParseError::ParseError(size_t offset, std::string_view what)
-    : std::runtime_error(fmt::format("json: {} at byte {}", what, offset)), offset(offset) {}
+ParseError::ParseError(size_t at, std::string_view what)
+    : std::runtime_error(fmt::format("json: {} at byte {}", what, at)), offset(at) {}
 
 bool Value::get_bool() const {
   if (!is_bool()) wrong_type(*this, "bool");

@@ -85,7 +85,8 @@ struct Value {
   template <std::integral T>
   static int64_t checked_int(T i) {
     if constexpr (std::is_unsigned_v<T> && sizeof(T) >= sizeof(int64_t))
-      if (i > static_cast<T>(INT64_MAX)) throw TypeError("json: integer " + std::to_string(i) + " exceeds INT64_MAX");
+      if (i > static_cast<T>(INT64_MAX))
+        throw TypeError("json: integer " + std::to_string(i) + " exceeds INT64_MAX");
     return static_cast<int64_t>(i);
   }
 };

@@ -124,6 +124,8 @@ CompiledKernel compile_source(const KernelSpec& spec, const std::string& source)
   check(nvrtcGetPTX(prog.handle, k.ptx.data()), "nvrtcGetPTX");
   while (!k.ptx.empty() && k.ptx.back() == '\0') k.ptx.pop_back();
   k.log = log;
+  if (log.find("Used ") == std::string::npos)  // metadata would silently read as zeros
+    throw CompileError(fmt::format("{}: ptxas reported no resource usage; log:\n{}", name, log));
   parse_ptxas(log, k.meta);
   k.meta.threads = threads_per_cta(spec);
   k.meta.dynamic_shared_bytes = int(dynamic_shared_bytes(spec));

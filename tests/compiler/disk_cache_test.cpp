@@ -140,7 +140,8 @@ TEST_CASE("disk cache: store then load returns identical bytes") {
   CHECK(cache.writable());
 
   const fs::path dir = tmp.path / "cache" / key;
-  for (const char* f : {"kernel.cu", "kernel.cubin", "kernel.ptx", "meta.json"}) CHECK(fs::is_regular_file(dir / f));
+  for (const char* f : {"kernel.cu", "kernel.cubin", "kernel.ptx", "meta.json"})
+    CHECK(fs::is_regular_file(dir / f));
   CHECK(read_file(dir / "kernel.cubin") == s.cubin);
 
   const auto entry = cache.load(key);
@@ -206,7 +207,11 @@ TEST_CASE("disk cache: a damaged entry is a corrupt miss, removed, then rebuilt"
   }
   SUBCASE("appended byte in the source") { write(dir / "kernel.cu", s.source + " "); }
   SUBCASE("changed ptx") { write(dir / "kernel.ptx", ".version 9.9\n"); }
-  SUBCASE("garbage meta.json") { write(dir / "meta.json", "\x7f" "ELF garbage {"); }
+  SUBCASE("garbage meta.json") {
+    write(dir / "meta.json",
+          "\x7f"
+          "ELF garbage {");
+  }
   SUBCASE("truncated meta.json") {
     const std::string meta = read_file(dir / "meta.json");
     write(dir / "meta.json", meta.substr(0, meta.size() / 2));
@@ -479,7 +484,10 @@ TEST_CASE("disk cache: list, clear and stale temporaries") {
     uint64_t bytes = 0;
     for (const auto& f : fs::directory_iterator(e.dir)) bytes += f.file_size();
     CHECK(e.bytes == bytes);
-    CHECK(e.name == (e.key == key_of(9) ? "" : "kernel_" + std::to_string(e.key == key_of(0) ? 0 : e.key == key_of(1) ? 1 : 2)));
+    CHECK(e.name == (e.key == key_of(9) ? ""
+                                        : "kernel_" + std::to_string(e.key == key_of(0)   ? 0
+                                                                     : e.key == key_of(1) ? 1
+                                                                                          : 2)));
   }
 
   CHECK(cache.prune(UINT64_MAX) == 0);

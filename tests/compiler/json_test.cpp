@@ -109,7 +109,8 @@ TEST_CASE("json: string escapes") {
 }
 
 TEST_CASE("json: whitespace around and inside documents") {
-  CHECK(json::parse(" \t\r\n[ 1 , { \"a\" : null } ] \n") == json::Value(json::Array{1, json::Object{{"a", nullptr}}}));
+  CHECK(json::parse(" \t\r\n[ 1 , { \"a\" : null } ] \n") ==
+        json::Value(json::Array{1, json::Object{{"a", nullptr}}}));
 }
 
 TEST_CASE("json: malformed documents throw ParseError") {

@@ -1,0 +1,129 @@
+// The shape/spec flags shared by emit, compile and inspect, and subcommand dispatch.
+#include <fmt/format.h>
+
+#include <charconv>
+#include <iostream>
+#include <limits>
+
+#include "cli.hpp"
+
+namespace dmoe::cli {
+namespace {
+
+// One positive decimal field of --tile; the library's validate() judges the value itself.
+uint16_t tile_field(std::string_view tile, std::string_view text) {
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value == 0 ||
+      value > std::numeric_limits<uint16_t>::max())
+    throw InvalidArgument(fmt::format("invalid tile '{}': expected MxNxK with positive sizes, e.g. 64x64x32", tile));
+  return static_cast<uint16_t>(value);
+}
+
+TileConfig parse_tile(std::string_view text, TileConfig tile) {
+  const size_t x1 = text.find('x');
+  const size_t x2 = x1 == std::string_view::npos ? x1 : text.find('x', x1 + 1);
+  if (x2 == std::string_view::npos)
+    throw InvalidArgument(fmt::format("invalid tile '{}': expected MxNxK, e.g. 64x64x32", text));
+  tile.m = tile_field(text, text.substr(0, x1));
+  tile.n = tile_field(text, text.substr(x1 + 1, x2 - x1 - 1));
+  tile.k = tile_field(text, text.substr(x2 + 1));
+  return tile;
+}
+
+// CLI11 2.1 saturates out-of-range integers silently; this check rejects them with the limit instead.
+const CLI::Validator kInt64(
+    [](std::string& text) -> std::string {
+      int64_t value = 0;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+      if (ec == std::errc::result_out_of_range)
+        return fmt::format("{} is out of the 64-bit integer range (at most {})", text,
+                           std::numeric_limits<int64_t>::max());
+      if (ec != std::errc() || end != text.data() + text.size()) return fmt::format("{} is not an integer", text);
+      return "";
+    },
+    "", "INT64");
+
+}  // namespace
+
+void SpecFlags::add_to(CLI::App& app, bool with_op) {
+  if (with_op) {
+    op_opt_ = app.add_option("--op", op_, "Product: sdd|dsd|dds")->type_name("OP")->capture_default_str();
+    trans_opt_ = app.add_option("--trans", trans_, "Transposes of the two operands: nt|nn|tn|tt (default: nt for sdd, nn otherwise)")
+                     ->type_name("AB");
+  }
+  hidden_opt_ = app.add_option("--hidden", hidden_, "Model width H (required without --preset)")->type_name("N")->check(kInt64);
+  ffn_opt_ = app.add_option("--ffn", ffn_, "Expert FFN width F (required without --preset)")->type_name("N")->check(kInt64);
+  experts_opt_ = app.add_option("--experts", experts_, "Number of experts E (required without --preset)")->type_name("N")->check(kInt64);
+  top_k_opt_ = app.add_option("--top-k", top_k_, "Experts per token K")->type_name("N")->check(kInt64)->capture_default_str();
+  block_opt_ = app.add_option("--block", block_, "Block-sparse block size: 64|128|256")->type_name("N")->check(kInt64)->capture_default_str();
+  dtype_opt_ = app.add_option("--dtype", dtype_, "Element type: bf16|fp16 (default: the preset's, else bf16)")->type_name("TYPE");
+  arch_opt_ = app.add_option("--arch", arch_, "Target: sm_80|sm_86|sm_89|sm_90a")->type_name("ARCH")->capture_default_str();
+  preset_opt_ = app.add_option("--preset", preset_, "Start from a named model shape (see `dmoe presets`)")->type_name("NAME");
+  tile_opt_ = app.add_option("--tile", tile_, "Override the CTA tile, e.g. 64x64x32")->type_name("MxNxK");
+  warps_opt_ = app.add_option("--warps", warps_, "Override the warps per CTA: 4|8")->type_name("N")->check(kInt64);
+  options_ = {hidden_opt_, ffn_opt_, experts_opt_, top_k_opt_, block_opt_, dtype_opt_,
+              arch_opt_,   preset_opt_, tile_opt_, warps_opt_};
+  if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_});
+}
+
+bool SpecFlags::any_given() const {
+  for (const CLI::Option* opt : options_)
+    if (given(opt)) return true;
+  return false;
+}
+
+MoeShape SpecFlags::shape() const {
+  MoeShape s;
+  if (given(preset_opt_)) {
+    s = preset(preset_);
+  } else {
+    for (const CLI::Option* opt : {hidden_opt_, ffn_opt_, experts_opt_})
+      if (!given(opt)) throw InvalidArgument(fmt::format("{} is required without --preset", opt->get_name()));
+  }
+  if (given(hidden_opt_)) s.hidden = hidden_;
+  if (given(ffn_opt_)) s.ffn = ffn_;
+  if (given(experts_opt_)) s.experts = experts_;
+  if (given(top_k_opt_)) s.top_k = top_k_;
+  if (given(block_opt_)) s.block = block_;
+  if (given(dtype_opt_)) s.dtype = parse_dtype(dtype_);
+  validate(s);
+  return s;
+}
+
+Arch SpecFlags::arch() const { return parse_arch(arch_); }
+
+KernelSpec SpecFlags::spec() const {
+  const MoeShape s = shape();
+  const Op op = parse_op(op_);
+  const auto [trans_a, trans_b] = parse_trans(given(trans_opt_) ? trans_ : op == Op::SDD ? "nt" : "nn");
+  return with_tile(default_spec(s, op, trans_a, trans_b, arch()));
+}
+
+std::vector<KernelSpec> SpecFlags::layer_specs() const {
+  std::vector<KernelSpec> specs = layer_kernels(shape(), arch());
+  for (KernelSpec& k : specs) k = with_tile(k);
+  return specs;
+}
+
+KernelSpec SpecFlags::with_tile(KernelSpec k) const {
+  if (given(tile_opt_)) k.tile = parse_tile(tile_, k.tile);
+  if (given(warps_opt_)) {
+    // TileConfig::warps is 8 bits: reject what would wrap before validate() could see it.
+    if (warps_ <= 0 || warps_ > std::numeric_limits<uint8_t>::max())
+      throw InvalidArgument(fmt::format("tile warps = {} is not supported (expected 4 or 8)", warps_));
+    k.tile.warps = static_cast<uint8_t>(warps_);
+  }
+  validate(k);
+  return k;
+}
+
+int run_selected(CLI::App& app, const std::vector<Command>& commands) {
+  for (const Command& c : commands)
+    if (c.app->parsed()) return c.run();
+  // Named as typed ("dmoe cache"), not just by the subcommand's own name.
+  std::cerr << app.help(app.get_parent() ? app.get_parent()->get_name() : "");
+  return kExitUsage;
+}
+
+}  // namespace dmoe::cli
