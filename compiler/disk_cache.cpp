@@ -284,8 +284,8 @@ std::vector<CacheEntryInfo> DiskCache::scan(bool with_names) const {
     std::string meta;
     if (with_names && read_file(AT_FDCWD, (info.dir / kMeta).c_str(), meta)) {
       try {
-        if (const json::Value* name = json::parse(meta).find("name"); name && name->is_string())
-          info.name = name->get_string();
+        const json::Value parsed = json::parse(meta);  // find() points into it: keep it alive
+        if (const json::Value* name = parsed.find("name"); name && name->is_string()) info.name = name->get_string();
       } catch (const json::ParseError&) {  // a corrupt entry is listed without a name
       }
     }

@@ -40,8 +40,8 @@ class SpecFlags {
   // with_op: also add --op and --trans (every command that builds one spec).
   void add_to(CLI::App& app, bool with_op = true);
 
-  bool any_given() const;  // whether any of these flags appeared on the command line
-  std::vector<CLI::Option*> options() const { return options_; }
+  // Every flag added, for commands that take another way to name a kernel (inspect --key).
+  const std::vector<CLI::Option*>& options() const { return options_; }
 
   MoeShape shape() const;  // validated
   Arch arch() const;

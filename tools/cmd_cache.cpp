@@ -4,6 +4,7 @@
 #include <chrono>
 #include <ctime>
 #include <iostream>
+#include <iterator>
 #include <memory>
 
 #include "cli.hpp"
@@ -48,9 +49,10 @@ int run_ls(const CacheFlags& flags) {
   DiskCache cache;
   const std::vector<CacheEntryInfo> entries = cache.list();
   for (const CacheEntryInfo& e : entries) {
+    const std::string& name = e.name;
     if (flags.json)
       std::cout << json::Value(json::Object{{"key", e.key},
-                                            {"name", e.name},
+                                            {"name", name},
                                             {"bytes", e.bytes},
                                             {"last_used", format_time(e.last_used, true)},
                                             {"dir", e.dir.string()}})
@@ -58,7 +60,7 @@ int run_ls(const CacheFlags& flags) {
                 << '\n';
     else
       std::cout << fmt::format("{}  {:>10}  {}  {}\n", e.key, human_bytes(e.bytes), format_time(e.last_used, false),
-                               e.name.empty() ? "(unnamed)" : e.name);
+                               name.empty() ? "(unnamed)" : name);
   }
   if (!flags.json)
     std::cout << fmt::format("total: {}, {} in {}\n", entries_text(entries.size()), human_bytes(total_bytes(entries)),

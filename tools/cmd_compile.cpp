@@ -33,13 +33,12 @@ std::string entry_text(const CompiledKernel& k) { return k.dir.empty() ? "(memor
 void print_summary(const CompiledKernel& k, double lookup_ms, size_t batch) {
   const KernelMeta& m = k.meta;
   std::cout << k.name << '\n'
-            << fmt::format("  key:       {}\n", k.key)
-            << fmt::format("  cache:     {}\n", k.disk_hit ? "hit" : "miss")
+            << fmt::format("  key:       {}\n", k.key) << fmt::format("  cache:     {}\n", k.disk_hit ? "hit" : "miss")
             << fmt::format("  registers: {}\n", m.registers)
             << fmt::format("  spills:    {} bytes (store {}, load {})\n", spills(m), m.spill_store_bytes,
                            m.spill_load_bytes)
-            << fmt::format("  shared:    {} bytes (static {}, dynamic {})\n", shared_bytes(m),
-                           m.static_shared_bytes, m.dynamic_shared_bytes)
+            << fmt::format("  shared:    {} bytes (static {}, dynamic {})\n", shared_bytes(m), m.static_shared_bytes,
+                           m.dynamic_shared_bytes)
             << fmt::format("  threads:   {}\n", m.threads)
             << fmt::format("  compile:   {:.1f} ms (when the entry was built)\n", m.compile_ms)
             << fmt::format("  lookup:    {:.1f} ms{}\n", lookup_ms,
@@ -113,7 +112,8 @@ Command add_compile_command(CLI::App& root) {
       "compile", "Compile a kernel with NVRTC (or load it from the disk cache, $DMOE_CACHE_DIR) and summarize it");
   flags->spec.add_to(*app);
   CLI::Option* ptx = app->add_flag("--ptx", flags->ptx, "Print the PTX instead of the summary");
-  app->add_flag("--all", flags->all, "Compile, in parallel, every kernel a layer of the shape needs (ignores --op, --trans)");
+  app->add_flag("--all", flags->all,
+                "Compile, in parallel, every kernel a layer of the shape needs (ignores --op, --trans)");
   app->add_flag("--json", flags->json,
                 "Print one JSON object per kernel and line: name, key, cache, registers, spills, shared_bytes, "
                 "threads, compile_ms, lookup_ms, dir")

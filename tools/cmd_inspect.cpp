@@ -45,12 +45,17 @@ Artifacts from_key(const std::string& key) {
   bool corrupt = false;
   std::optional<CacheEntry> entry = cache.load(key, &corrupt);
   if (!entry)
-    throw std::runtime_error(corrupt ? fmt::format("cache entry '{}' in {} was corrupt and has been removed", key,
-                                                   cache.root().string())
-                                     : fmt::format("no cache entry with key '{}' in {}", key, cache.root().string()));
-  const json::Value* name = json::parse(entry->meta_json).find("name");
-  return {name && name->is_string() ? name->get_string() : "", key, std::move(entry->source),
-          std::move(entry->cubin), std::move(entry->ptx), std::move(entry->meta_json)};
+    throw std::runtime_error(
+        corrupt ? fmt::format("cache entry '{}' in {} was corrupt and has been removed", key, cache.root().string())
+                : fmt::format("no cache entry with key '{}' in {}", key, cache.root().string()));
+  const json::Value meta = json::parse(entry->meta_json);
+  const json::Value* name = meta.find("name");
+  return {name && name->is_string() ? name->get_string() : "",
+          key,
+          std::move(entry->source),
+          std::move(entry->cubin),
+          std::move(entry->ptx),
+          std::move(entry->meta_json)};
 }
 
 // A memory-only kernel has no meta.json: describe it from what ptxas reported.
@@ -189,8 +194,9 @@ Command add_inspect_command(CLI::App& root) {
   CLI::App* app = root.add_subcommand(
       "inspect", "Show a kernel's source, PTX, SASS and metadata (all four unless sections are chosen)");
   flags->spec.add_to(*app);
-  flags->key_opt = app->add_option("--key", flags->key, "Look the kernel up in the disk cache by key instead of by spec")
-                       ->type_name("KEY");
+  flags->key_opt =
+      app->add_option("--key", flags->key, "Look the kernel up in the disk cache by key instead of by spec")
+          ->type_name("KEY");
   for (CLI::Option* opt : flags->spec.options()) flags->key_opt->excludes(opt);
   app->add_flag("--source", flags->source, "Show the generated CUDA C++ source");
   app->add_flag("--ptx", flags->ptx, "Show the PTX");

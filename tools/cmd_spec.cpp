@@ -44,33 +44,34 @@ const CLI::Validator kInt64(
     },
     "", "INT64");
 
+CLI::Option* add_int(CLI::App& app, const std::string& name, int64_t& value, const std::string& help) {
+  return app.add_option(name, value, help)->type_name("N")->check(kInt64);
+}
+
 }  // namespace
 
 void SpecFlags::add_to(CLI::App& app, bool with_op) {
   if (with_op) {
     op_opt_ = app.add_option("--op", op_, "Product: sdd|dsd|dds")->type_name("OP")->capture_default_str();
-    trans_opt_ = app.add_option("--trans", trans_, "Transposes of the two operands: nt|nn|tn|tt (default: nt for sdd, nn otherwise)")
+    trans_opt_ = app.add_option("--trans", trans_, "Operand transposes: nt|nn|tn|tt (default: nt for sdd, else nn)")
                      ->type_name("AB");
   }
-  hidden_opt_ = app.add_option("--hidden", hidden_, "Model width H (required without --preset)")->type_name("N")->check(kInt64);
-  ffn_opt_ = app.add_option("--ffn", ffn_, "Expert FFN width F (required without --preset)")->type_name("N")->check(kInt64);
-  experts_opt_ = app.add_option("--experts", experts_, "Number of experts E (required without --preset)")->type_name("N")->check(kInt64);
-  top_k_opt_ = app.add_option("--top-k", top_k_, "Experts per token K")->type_name("N")->check(kInt64)->capture_default_str();
-  block_opt_ = app.add_option("--block", block_, "Block-sparse block size: 64|128|256")->type_name("N")->check(kInt64)->capture_default_str();
-  dtype_opt_ = app.add_option("--dtype", dtype_, "Element type: bf16|fp16 (default: the preset's, else bf16)")->type_name("TYPE");
-  arch_opt_ = app.add_option("--arch", arch_, "Target: sm_80|sm_86|sm_89|sm_90a")->type_name("ARCH")->capture_default_str();
-  preset_opt_ = app.add_option("--preset", preset_, "Start from a named model shape (see `dmoe presets`)")->type_name("NAME");
+  hidden_opt_ = add_int(app, "--hidden", hidden_, "Model width H (required without --preset)");
+  ffn_opt_ = add_int(app, "--ffn", ffn_, "Expert FFN width F (required without --preset)");
+  experts_opt_ = add_int(app, "--experts", experts_, "Number of experts E (required without --preset)");
+  top_k_opt_ = add_int(app, "--top-k", top_k_, "Experts per token K")->capture_default_str();
+  block_opt_ = add_int(app, "--block", block_, "Block-sparse block size: 64|128|256")->capture_default_str();
+  dtype_opt_ = app.add_option("--dtype", dtype_, "Element type: bf16|fp16 (default: the preset's, else bf16)")
+                   ->type_name("TYPE");
+  arch_opt_ = app.add_option("--arch", arch_, "Target: sm_80|sm_86|sm_89|sm_90a")->type_name("ARCH");
+  arch_opt_->capture_default_str();
+  preset_opt_ =
+      app.add_option("--preset", preset_, "Start from a named model shape (see `dmoe presets`)")->type_name("NAME");
   tile_opt_ = app.add_option("--tile", tile_, "Override the CTA tile, e.g. 64x64x32")->type_name("MxNxK");
-  warps_opt_ = app.add_option("--warps", warps_, "Override the warps per CTA: 4|8")->type_name("N")->check(kInt64);
-  options_ = {hidden_opt_, ffn_opt_, experts_opt_, top_k_opt_, block_opt_, dtype_opt_,
-              arch_opt_,   preset_opt_, tile_opt_, warps_opt_};
+  warps_opt_ = add_int(app, "--warps", warps_, "Override the warps per CTA: 4|8");
+  options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,
+              dtype_opt_,  arch_opt_, preset_opt_,  tile_opt_,  warps_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_});
-}
-
-bool SpecFlags::any_given() const {
-  for (const CLI::Option* opt : options_)
-    if (given(opt)) return true;
-  return false;
 }
 
 MoeShape SpecFlags::shape() const {

@@ -100,7 +100,7 @@ Sample sample(int i) {
   s.source = "extern \"C\" __global__ void k" + std::to_string(i) + "() {}\n";
   for (int b = 0; b < 3000; ++b) s.cubin += static_cast<char>((b * 31 + i) & 0xff);  // binary, with NULs
   s.ptx = ".version 8.0\n// kernel " + std::to_string(i) + "\n";
-  s.meta = R"({"name": "kernel_)" + std::to_string(i) + R"(", "registers": 96})";
+  s.meta = R"({"name": "dmoe_long_kernel_name_)" + std::to_string(i) + R"(", "registers": 96})";
   return s;
 }
 
@@ -156,7 +156,7 @@ TEST_CASE("disk cache: store then load returns identical bytes") {
   // The caller's fields are kept, in order, and integrity records every file.
   const auto meta = dmoe::json::parse(entry->meta_json);
   CHECK(meta.get_object()[0].first == "name");
-  CHECK(meta["name"].get_string() == "kernel_1");
+  CHECK(meta["name"].get_string() == "dmoe_long_kernel_name_1");
   CHECK(meta["registers"].get_int() == 96);
   CHECK(meta["integrity"]["kernel.cubin"]["bytes"].get_int() == 3000);
   CHECK(meta["integrity"]["kernel.cubin"]["sha256"].get_string() == dmoe::sha256_hex(s.cubin));
@@ -485,7 +485,7 @@ TEST_CASE("disk cache: list, clear and stale temporaries") {
     for (const auto& f : fs::directory_iterator(e.dir)) bytes += f.file_size();
     CHECK(e.bytes == bytes);
     CHECK(e.name == (e.key == key_of(9) ? ""
-                                        : "kernel_" + std::to_string(e.key == key_of(0)   ? 0
+                                        : "dmoe_long_kernel_name_" + std::to_string(e.key == key_of(0)   ? 0
                                                                      : e.key == key_of(1) ? 1
                                                                                           : 2)));
   }
