@@ -2,7 +2,8 @@
 //
 // A reference-quality SIMT kernel: each CTA computes one TM×TN output tile as a sum of segments (pairs of
 // operand panels of the reduction), staging TK-deep slices through shared memory in fp32. It exists to be
-// correct for every operand layout; the tensor-core kernels replace it on the fast path.
+// correct for every operand layout; the tensor-core kernels replace it on the fast path. Loops stay
+// rolled: NVVM time on unrolled bodies dominated the JIT compile time (bench/NOTES.md).
 #pragma once
 #include "dmoe/args.cuh"
 #include "dmoe/common/types.cuh"
@@ -45,6 +46,7 @@ struct TileAccumulator {
   // running across consecutive threads so global loads coalesce.
   template <int TO, bool KContig>
   __device__ __forceinline__ static void stage(float* s, const Panel<Elem, KContig>& panel, int k0) {
+#pragma unroll 1
     for (int idx = threadIdx.x; idx < TO * TK; idx += THREADS) {
       const int outer = KContig ? idx / TK : idx % TO;
       const int k = KContig ? idx % TK : idx / TO;
@@ -60,7 +62,7 @@ struct TileAccumulator {
       stage<TM>(a_s, a, k0);
       stage<TN>(b_s, b, k0);
       __syncthreads();
-#pragma unroll 4
+#pragma unroll 1
       for (int k = 0; k < TK; ++k) {
         float av[PM], bv[PN];
 #pragma unroll
