@@ -1,6 +1,7 @@
 #include "dmoe/spec.hpp"
 
 #include "dmoe/args.cuh"
+#include "dmoe/routing_args.cuh"
 
 #include <fmt/format.h>
 
@@ -52,9 +53,20 @@ std::string_view to_string(Op op) {
     case Op::SDD: return "sdd";
     case Op::DSD: return "dsd";
     case Op::DDS: return "dds";
+    case Op::Jitter: return "jitter";
+    case Op::Router: return "router";
+    case Op::Bins: return "bins";
+    case Op::Permute: return "permute";
+    case Op::Topology: return "topology";
+    case Op::Gather: return "gather";
+    case Op::Scatter: return "scatter";
+    case Op::ScatterGrad: return "scatter_grad";
+    case Op::RouterGrad: return "router_grad";
   }
   return "?";
 }
+
+bool is_product(Op op) { return op == Op::SDD || op == Op::DSD || op == Op::DDS; }
 std::string_view to_string(DType t) { return t == DType::BF16 ? "bf16" : "fp16"; }
 std::string_view to_string(Arch a) {
   switch (a) {
@@ -76,7 +88,11 @@ std::string_view to_string(Activation a) {
 }
 std::string_view to_string(Epilogue) { return "none"; }
 
-Op parse_op(std::string_view s) { return parse_enum("op", s, std::array{Op::SDD, Op::DSD, Op::DDS}); }
+Op parse_op(std::string_view s) {
+  return parse_enum("op", s,
+                    std::array{Op::SDD, Op::DSD, Op::DDS, Op::Jitter, Op::Router, Op::Bins, Op::Permute,
+                               Op::Topology, Op::Gather, Op::Scatter, Op::ScatterGrad, Op::RouterGrad});
+}
 DType parse_dtype(std::string_view s) { return parse_enum("dtype", s, std::array{DType::BF16, DType::FP16}); }
 Arch parse_arch(std::string_view s) {
   return parse_enum("arch", s, std::array{Arch::SM80, Arch::SM86, Arch::SM89, Arch::SM90a});
@@ -133,7 +149,77 @@ void validate(const MoeShape& s) {
   }
 }
 
+namespace {
+
+// Which spec fields a routing kernel is specialized on.
+struct RoutingFields {
+  bool dtype, hidden, experts, top_k, block, ffn, renorm;
+};
+
+RoutingFields routing_fields(Op op) {
+  switch (op) {
+    case Op::Jitter: return {true, true, false, false, false, false, false};
+    case Op::Router: return {false, false, true, true, false, false, true};
+    case Op::Bins: return {false, false, true, true, true, false, false};
+    case Op::Permute: return {false, false, true, true, false, false, false};
+    case Op::Topology: return {false, false, true, false, true, true, false};
+    case Op::Gather: return {true, true, true, true, false, false, false};
+    case Op::Scatter: return {true, true, false, true, false, false, false};
+    case Op::ScatterGrad: return {true, true, true, true, false, false, false};
+    case Op::RouterGrad: return {false, false, true, true, false, false, true};
+    default: return {};
+  }
+}
+
+void validate_routing(const KernelSpec& k) {
+  const RoutingFields f = routing_fields(k.op);
+  const std::string_view op = to_string(k.op);
+  auto unused = [&](std::string_view field, bool is_default) {
+    if (!is_default)
+      throw InvalidArgument(fmt::format("{} is not used by {} kernels and must be left at its default", field, op));
+  };
+  unused("dtype", f.dtype || k.dtype == DType::BF16);
+  unused("hidden", f.hidden || k.hidden == 0);
+  unused("experts", f.experts || k.experts == 0);
+  unused("top_k", f.top_k || k.top_k == 0);
+  unused("block", f.block || k.block == 0);
+  unused("ffn", f.ffn || k.ffn == 0);
+  unused("renorm_p", f.renorm || k.renorm_p == 0);
+  unused("trans", !k.trans_a && !k.trans_b);
+  unused("tile", k.tile == TileConfig{});
+  if (f.hidden) {
+    require_positive("hidden", k.hidden);
+    if (k.hidden % 64 != 0)
+      throw InvalidArgument(fmt::format("hidden = {} is not a multiple of 64 (the tile width)", k.hidden));
+  }
+  if (f.experts) {
+    require_positive("experts", k.experts);
+    if (k.experts > kMaxRoutingExperts)
+      throw InvalidArgument(fmt::format("experts = {} exceeds the routing kernels' limit {}", k.experts,
+                                        kMaxRoutingExperts));
+  }
+  if (f.top_k) {
+    require_positive("top_k", k.top_k);
+    if (f.experts && k.top_k > k.experts)
+      throw InvalidArgument(fmt::format("top_k = {} exceeds the number of experts {}", k.top_k, k.experts));
+  }
+  if (f.block) require_block(k.block);
+  if (f.ffn) {
+    require_positive("ffn", k.ffn);
+    if (k.ffn % k.block != 0)
+      throw InvalidArgument(fmt::format("ffn = {} is not a multiple of the block size {}", k.ffn, k.block));
+    require_int32("experts * ffn", int64_t{k.experts} * k.ffn);
+  }
+  if (f.renorm && k.renorm_p > 2)
+    throw InvalidArgument(fmt::format("renorm_p = {} is not supported (expected 0, 1 or 2)", k.renorm_p));
+}
+
+}  // namespace
+
 void validate(const KernelSpec& k) {
+  if (!is_product(k.op)) return validate_routing(k);
+  if (k.top_k != 0 || k.renorm_p != 0)
+    throw InvalidArgument(fmt::format("top_k and renorm_p are not used by {} kernels and must be 0", to_string(k.op)));
   require_block(k.block);
   require_positive("hidden", k.hidden);
   require_positive("ffn", k.ffn);
@@ -168,15 +254,37 @@ void validate(const KernelSpec& k) {
 }
 
 std::string kernel_name(const KernelSpec& k) {
+  if (!is_product(k.op)) {
+    const RoutingFields f = routing_fields(k.op);
+    std::string name = fmt::format("dmoe_{}", to_string(k.op));
+    if (f.dtype) name += fmt::format("_{}", to_string(k.dtype));
+    if (f.experts) name += fmt::format("_e{}", k.experts);
+    if (f.top_k) name += fmt::format("_k{}", k.top_k);
+    if (f.block) name += fmt::format("_b{}", k.block);
+    if (f.hidden) name += fmt::format("_h{}", k.hidden);
+    if (f.ffn) name += fmt::format("_f{}", k.ffn);
+    if (f.renorm) name += fmt::format("_p{}", k.renorm_p);
+    return name + fmt::format("_sm{}", to_string(k.arch).substr(3));
+  }
   return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_t{}x{}x{}w{}s{}_sm{}", to_string(k.op),
                      k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden,
                      k.ffn, k.experts, k.tile.m, k.tile.n, k.tile.k, k.tile.warps, k.tile.stages,
                      to_string(k.arch).substr(3));
 }
 
-int threads_per_cta(const KernelSpec& k) { return 32 * k.tile.warps; }
+int threads_per_cta(const KernelSpec& k) {
+  switch (k.op) {
+    case Op::SDD:
+    case Op::DSD:
+    case Op::DDS: return 32 * k.tile.warps;
+    case Op::Bins: return kMaxRoutingExperts;
+    case Op::Permute: return 32;
+    default: return 256;
+  }
+}
 
 int dynamic_shared_bytes(const KernelSpec& k) {
+  if (!is_product(k.op)) return 0;  // routing kernels use static shared memory only
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }
 
@@ -193,6 +301,27 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
   k.ffn = static_cast<int32_t>(s.ffn);
   k.experts = static_cast<int32_t>(s.experts);
   k.tile = TileConfig{64, 64, 32, 8, 1};
+  validate(k);
+  return k;
+}
+
+KernelSpec routing_spec(const MoeShape& s, Op op, Arch arch, int renorm_p) {
+  if (is_product(op)) throw InvalidArgument(fmt::format("{} is not a routing kernel", to_string(op)));
+  validate(s);
+  const RoutingFields f = routing_fields(op);
+  KernelSpec k;
+  k.op = op;
+  k.trans_a = k.trans_b = false;
+  k.arch = arch;
+  k.block = f.block ? int32_t(s.block) : 0;
+  k.hidden = f.hidden ? int32_t(s.hidden) : 0;
+  k.ffn = f.ffn ? int32_t(s.ffn) : 0;
+  k.experts = f.experts ? int32_t(s.experts) : 0;
+  k.top_k = f.top_k ? int32_t(s.top_k) : 0;
+  k.dtype = f.dtype ? s.dtype : DType::BF16;
+  k.renorm_p = f.renorm ? uint8_t(renorm_p) : 0;
+  if (f.renorm && (renorm_p < 0 || renorm_p > 2))
+    throw InvalidArgument(fmt::format("renorm_p = {} is not supported (expected 0, 1 or 2)", renorm_p));
   validate(k);
   return k;
 }
@@ -240,12 +369,13 @@ const MoeShape& preset(std::string_view name) {
 
 size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
   // Pack every field into two words, then mix: a hit costs a few integer operations.
-  const uint64_t a = uint64_t(k.op) | uint64_t(k.trans_a) << 2 | uint64_t(k.trans_b) << 3 |
-                     uint64_t(k.dtype) << 4 | uint64_t(k.arch) << 6 | uint64_t(k.epilogue) << 9 |
+  const uint64_t a = uint64_t(k.op) | uint64_t(k.trans_a) << 8 | uint64_t(k.trans_b) << 9 |
+                     uint64_t(k.dtype) << 10 | uint64_t(k.arch) << 12 | uint64_t(k.epilogue) << 14 |
                      uint64_t(k.tile.m) << 16 | uint64_t(k.tile.n) << 32 | uint64_t(k.tile.k) << 48;
   const uint64_t b = uint64_t(uint32_t(k.hidden)) | uint64_t(uint32_t(k.ffn)) << 32;
   const uint64_t c = uint64_t(uint32_t(k.experts)) | uint64_t(uint32_t(k.block)) << 32;
-  const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8;
+  const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8 | uint64_t(k.renorm_p) << 16 |
+                     uint64_t(uint32_t(k.top_k)) << 32;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

@@ -59,7 +59,13 @@ namespace {
   ENTRY(cuEventRecord)                                                                        \
   ENTRY(cuEventSynchronize)                                                                   \
   ENTRY(cuEventElapsedTime)                                                                   \
-  ENTRY(cuEventDestroy)
+  ENTRY(cuEventDestroy)                                                                       \
+  ENTRY(cuStreamBeginCapture)                                                                 \
+  ENTRY(cuStreamEndCapture)                                                                   \
+  ENTRY(cuGraphInstantiate)                                                                   \
+  ENTRY(cuGraphLaunch)                                                                        \
+  ENTRY(cuGraphExecDestroy)                                                                   \
+  ENTRY(cuGraphDestroy)
 
 struct Driver {
 #define DMOE_DECLARE(name) decltype(&::name) name = nullptr;
@@ -467,6 +473,38 @@ float EventTimer::elapsed_ms() {
   float ms = 0;
   DMOE_CHECK(cuEventElapsedTime, &ms, start_, stop_);
   return ms;
+}
+
+// ---- CapturedGraph ----
+
+CapturedGraph::CapturedGraph(const Device& device, Stream stream, const std::function<void()>& work)
+    : device_(device) {
+  if (!stream) throw CudaError("cuStreamBeginCapture", CUDA_ERROR_INVALID_VALUE, "cannot capture the legacy default stream");
+  device_.make_current();
+  DMOE_CHECK(cuStreamBeginCapture, stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+  CUgraph graph = nullptr;
+  try {
+    work();
+  } catch (...) {
+    (void)driver().cuStreamEndCapture(stream, &graph);  // leave the stream usable
+    if (graph) (void)driver().cuGraphDestroy(graph);
+    throw;
+  }
+  DMOE_CHECK(cuStreamEndCapture, stream, &graph);
+  CUgraphExec exec = nullptr;
+  const CUresult r = driver().cuGraphInstantiate(&exec, graph, 0);
+  (void)driver().cuGraphDestroy(graph);
+  if (r != CUDA_SUCCESS) throw_failed("cuGraphInstantiate", r);
+  exec_ = exec;
+}
+
+CapturedGraph::~CapturedGraph() {
+  if (const Driver* d = driver_for_cleanup(nullptr); d && exec_) (void)d->cuGraphExecDestroy(exec_);
+}
+
+void CapturedGraph::launch(Stream stream) const {
+  device_.make_current();
+  DMOE_CHECK(cuGraphLaunch, exec_, stream);
 }
 
 }  // namespace dmoe

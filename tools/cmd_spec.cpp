@@ -52,7 +52,12 @@ CLI::Option* add_int(CLI::App& app, const std::string& name, int64_t& value, con
 
 void SpecFlags::add_to(CLI::App& app, bool with_op) {
   if (with_op) {
-    op_opt_ = app.add_option("--op", op_, "Product: sdd|dsd|dds")->type_name("OP")->capture_default_str();
+    op_opt_ = app.add_option("--op", op_,
+                             "Kernel: sdd|dsd|dds, or a routing kernel: jitter|router|bins|permute|topology|"
+                             "gather|scatter|scatter_grad|router_grad")
+                  ->type_name("OP")
+                  ->capture_default_str();
+    renorm_opt_ = add_int(app, "--renorm", renorm_, "Router weights renormalized by their p-norm: 0 (off), 1, 2");
     trans_opt_ = app.add_option("--trans", trans_, "Operand transposes: nt|nn|tn|tt (default: nt for sdd, else nn)")
                      ->type_name("AB");
   }
@@ -71,7 +76,7 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   warps_opt_ = add_int(app, "--warps", warps_, "Override the warps per CTA: 4|8");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,
               dtype_opt_,  arch_opt_, preset_opt_,  tile_opt_,  warps_opt_};
-  if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_});
+  if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
 MoeShape SpecFlags::shape() const {
@@ -97,6 +102,13 @@ Arch SpecFlags::arch() const { return parse_arch(arch_); }
 KernelSpec SpecFlags::spec() const {
   const MoeShape s = shape();
   const Op op = parse_op(op_);
+  if (!is_product(op)) {
+    if (given(trans_opt_)) throw InvalidArgument(fmt::format("--trans does not apply to {} kernels", op_));
+    if (renorm_ < 0 || renorm_ > 2)
+      throw InvalidArgument(fmt::format("--renorm {} is not supported (expected 0, 1 or 2)", renorm_));
+    return with_tile(routing_spec(s, op, arch(), static_cast<int>(renorm_)));
+  }
+  if (given(renorm_opt_)) throw InvalidArgument(fmt::format("--renorm does not apply to {} kernels", op_));
   const auto [trans_a, trans_b] = parse_trans(given(trans_opt_) ? trans_ : op == Op::SDD ? "nt" : "nn");
   return with_tile(default_spec(s, op, trans_a, trans_b, arch()));
 }

@@ -20,7 +20,20 @@ struct InvalidArgument : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-enum class Op : uint8_t { SDD, DSD, DDS };
+// The block-sparse products, then the routing chain's kernels (templates/dmoe/routing_args.cuh).
+enum class Op : uint8_t {
+  SDD, DSD, DDS,
+  Jitter,       // x · U(1 − ε, 1 + ε), the router input's noise (and its backward)
+  Router,       // logits → softmax, top-k, weights, per-chunk histogram and loss partials
+  Bins,         // counts, bins, padded_bins, block_rows, chunk prefixes, losses (one CTA)
+  Permute,      // stable sort of the assignments by expert: indices, bin_ids, rows
+  Topology,     // padded_bins → blocked CSR + COO with transpose metadata, closed form
+  Gather,       // x → rows in expert order, padding rows zero
+  Scatter,      // expert rows → y[t] = Σ_k w[t,k] · out[row(t,k)] (or unweighted: gather's backward)
+  ScatterGrad,  // dy → gradient of the expert rows (padding zero) and dw[t,k]
+  RouterGrad,   // dw, losses → gradient of the logits
+};
+bool is_product(Op);
 enum class DType : uint8_t { BF16, FP16 };
 enum class Arch : uint8_t { SM80, SM86, SM89, SM90a };
 enum class Activation : uint8_t { None, GeluTanh, Silu, Relu };
@@ -93,11 +106,18 @@ struct KernelSpec {
   int32_t ffn = 0;
   int32_t experts = 0;
   TileConfig tile{};
+  int32_t top_k = 0;     // routing kernels only (0 for products)
+  uint8_t renorm_p = 0;  // Router/RouterGrad: renormalize the top-k weights by their p-norm (0: off)
   friend bool operator==(const KernelSpec&, const KernelSpec&) = default;
 };
 
-// Throws InvalidArgument naming the field, its value and the limit.
+// Throws InvalidArgument naming the field, its value and the limit. A routing spec must leave the fields
+// its op does not use at their zero defaults (one kernel, one spec).
 void validate(const KernelSpec&);
+
+// The spec of one routing kernel for a layer shape: only the fields the op uses are set.
+// renorm_p: 0 (raw softmax weights), 1 or 2.
+KernelSpec routing_spec(const MoeShape&, Op, Arch, int renorm_p = 0);
 
 // Canonical, readable, unique name, used as the extern "C" entry point and in the cache's metadata:
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_t64x64x32w8s1_sm90a

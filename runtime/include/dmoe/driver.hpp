@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -18,6 +19,7 @@ struct CUstream_st;
 struct CUmod_st;
 struct CUfunc_st;
 struct CUevent_st;
+struct CUgraphExec_st;
 
 namespace dmoe {
 
@@ -170,6 +172,22 @@ class EventTimer {
   const Device& device_;
   CUevent_st* start_ = nullptr;
   CUevent_st* stop_ = nullptr;
+};
+
+// Captures the work `work` enqueues on `stream` (a non-default stream) into a CUDA graph and instantiates it;
+// launch() replays it. Capture fails loudly if the work synchronizes with the host, which makes a
+// capture the test that a sequence of launches needs no host synchronization.
+class CapturedGraph {
+ public:
+  CapturedGraph(const Device&, Stream, const std::function<void()>& work);
+  ~CapturedGraph();
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+  void launch(Stream) const;
+
+ private:
+  const Device& device_;
+  CUgraphExec_st* exec_ = nullptr;
 };
 
 }  // namespace dmoe

@@ -46,4 +46,33 @@ __device__ __forceinline__ unsigned short f32_to_f16_bits(float f) {
   return b;
 }
 
+__device__ __forceinline__ float ld_nc_f32(const float* p) {
+  float v;
+  asm("ld.global.nc.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
+}
+
+// 16-byte vector load and store (p 16-byte aligned). The load is coherent (not .nc), so a kernel may
+// read and write the same buffer in place.
+__device__ __forceinline__ void ld_v4_u32(const void* p, unsigned (&v)[4]) {
+  asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+               : "l"(p)
+               : "memory");
+}
+
+// Read-only (non-coherent) 16-byte load: for data the kernel never writes.
+__device__ __forceinline__ void ld_nc_v4_u32(const void* p, unsigned (&v)[4]) {
+  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
+}
+
+__device__ __forceinline__ void st_f32(float* p, float v) {
+  asm volatile("st.global.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory");
+}
+
+__device__ __forceinline__ void st_v4_u32(void* p, const unsigned (&v)[4]) {
+  asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v[0]), "r"(v[1]), "r"(v[2]), "r"(v[3])
+               : "memory");
+}
+
 }  // namespace dmoe::ptx

@@ -1,0 +1,159 @@
+// Routing benchmark: T ∈ {16K, 64K, 256K} × E ∈ {8, 64, 256} × K ∈ {1, 2, 8}, hidden 2048.
+// Per kernel: median time over rotating input sets larger than L2 (CUDA events, after warm-up), the
+// minimum bytes it must move, achieved bandwidth and its fraction of the measured copy bandwidth.
+// The chain (router → gather, and the scatter) is also timed as one CUDA graph and compared with the
+// speed-of-light time of the same layer's forward expert products (2 · 2·T·K·H·F FLOPs at the
+// measured GEMM ceiling): a lower bound on the matmul time, so the ratio is an upper bound.
+#include "routing_bench.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "dmoe/routing.hpp"
+
+namespace dmoe::bench {
+namespace {
+
+constexpr double kCopyBytesPerSec = 4.27e12;  // ../shared/bench/h200-baselines.md, read + write
+constexpr double kGemmFlopsPerSec = 794e12;   // cuBLAS bf16 8192³ on the same H200
+constexpr int64_t kHidden = 2048, kFfn = 2048;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Problem {
+  int64_t tokens;
+  int experts, top_k;
+  std::string label() const { return fmt::format("T={}K E={} K={}", tokens / 1024, experts, top_k); }
+};
+
+struct KernelRow {
+  std::string name;
+  double ms = 0, bytes = 0;
+};
+
+}  // namespace
+
+int routing(const RoutingBenchOptions& opt) {
+  Device dev(0);
+  KernelCache cache(dev);
+  const Arch arch = device_arch(dev.properties());
+  OwnedStream stream(dev);
+  std::vector<Problem> problems;
+  for (int64_t t : {16384, 65536, 262144})
+    for (int e : {8, 64, 256})
+      for (int k : {1, 2, 8}) {
+        if (opt.quick && t != 16384) continue;
+        Problem p{t, e, k};
+        if (opt.filter.empty() || p.label().find(opt.filter) != std::string::npos) problems.push_back(p);
+      }
+
+  fmt::print("routing benchmark on {} ({} SMs), hidden {}, ffn {} (for the matmul comparison), bf16\n",
+             dev.properties().name, dev.properties().sm_count, kHidden, kFfn);
+  fmt::print("{:<20} {:<12} {:>9} {:>10} {:>9} {:>7}\n", "problem", "kernel", "time us", "min MB", "GB/s",
+             "of copy");
+  std::mt19937_64 rng(12345);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (const Problem& p : problems) {
+    MoeShape shape;
+    shape.tokens = p.tokens;
+    shape.hidden = kHidden;
+    shape.ffn = kFfn;
+    shape.experts = p.experts;
+    shape.top_k = p.top_k;
+    shape.block = 128;
+    RoutingWorkspace ws(dev, shape);
+    const int64_t T = p.tokens, E = p.experts, K = p.top_k, H = kHidden;
+    // Input sets rotated so that every timed run reads its inputs from HBM, not from the 60 MB L2.
+    const int64_t set_bytes = T * E * 4 + T * H * 2;
+    const int sets = int(std::clamp<int64_t>(2 * 60'000'000 / set_bytes + 1, 1, 8));
+    std::vector<DeviceBuffer> logits, xs;
+    for (int i = 0; i < sets; ++i) {
+      std::vector<float> l(T * E);
+      for (auto& v : l) v = normal(rng);
+      logits.emplace_back(dev, l.size() * 4);
+      dev.copy_to_device(logits.back().get(), l.data(), l.size() * 4);
+      std::vector<uint16_t> xb(T * H, 0x3f80);  // 1.0: gather/scatter move bytes, values do not matter
+      xs.emplace_back(dev, xb.size() * 2);
+      dev.copy_to_device(xs.back().get(), xb.data(), xb.size() * 2);
+    }
+    DeviceBuffer xp(dev, int64_t(ws.max_rows()) * H * 2), y(dev, T * H * 2), jittered(dev, T * H * 2);
+    RoutingArgs a = ws.args();
+    a.lbl_weight = 0.01f;
+    a.z_weight = 0.001f;
+    a.jitter_eps = 0.01f;
+    a.weighted = 1;
+    // Expected padded rows under this (near-uniform) routing, for the byte counts.
+    const double t_pad = double(T * K);
+
+    auto time_kernel = [&](Op op, auto&& set_inputs) {
+      const KernelSpec spec = ws.spec(op, arch);
+      EventTimer timer(dev);
+      std::vector<double> ms;
+      for (int r = 0; r < opt.reps + 3; ++r) {
+        set_inputs(r % sets);
+        timer.start(stream.get());
+        launch_routing(cache, spec, a, stream.get());
+        timer.stop(stream.get());
+        if (r >= 3) ms.push_back(timer.elapsed_ms());
+      }
+      return median(ms);
+    };
+    auto router_in = [&](int i) { a.logits = static_cast<const float*>(logits[i].get()); };
+    auto gather_in = [&](int i) { a.x = xs[i].get(); a.y = xp.get(); };
+    auto scatter_in = [&](int) { a.x = xp.get(); a.y = y.get(); };
+    auto jitter_in = [&](int i) { a.x = xs[i].get(); a.y = jittered.get(); };
+    auto none = [&](int) {};
+
+    std::vector<KernelRow> rows;
+    rows.push_back({"jitter", time_kernel(Op::Jitter, jitter_in), 2.0 * T * H * 2});
+    rows.push_back({"router", time_kernel(Op::Router, router_in), T * E * 4.0 + T * K * 8.0});
+    rows.push_back({"bins", time_kernel(Op::Bins, none), route_chunks(T) * E * 12.0 + E * 12.0});
+    rows.push_back({"permute", time_kernel(Op::Permute, none), T * K * 16.0});
+    const double blocks = t_pad / 128 * (kFfn / 128);
+    rows.push_back({"topology", time_kernel(Op::Topology, none), blocks * 16.0});
+    rows.push_back({"gather", time_kernel(Op::Gather, gather_in), T * H * 2.0 + t_pad * H * 2.0 + T * K * 4.0});
+    rows.push_back({"scatter", time_kernel(Op::Scatter, scatter_in), t_pad * H * 2.0 + T * H * 2.0 + T * K * 8.0});
+
+    // The chain as one graph: router → gather, then the scatter.
+    a.logits = static_cast<const float*>(logits[0].get());
+    CapturedGraph graph(dev, stream.get(), [&] {
+      route_forward(cache, ws, RouteForward{a.logits, xs[0].get(), xp.get(), 0.01f, 0.001f}, stream.get());
+      route_combine(cache, ws, xp.get(), y.get(), stream.get());
+    });
+    EventTimer timer(dev);
+    std::vector<double> chain;
+    for (int r = 0; r < opt.reps + 3; ++r) {
+      timer.start(stream.get());
+      graph.launch(stream.get());
+      timer.stop(stream.get());
+      if (r >= 3) chain.push_back(timer.elapsed_ms());
+    }
+    const double chain_ms = median(chain);
+    const double matmul_sol_ms = 2 * 2.0 * T * K * H * kFfn / kGemmFlopsPerSec * 1e3;
+
+    std::string json = fmt::format("{{\"problem\": \"{}\", \"tokens\": {}, \"experts\": {}, \"top_k\": {}, \"hidden\": {}",
+                                   p.label(), T, E, K, H);
+    for (const KernelRow& r : rows) {
+      const double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
+      fmt::print("{:<20} {:<12} {:>9.1f} {:>10.1f} {:>9.0f} {:>6.0f}%\n", p.label(), r.name, r.ms * 1e3,
+                 r.bytes / 1e6, gbs, 100 * gbs * 1e9 / kCopyBytesPerSec);
+      json += fmt::format(", \"{}_us\": {:.2f}, \"{}_copy_fraction\": {:.3f}", r.name, r.ms * 1e3, r.name,
+                          r.bytes / (r.ms * 1e-3) / kCopyBytesPerSec);
+    }
+    fmt::print("{:<20} {:<12} {:>9.1f}   forward expert matmul at SOL {:.1f} us: chain = {:.1f}% of it\n",
+               p.label(), "chain", chain_ms * 1e3, matmul_sol_ms * 1e3, 100 * chain_ms / matmul_sol_ms);
+    json += fmt::format(", \"chain_us\": {:.2f}, \"matmul_sol_us\": {:.2f}, \"chain_fraction\": {:.4f}}}",
+                        chain_ms * 1e3, matmul_sol_ms * 1e3, chain_ms / matmul_sol_ms);
+    if (opt.json) fmt::print("{}\n", json);
+  }
+  return 0;
+}
+
+}  // namespace dmoe::bench

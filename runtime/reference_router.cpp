@@ -1,0 +1,129 @@
+// CPU references of the router: softmax + top-k + losses, the gradient of the logits, and jitter.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "dmoe/routing_args.cuh"
+#include "dmoe/routing_reference.hpp"
+#include "dmoe/spec.hpp"
+
+namespace dmoe::reference {
+namespace {
+
+void check_shape(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p) {
+  if (experts <= 0) throw InvalidArgument(fmt::format("experts must be positive, got {}", experts));
+  if (top_k <= 0) throw InvalidArgument(fmt::format("top_k must be positive, got {}", top_k));
+  if (top_k > experts)
+    throw InvalidArgument(fmt::format("top_k = {} exceeds the number of experts {}", top_k, experts));
+  if (tokens < 0) throw InvalidArgument(fmt::format("tokens must not be negative, got {}", tokens));
+  if (renorm_p < 0 || renorm_p > 2)
+    throw InvalidArgument(fmt::format("renorm_p = {} is not supported (expected 0, 1 or 2)", renorm_p));
+  if (static_cast<int64_t>(logits.size()) != tokens * experts)
+    throw InvalidArgument(fmt::format("logits hold {} values, expected tokens * experts = {} * {} = {}",
+                                      logits.size(), tokens, experts, tokens * experts));
+}
+
+// Softmax of one token's logits in fp64; returns logsumexp.
+double softmax(const float* logits, int experts, double* p) {
+  const double m = *std::max_element(logits, logits + experts);
+  double sum = 0;
+  for (int e = 0; e < experts; ++e) sum += p[e] = std::exp(double(logits[e]) - m);
+  for (int e = 0; e < experts; ++e) p[e] /= sum;
+  return m + std::log(sum);
+}
+
+double renorm(std::span<const double> selected, int renorm_p) {
+  double s = 0;
+  for (double v : selected) s += renorm_p == 2 ? v * v : v;
+  return renorm_p == 2 ? std::sqrt(s) : s;
+}
+
+}  // namespace
+
+RouterResult route(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p,
+                   double lbl_weight, double z_weight) {
+  check_shape(logits, tokens, experts, top_k, renorm_p);
+  RouterResult r;
+  r.expert_ids.resize(tokens * top_k);
+  r.weights.resize(tokens * top_k);
+  r.counts.assign(experts, 0);
+  std::vector<double> p(experts), score_sum(experts, 0.0), selected(top_k);
+  std::vector<int32_t> order(experts);
+  double z = 0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const double lse = softmax(logits.data() + t * experts, experts, p.data());
+    z += lse * lse;
+    for (int e = 0; e < experts; ++e) score_sum[e] += p[e];
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    for (int k = 0; k < top_k; ++k) selected[k] = p[order[k]];
+    const double s = renorm_p == 0 ? 1.0 : renorm(selected, renorm_p);
+    for (int k = 0; k < top_k; ++k) {
+      r.expert_ids[t * top_k + k] = order[k];
+      r.weights[t * top_k + k] = selected[k] / s;
+      ++r.counts[order[k]];
+    }
+  }
+  if (tokens > 0) {
+    const double T = double(tokens);
+    double lbl = 0;
+    for (int e = 0; e < experts; ++e) lbl += double(r.counts[e]) * (score_sum[e] / T);
+    r.lbl = experts * lbl_weight / (T * top_k) * lbl;
+    r.z = z_weight * z / T;
+  }
+  return r;
+}
+
+std::vector<double> router_grad(std::span<const float> logits, std::span<const int32_t> expert_ids,
+                                std::span<const double> dw, int64_t tokens, int experts, int top_k, int renorm_p,
+                                double lbl_weight, double z_weight, double d_lbl, double d_z) {
+  check_shape(logits, tokens, experts, top_k, renorm_p);
+  const int64_t n = tokens * top_k;
+  if (static_cast<int64_t>(expert_ids.size()) != n || static_cast<int64_t>(dw.size()) != n)
+    throw InvalidArgument(fmt::format("expert_ids and dw hold {} and {} values, expected tokens * top_k = {}",
+                                      expert_ids.size(), dw.size(), n));
+  std::vector<int64_t> counts(experts, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (expert_ids[i] < 0 || expert_ids[i] >= experts)
+      throw InvalidArgument(fmt::format("expert_ids[{}] = {} is out of range [0, {})", i, expert_ids[i], experts));
+    ++counts[expert_ids[i]];
+  }
+  std::vector<double> grad(tokens * experts), p(experts), dp(experts), selected(top_k);
+  const double T = double(tokens);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const double lse = softmax(logits.data() + t * experts, experts, p.data());
+    const int32_t* ids = expert_ids.data() + t * top_k;
+    const double* g = dw.data() + t * top_k;
+    // Load balancing: lbl = E·w/(T·K) · Σ_e count_e · (1/T) Σ_t p[t, e], counts held fixed.
+    for (int e = 0; e < experts; ++e) dp[e] = d_lbl * lbl_weight * experts / (T * top_k) * double(counts[e]) / T;
+    for (int k = 0; k < top_k; ++k) selected[k] = p[ids[k]];
+    if (renorm_p == 0) {
+      for (int k = 0; k < top_k; ++k) dp[ids[k]] += g[k];
+    } else {
+      // w_k = p_k / S: P = 1, ∂S/∂p_j = 1; P = 2, ∂S/∂p_j = p_j / S.
+      const double S = renorm(selected, renorm_p);
+      double gp = 0;  // Σ_k dw_k · p_k
+      for (int k = 0; k < top_k; ++k) gp += g[k] * selected[k];
+      for (int k = 0; k < top_k; ++k) {
+        const double dS = renorm_p == 1 ? 1.0 : selected[k] / S;
+        dp[ids[k]] += g[k] / S - gp / (S * S) * dS;
+      }
+    }
+    double dot = 0;
+    for (int e = 0; e < experts; ++e) dot += p[e] * dp[e];
+    const double zc = d_z * z_weight * 2.0 * lse / T;
+    for (int e = 0; e < experts; ++e) grad[t * experts + e] = p[e] * (dp[e] - dot) + zc * p[e];
+  }
+  return grad;
+}
+
+std::vector<float> jitter(std::span<const float> x, float eps, uint32_t seed_lo, uint32_t seed_hi) {
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * jitter_factor(seed_lo, seed_hi, uint64_t(i), eps);
+  return y;
+}
+
+}  // namespace dmoe::reference

@@ -1,0 +1,314 @@
+// dmoe/kernels/permute.cuh — the permutation of the assignments by expert, the padded gather, the padded
+// scatter and the scatter's backward (dmoe-semantics.md, "Permutation"). Work mapping, which
+// runtime/routing.cpp's routing_grid matches:
+//   permute_kernel       one warp per chunk c of kRouteChunkTokens tokens (assignments [c·256·K, …))
+//   gather_kernel        8 warps per CTA, one warp per padded row r = blockIdx.x·8 + warp (< T_pad)
+//   scatter_kernel       8 warps per CTA, one warp per token t = blockIdx.x·8 + warp (< T)
+//   scatter_grad_kernel  8 warps per CTA, one warp per padded row (as gather)
+// Rows are moved as 16-byte vectors (8 elements; H is a multiple of 64). Every true size (counts, bins,
+// padded_bins) is read from device memory; rows past the true T_pad are never touched.
+#pragma once
+#include "dmoe/common/types.cuh"
+#include "dmoe/ptx/ptx.cuh"
+#include "dmoe/routing_args.cuh"
+
+namespace dmoe {
+namespace permute_detail {
+
+// Enumerators, not constexpr variables: NVRTC emits a namespace-scope constexpr as a .global symbol.
+enum : int { kWarps = 8 };  // warps per CTA of the row- and token-parallel kernels (routing.cpp's kWarpsPerCta)
+enum : unsigned { kFull = 0xffffffffu };
+
+// 8 16-bit elements.
+struct alignas(16) Vec8 {
+  unsigned w[4];
+};
+
+__device__ __forceinline__ Vec8 ld_nc_v4(const void* p) {
+  Vec8 v;
+  ptx::ld_nc_v4_u32(p, v.w);
+  return v;
+}
+
+__device__ __forceinline__ void st_v4(void* p, const Vec8& v) { ptx::st_v4_u32(p, v.w); }
+
+template <class Elem>
+__device__ __forceinline__ void unpack(const Vec8& v, float (&f)[8]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    f[2 * j] = Elem::to_float(static_cast<unsigned short>(v.w[j] & 0xffffu));
+    f[2 * j + 1] = Elem::to_float(static_cast<unsigned short>(v.w[j] >> 16));
+  }
+}
+
+template <class Elem>
+__device__ __forceinline__ Vec8 pack(const float (&f)[8]) {
+  Vec8 v;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    v.w[j] = uint32_t(Elem::from_float(f[2 * j])) | (uint32_t(Elem::from_float(f[2 * j + 1])) << 16);
+  return v;
+}
+
+// The expert owning padded row r < padded_bins[E − 1]: the first e with padded_bins[e] > r. All lanes
+// search the same addresses (broadcast loads, L1-resident).
+template <int E>
+__device__ __forceinline__ int expert_of_row(const int32_t* padded_bins, int32_t r) {
+  int lo = 0, hi = E - 1;
+#pragma unroll 1
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (ptx::ld_nc_s32(padded_bins + mid) > r)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+// For a padded row r below the true T_pad: the assignment it holds, or −1 for a padding row.
+template <int E>
+__device__ __forceinline__ int32_t assignment_of_row(const RoutingState& s, int32_t r) {
+  const int e = expert_of_row<E>(s.padded_bins, r);
+  const int32_t padded_start = e ? ptx::ld_nc_s32(s.padded_bins + e - 1) : 0;
+  const int32_t j = r - padded_start;
+  if (j >= ptx::ld_nc_s32(s.counts + e)) return -1;
+  const int32_t bins_start = e ? ptx::ld_nc_s32(s.bins + e - 1) : 0;
+  return ptx::ld_nc_s32(s.indices + bins_start + j);
+}
+
+// The padded row this warp owns, or −1 when it is at or past the true T_pad (or the capacity).
+template <int E>
+__device__ __forceinline__ int32_t warp_row(const RoutingArgs& a) {
+  const int64_t r = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int32_t t_pad = ptx::ld_nc_s32(a.s.padded_bins + E - 1);
+  return (r < t_pad && r < a.max_rows) ? int32_t(r) : -1;
+}
+
+}  // namespace permute_detail
+
+// Stable ranking of chunk c's assignments by expert. The chunk's first assignment of expert e has rank
+// chunk_offsets[c·E + e] (exclusive prefix over chunks, from Bins) among that expert's assignments; inside
+// the chunk the warp walks 32 assignments at a time in order and ranks equal experts by lane.
+template <int E, int K>
+__device__ __forceinline__ void permute_kernel(const RoutingArgs& a) {
+  using namespace permute_detail;
+  constexpr int kChunk = kRouteChunkTokens * K;
+  constexpr int U = 4;  // 32-assignment groups whose expert ids are loaded together
+  __shared__ int32_t sorted_next[E];  // next sorted position of expert e: bins_start_e + rank
+  __shared__ int32_t pad_delta[E];    // padded_start_e − bins_start_e: sorted position → padded row
+  const RoutingState& s = a.s;
+  const int lane = threadIdx.x & 31;
+  const int64_t c = blockIdx.x;
+  const int64_t begin = c * kChunk;
+  const int64_t total = int64_t(a.tokens) * K;
+  if (begin >= total) return;
+  const int n = int(total - begin < kChunk ? total - begin : kChunk);
+
+#pragma unroll 1
+  for (int e = lane; e < E; e += 32) {
+    const int32_t bins_start = e ? ptx::ld_nc_s32(s.bins + e - 1) : 0;
+    const int32_t padded_start = e ? ptx::ld_nc_s32(s.padded_bins + e - 1) : 0;
+    sorted_next[e] = bins_start + ptx::ld_nc_s32(s.chunk_offsets + c * E + e);
+    pad_delta[e] = padded_start - bins_start;
+  }
+  __syncwarp();
+
+  const unsigned below = (1u << lane) - 1u;
+  const int* ids = s.expert_ids + begin;
+#pragma unroll 1
+  for (int i0 = 0; i0 < n; i0 += 32 * U) {
+    int ev[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int off = i0 + u * 32 + lane;
+      ev[u] = off < n ? ptx::ld_nc_s32(ids + off) : -1;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int off = i0 + u * 32 + lane;
+      const int e = (ev[u] >= 0 && ev[u] < E) ? ev[u] : -1;  // past the chunk (or a bad id): no output
+      const unsigned peers = __match_any_sync(kFull, e);
+      int32_t p = 0;
+      if (e >= 0) p = sorted_next[e] + __popc(peers & below);
+      __syncwarp();  // every lane has read sorted_next before the lowest peer advances it
+      if (e >= 0) {
+        if ((peers & below) == 0) sorted_next[e] += __popc(peers);
+        const int32_t i = int32_t(begin + off);
+        s.indices[p] = i;
+        s.bin_ids[p] = e;
+        s.rows[i] = p + pad_delta[e];
+      }
+      __syncwarp();
+    }
+  }
+}
+
+// y[r] = x[indices[bins_start_e + j] / K] for padded row r = padded_start_e + j, j < count_e; padding rows
+// up to the true T_pad are written as zeros, rows past it are left alone.
+template <class Elem, int H, int E, int K>
+__device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
+  using namespace permute_detail;
+  static_assert(H % 8 == 0, "rows move as 16-byte vectors");
+  constexpr int V = H / 8;                     // vectors per row
+  constexpr int PER_LANE = (V + 31) / 32;      // vectors per lane, at most
+  constexpr int U = PER_LANE < 4 ? PER_LANE : 4;  // vectors in flight per lane
+  const int32_t r = warp_row<E>(a);
+  if (r < 0) return;
+  const int lane = threadIdx.x & 31;
+  const int32_t i = assignment_of_row<E>(a.s, r);
+  Vec8* dst = reinterpret_cast<Vec8*>(static_cast<Elem*>(a.y) + int64_t(r) * H);
+  if (i < 0) {
+    const Vec8 zero{{0u, 0u, 0u, 0u}};
+#pragma unroll 1
+    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
+    return;
+  }
+  const Vec8* src = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.x) + int64_t(i / K) * H);
+#pragma unroll 1
+  for (int m0 = 0; m0 < PER_LANE; m0 += U) {
+    Vec8 t[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = (m0 + u) * 32 + lane;
+      if (v < V) t[u] = ld_nc_v4(src + v);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = (m0 + u) * 32 + lane;
+      if (v < V) st_v4(dst + v, t[u]);
+    }
+  }
+}
+
+// y[t] = Σ_k w[t·K + k] · x[rows[t·K + k]] (w = 1 when !a.weighted), accumulated in fp32 and rounded once.
+template <class Elem, int H, int K>
+__device__ __forceinline__ void scatter_kernel(const RoutingArgs& a) {
+  using namespace permute_detail;
+  static_assert(H % 8 == 0, "rows move as 16-byte vectors");
+  constexpr int V = H / 8;
+  constexpr bool kRegs = K <= 8;            // the K rows and weights live in registers
+  constexpr int U = K >= 4 ? 1 : K >= 2 ? 2 : 4;  // vectors per lane in flight: U·K loads
+  const int64_t t = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (t >= a.tokens) return;
+  const int lane = threadIdx.x & 31;
+  const bool weighted = a.weighted != 0;
+  const Elem* x = static_cast<const Elem*>(a.x);
+  Vec8* dst = reinterpret_cast<Vec8*>(static_cast<Elem*>(a.y) + t * H);
+  const int64_t first = t * K;
+
+  if constexpr (kRegs) {
+    // Lane k loads assignment k's row and weight; every lane then holds all K in registers.
+    const int32_t my_row = lane < K ? ptx::ld_nc_s32(a.s.rows + first + lane) : 0;
+    const float my_w = (lane < K && weighted) ? ptx::ld_nc_f32(a.s.weights + first + lane) : 1.f;
+    const Vec8* src[K];
+    float w[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      src[k] = reinterpret_cast<const Vec8*>(x + int64_t(__shfl_sync(kFull, my_row, k)) * H);
+      w[k] = __shfl_sync(kFull, my_w, k);
+    }
+#pragma unroll 1
+    for (int v0 = lane; v0 < V; v0 += 32 * U) {
+      Vec8 in[U][K];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int k = 0; k < K; ++k)
+          if (v0 + u * 32 < V) in[u][k] = ld_nc_v4(src[k] + v0 + u * 32);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (v0 + u * 32 >= V) break;
+        float acc[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[j] = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          float f[8];
+          unpack<Elem>(in[u][k], f);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[j] = fmaf(w[k], f[j], acc[j]);
+        }
+        st_v4(dst + v0 + u * 32, pack<Elem>(acc));
+      }
+    }
+  } else {
+    // Many experts per token: rows and weights are read where they are used (broadcast loads, L1-resident).
+    const int32_t* rows = a.s.rows + first;
+    const float* weights = a.s.weights + first;
+#pragma unroll 1
+    for (int v = lane; v < V; v += 32) {
+      float acc[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[j] = 0.f;
+#pragma unroll 4
+      for (int k = 0; k < K; ++k) {
+        const int64_t row = ptx::ld_nc_s32(rows + k);
+        const float wk = weighted ? ptx::ld_nc_f32(weights + k) : 1.f;
+        float f[8];
+        unpack<Elem>(ld_nc_v4(reinterpret_cast<const Vec8*>(x + row * H) + v), f);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[j] = fmaf(wk, f[j], acc[j]);
+      }
+      st_v4(dst + v, pack<Elem>(acc));
+    }
+  }
+}
+
+// The scatter's backward, per padded row r below the true T_pad (as gather). A real row holding
+// assignment i of token t = i / K: y[r] = dy[t] · w[i] (rounded once), and dw[i] = ⟨aux[r], dy[t]⟩ in
+// fp32. A padding row: y[r] = 0. dy is a.x [T, H]; aux the forward expert output rows [max_rows, H].
+template <class Elem, int H, int E, int K>
+__device__ __forceinline__ void scatter_grad_kernel(const RoutingArgs& a) {
+  using namespace permute_detail;
+  static_assert(H % 8 == 0, "rows move as 16-byte vectors");
+  constexpr int V = H / 8;
+  constexpr int PER_LANE = (V + 31) / 32;
+  constexpr int U = PER_LANE < 2 ? PER_LANE : 2;  // 2·U loads in flight per lane
+  const int32_t r = warp_row<E>(a);
+  if (r < 0) return;
+  const int lane = threadIdx.x & 31;
+  const int32_t i = assignment_of_row<E>(a.s, r);
+  Vec8* dst = reinterpret_cast<Vec8*>(static_cast<Elem*>(a.y) + int64_t(r) * H);
+  if (i < 0) {
+    const Vec8 zero{{0u, 0u, 0u, 0u}};
+#pragma unroll 1
+    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
+    return;
+  }
+  const float w = ptx::ld_nc_f32(a.s.weights + i);
+  const Vec8* dy = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.x) + int64_t(i / K) * H);
+  const Vec8* out = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.aux) + int64_t(r) * H);
+  float dot = 0.f;
+#pragma unroll 1
+  for (int m0 = 0; m0 < PER_LANE; m0 += U) {
+    Vec8 d[U], o[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = (m0 + u) * 32 + lane;
+      if (v < V) {
+        d[u] = ld_nc_v4(dy + v);
+        o[u] = ld_nc_v4(out + v);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = (m0 + u) * 32 + lane;
+      if (v >= V) break;
+      float fd[8], fo[8];
+      unpack<Elem>(d[u], fd);
+      unpack<Elem>(o[u], fo);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        dot = fmaf(fo[j], fd[j], dot);
+        fd[j] *= w;
+      }
+      st_v4(dst + v, pack<Elem>(fd));
+    }
+  }
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) dot += __shfl_xor_sync(kFull, dot, m);
+  if (lane == 0) ptx::st_f32(a.dweights + i, dot);
+}
+
+}  // namespace dmoe

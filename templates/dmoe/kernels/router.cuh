@@ -1,0 +1,344 @@
+// dmoe/kernels/router.cuh — the router's kernels: jitter, softmax + top-k, bins (counts, chunk prefixes,
+// losses) and the gradient of the logits. Work mapping (routing_grid in runtime/routing.cpp):
+//   Jitter      256 threads; thread g scales the 8 elements [8g, 8g + 8) of x [T, H]: one 16-byte vector
+//   Router      256 threads; CTA c is chunk c (tokens [256c, 256c + 256) ∩ [0, T)); warp w takes the
+//               tokens 256c + 32w + j, j = 0..31, one at a time, lane l holding experts l + 32i
+//   Bins        one CTA of kMaxRoutingExperts threads, thread e = expert e
+//   RouterGrad  256 threads, one warp per token t = 8·blockIdx.x + warp
+// Float reductions run in a fixed order (registers, shuffles, then shared memory in warp order; no float
+// atomics): every result is bitwise reproducible from run to run.
+#pragma once
+#include "dmoe/common/types.cuh"
+#include "dmoe/ptx/ptx.cuh"
+#include "dmoe/routing_args.cuh"
+
+namespace dmoe {
+namespace router_detail {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr float kLowest = -3.402823466e38f;  // −FLT_MAX: below every finite logit
+constexpr int kWarps = 8;                    // Router and RouterGrad CTAs: 256 threads
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;  // the butterfly leaves the same bits in every lane (a + b == b + a)
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(kFullMask, v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+
+// One token's softmax over E experts, spread over a warp: lane l holds experts l + 32i in p[i].
+template <int E>
+struct SoftmaxRow {
+  static constexpr int N = (E + 31) / 32;
+  float p[N];  // probabilities; 0 past E
+  float lse;   // logsumexp of the logits
+
+  __device__ __forceinline__ void load(const float* logits, int lane) {
+    float m = kLowest;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const int e = lane + 32 * i;
+      p[i] = e < E ? ptx::ld_nc_f32(logits + e) : kLowest;
+      m = p[i] > m ? p[i] : m;
+    }
+    m = warp_max(m);
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      p[i] = lane + 32 * i < E ? expf(p[i] - m) : 0.f;
+      sum += p[i];
+    }
+    sum = warp_sum(sum);
+    lse = m + logf(sum);
+    const float inv = 1.f / sum;  // one division: ptxas calls a slow path for each div.rn
+#pragma unroll
+    for (int i = 0; i < N; ++i) p[i] *= inv;
+  }
+};
+
+// Block-wide inclusive scan of one int per thread over THREADS threads; `s` is [THREADS / 32] shared.
+template <int THREADS>
+__device__ __forceinline__ int block_inclusive_scan(int v, int* s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int n = __shfl_up_sync(kFullMask, v, o);
+    if (lane >= o) v += n;
+  }
+  if (lane == 31) s[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < THREADS / 32 ? s[lane] : 0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int n = __shfl_up_sync(kFullMask, w, o);
+      if (lane >= o) w += n;
+    }
+    if (lane < THREADS / 32) s[lane] = w;
+  }
+  __syncthreads();
+  return warp > 0 ? v + s[warp - 1] : v;
+}
+
+// Block-wide sum over THREADS threads in a fixed tree order; the result is valid in thread 0.
+template <int THREADS>
+__device__ __forceinline__ float block_sum(float v, float* s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) s[warp] = v;
+  __syncthreads();
+  if (warp == 0) v = warp_sum(lane < THREADS / 32 ? s[lane] : 0.f);
+  __syncthreads();
+  return v;
+}
+
+}  // namespace router_detail
+
+// y = x · U(1 − ε, 1 + ε) element-wise, rounded to Elem. x may be y (in place); applied to a gradient it
+// is the backward pass (same seed).
+template <class Elem, int H>
+__device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
+  const int64_t first = (int64_t(blockIdx.x) * 256 + threadIdx.x) * 8;
+  if (first >= int64_t(a.tokens) * H) return;  // H % 64 == 0: the last vector is whole
+  unsigned v[4];
+  ptx::ld_v4_u32(static_cast<const unsigned short*>(a.x) + first, v);
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const uint64_t i = uint64_t(first) + 2 * q;  // the low half is the lower element
+    const float lo = Elem::to_float(v[q] & 0xffffu) * jitter_factor(a.seed_lo, a.seed_hi, i, a.jitter_eps);
+    const float hi = Elem::to_float(v[q] >> 16) * jitter_factor(a.seed_lo, a.seed_hi, i + 1, a.jitter_eps);
+    v[q] = unsigned(Elem::from_float(lo)) | unsigned(Elem::from_float(hi)) << 16;
+  }
+  ptx::st_v4_u32(static_cast<unsigned short*>(a.y) + first, v);
+}
+
+// Softmax, top-K (ties to the lower expert; k = 0 the best), weights (renormalized by their P-norm when
+// P is 1 or 2) and the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
+template <int E, int K, int P>
+__device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
+  using namespace router_detail;
+  static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
+  constexpr int N = SoftmaxRow<E>::N;  // ≤ 32: one bit per register slot in `picked`
+  __shared__ int hist[E];
+  __shared__ float scores[E];
+  __shared__ float zs[kWarps];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t chunk = blockIdx.x;
+  for (int e = threadIdx.x; e < E; e += 256) hist[e] = 0;
+  __syncthreads();
+
+  float acc[N];  // Σ over this warp's tokens of p[t, lane + 32i]
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = 0.f;
+  float z = 0.f;
+  const int64_t t0 = chunk * kRouteChunkTokens + warp * 32;
+#pragma unroll 1
+  for (int j = 0; j < 32; ++j) {
+    const int64_t t = t0 + j;
+    if (t >= a.tokens) break;  // warp-uniform
+    SoftmaxRow<E> row;
+    row.load(a.logits + t * E, lane);
+#pragma unroll
+    for (int i = 0; i < N; ++i) acc[i] += row.p[i];
+    z += row.lse * row.lse;
+
+    int32_t* ids = a.s.expert_ids + t * K;
+    float* weights = a.s.weights + t * K;
+    unsigned picked = 0;  // bit i: expert lane + 32i is selected
+    float norm = 0.f;
+#pragma unroll 1
+    for (int k = 0; k < K; ++k) {
+      // This lane's best unselected expert (ascending e, strict >: the lower index wins ties), then the
+      // warp's by (probability desc, expert asc), a total order: every lane ends with the same winner.
+      float best = -1.f;
+      int arg = 0x7fffffff;
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        if (lane + 32 * i < E && !((picked >> i) & 1u) && row.p[i] > best) {
+          best = row.p[i];
+          arg = lane + 32 * i;
+        }
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(kFullMask, best, o);
+        const int oa = __shfl_xor_sync(kFullMask, arg, o);
+        if (ob > best || (ob == best && oa < arg)) {
+          best = ob;
+          arg = oa;
+        }
+      }
+      if ((arg & 31) == lane) {
+        picked |= 1u << (arg >> 5);
+        atomicAdd(&hist[arg], 1);  // integer: order-independent
+      }
+      if ((k & 31) == lane) {
+        ids[k] = arg;
+        weights[k] = best;
+      }
+      norm += P == 2 ? best * best : best;
+    }
+    if constexpr (P != 0) {
+      // Each lane rescales the weights it wrote itself (k ≡ lane mod 32): program order makes them visible.
+      const float inv = 1.f / (P == 1 ? norm : sqrtf(norm));
+#pragma unroll 1
+      for (int k = lane; k < K; k += 32) weights[k] *= inv;
+    }
+  }
+
+  // Combine the warps in index order: scores = ((acc_0 + acc_1) + acc_2) + …
+  if (lane == 0) zs[warp] = z;
+#pragma unroll 1
+  for (int w = 0; w < kWarps; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        const int e = lane + 32 * i;
+        if (e < E) scores[e] = w == 0 ? acc[i] : scores[e] + acc[i];
+      }
+    }
+    __syncthreads();
+  }
+  for (int e = threadIdx.x; e < E; e += 256) {
+    a.s.chunk_hist[chunk * E + e] = hist[e];
+    a.s.chunk_scores[chunk * E + e] = scores[e];
+  }
+  if (threadIdx.x == 0) {
+    float zc = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) zc += zs[w];
+    a.s.chunk_z[chunk] = zc;
+  }
+}
+
+// One CTA: per-expert counts and chunk prefixes (thread e walks the chunks in order), bins and
+// padded_bins by block-wide scans, block_rows and the two (weighted) losses.
+template <int E, int K, int B>
+__device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
+  using namespace router_detail;
+  constexpr int THREADS = kMaxRoutingExperts;
+  static_assert(E >= 1 && E <= THREADS && K >= 1 && K <= E && B >= 1, "bad bins shape");
+  __shared__ int scan_counts[THREADS / 32], scan_padded[THREADS / 32];
+  __shared__ float sums[THREADS / 32];
+  const int e = threadIdx.x;
+  const int64_t T = a.tokens, chunks = route_chunks(T);
+
+  int count = 0;
+  float score = 0.f;  // Σ_t softmax[t, e], summed chunk by chunk in order
+  if (e < E) {
+#pragma unroll 1
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t i = c * E + e;
+      const int n = a.s.chunk_hist[i];
+      a.s.chunk_offsets[i] = count;  // the exclusive prefix over chunks
+      count += n;
+      score += a.s.chunk_scores[i];
+    }
+  }
+  const int bins = block_inclusive_scan<THREADS>(count, scan_counts);
+  const int padded = block_inclusive_scan<THREADS>((count + B - 1) / B * B, scan_padded);
+  if (e < E) {
+    a.s.counts[e] = count;
+    a.s.bins[e] = bins;
+    a.s.padded_bins[e] = padded;
+  }
+  if (e == E - 1) *a.s.block_rows = padded / B;
+
+  const float lbl = block_sum<THREADS>(float(count) * score, sums);
+  float z = 0.f;
+#pragma unroll 1
+  for (int64_t c = e; c < chunks; c += THREADS) z += a.s.chunk_z[c];
+  z = block_sum<THREADS>(z, sums);
+  if (e == 0) {
+    const float t = float(T);
+    a.s.losses[0] = T > 0 ? float(E) * a.lbl_weight / (t * float(K)) * (lbl / t) : 0.f;
+    a.s.losses[1] = T > 0 ? a.z_weight * (z / t) : 0.f;
+  }
+}
+
+// dlogits for one token per warp: the selected weights' gradient through the softmax (selection fixed),
+// plus the load-balancing loss (through the scores) and the z-loss.
+template <int E, int K, int P>
+__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
+  using namespace router_detail;
+  static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
+  constexpr int N = SoftmaxRow<E>::N;
+  const int lane = threadIdx.x & 31;
+  const int64_t t = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (t >= a.tokens) return;  // warp-uniform
+  SoftmaxRow<E> row;
+  row.load(a.logits + t * E, lane);
+
+  // dw onto the lanes owning the selected experts: dp[i] = dw of expert lane + 32i (0 if not selected).
+  float dp[N];
+#pragma unroll
+  for (int i = 0; i < N; ++i) dp[i] = 0.f;
+  unsigned picked = 0;
+#pragma unroll 1
+  for (int k0 = 0; k0 < K; k0 += 32) {
+    const bool in = k0 + lane < K;
+    const int my_e = in ? ptx::ld_nc_s32(a.s.expert_ids + t * K + k0 + lane) : -1;
+    const float my_g = in ? ptx::ld_nc_f32(a.dweights + t * K + k0 + lane) : 0.f;
+    const int n = K - k0 < 32 ? K - k0 : 32;
+#pragma unroll 1
+    for (int j = 0; j < n; ++j) {
+      const int e = __shfl_sync(kFullMask, my_e, j);
+      const float g = __shfl_sync(kFullMask, my_g, j);
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        if (e == lane + 32 * i) {
+          dp[i] += g;
+          picked |= 1u << i;
+        }
+      }
+    }
+  }
+  // Renormalization w_k = p_k / S: P = 1, S = Σ_sel p: ∂L/∂p_j = (dw_j − D) / S;
+  // P = 2, S = (Σ_sel p²)^½: ∂L/∂p_j = (dw_j − w_j·D) / S; D = Σ_k dw_k·w_k.
+  float inv_s = 1.f, D = 0.f;
+  if constexpr (P != 0) {
+    float s = 0.f, d = 0.f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      if ((picked >> i) & 1u) {
+        s += P == 1 ? row.p[i] : row.p[i] * row.p[i];
+        d += dp[i] * row.p[i];
+      }
+    }
+    s = warp_sum(s);
+    inv_s = 1.f / (P == 1 ? s : sqrtf(s));
+    D = warp_sum(d) * inv_s;
+  }
+  const float T = float(a.tokens);
+  const float lbl = a.d_lbl * a.lbl_weight * float(E) / (T * float(K) * T);  // × count_e
+  float dot = 0.f;                                                             // Σ_j p_j·dp_j
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int e = lane + 32 * i;
+    float g = 0.f;
+    if (e < E) {
+      g = lbl * float(ptx::ld_nc_s32(a.s.counts + e));
+      if ((picked >> i) & 1u) g += P == 0 ? dp[i] : (dp[i] - (P == 1 ? D : row.p[i] * inv_s * D)) * inv_s;
+    }
+    dp[i] = g;
+    dot += row.p[i] * g;
+  }
+  dot = warp_sum(dot);
+  const float zc = a.d_z * a.z_weight * 2.f * row.lse / T;
+  float* out = a.dlogits + t * E;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int e = lane + 32 * i;
+    if (e < E) out[e] = row.p[i] * (dp[i] - dot) + zc * row.p[i];
+  }
+}
+
+}  // namespace dmoe

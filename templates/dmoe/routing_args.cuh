@@ -1,0 +1,88 @@
+// dmoe/routing_args.cuh — the kernel ABI of the routing chain (router → bins → permutation → topology →
+// gather, and scatter on the way back), shared by host C++ and device code.
+//
+// No kernel's size depends on a value only the device knows: grids are sized from host-known upper
+// bounds (tokens T, padded-row capacity), and kernels read the true sizes (counts, padded_bins,
+// block_rows) from device memory, idle CTAs exiting early. Nothing in the chain needs the host to read
+// a device value.
+#pragma once
+#include "dmoe/args.cuh"
+#if !defined(__CUDACC_RTC__)
+#include <cmath>
+#endif
+
+namespace dmoe {
+
+// kRouteChunkTokens: tokens per router CTA, which is also the permutation's chunk: chunk c holds
+// assignments [c·kRouteChunkTokens·K, (c+1)·kRouteChunkTokens·K). kMaxRoutingExperts: the largest
+// expert count the routing kernels support (Bins runs one thread per expert). An enum, not constexpr
+// variables, so NVRTC emits no global symbols for them.
+enum : int32_t { kRouteChunkTokens = 256, kMaxRoutingExperts = 1024 };
+
+// Device buffers of one routing pass, sized from upper bounds. Assignment i = t·K + k.
+struct RoutingState {
+  int32_t* expert_ids;    // [T·K]      Router: expert of assignment i (top-k order, best first)
+  float* weights;         // [T·K]      Router: routing weight of assignment i
+  int32_t* rows;          // [T·K]      Permute: padded row of assignment i
+  int32_t* indices;       // [T·K]      Permute: assignment at sorted (unpadded) position p
+  int32_t* bin_ids;       // [T·K]      Permute: expert at sorted position p
+  int32_t* chunk_hist;    // [chunks·E] Router: assignments of chunk c to expert e
+  int32_t* chunk_offsets; // [chunks·E] Bins: exclusive prefix of chunk_hist over chunks, per expert (a
+                          //            separate array, so Bins may run again on the same histogram)
+  float* chunk_scores;    // [chunks·E] Router: Σ over the chunk's tokens of softmax(logits)[t, e]
+  float* chunk_z;         // [chunks]   Router: Σ over the chunk's tokens of logsumexp(logits_t)²
+  int32_t* counts;        // [E]        Bins: assignments per expert
+  int32_t* bins;          // [E]        Bins: inclusive cumsum of counts
+  int32_t* padded_bins;   // [E]        Bins: inclusive cumsum of counts rounded up to B
+  int32_t* block_rows;    // scalar     Bins: padded_bins[E−1] / B (the Topology's block_rows)
+  float* losses;          // [2]        Bins: load-balancing loss, z-loss (already weighted)
+};
+
+// The topology the Topology kernel writes (the Topology struct's arrays, writable), capacity-sized:
+// max_block_rows·F/B blocks, max_block_rows + 1 offsets, E·F/B + 1 transposed offsets.
+struct TopologyOut {
+  int32_t* row_indices;
+  int32_t* column_indices;
+  int32_t* offsets;
+  int32_t* column_indices_t;
+  int32_t* offsets_t;
+  int32_t* block_offsets_t;
+};
+
+// One argument struct for every routing kernel; each reads the fields its comment names.
+struct RoutingArgs {
+  const void* x;          // Jitter: input [T, H]; Gather: tokens x [T, H]; Scatter: expert output rows
+                          // [max_rows, H]; ScatterGrad: dy [T, H]
+  void* y;                // Jitter: output [T, H]; Gather: permuted rows [max_rows, H]; Scatter: y [T, H];
+                          // ScatterGrad: gradient of the expert output rows [max_rows, H]
+  const void* aux;        // ScatterGrad: the forward expert output rows [max_rows, H] (for dw)
+  const float* logits;    // Router, RouterGrad: router logits [T, E], fp32
+  float* dlogits;         // RouterGrad: gradient of the logits [T, E]
+  float* dweights;        // ScatterGrad: writes dw [T·K]; RouterGrad: reads it
+  RoutingState s;
+  TopologyOut topo;       // Topology
+  int32_t tokens;         // T
+  int32_t max_rows;       // padded-row capacity, a multiple of B (max_padded_rows of the shape)
+  float lbl_weight;       // Bins: loss value; RouterGrad: its gradient
+  float z_weight;
+  float d_lbl;            // RouterGrad: upstream gradient of the (weighted) load-balancing loss
+  float d_z;              // RouterGrad: upstream gradient of the (weighted) z-loss
+  float jitter_eps;       // Jitter: x · U(1 − eps, 1 + eps)
+  uint32_t seed_lo, seed_hi;  // Jitter: caller-supplied seed
+  int32_t weighted;       // Scatter: 1 multiplies row(t, k) by weights[t·K + k]; 0 sums (gather's backward)
+};
+
+DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChunkTokens - 1) / kRouteChunkTokens; }
+
+// Jitter noise: a counter-based hash of (seed, element), uniform in [1 − eps, 1 + eps). Host and device
+// share this definition so the CPU reference reproduces the device's noise bit for bit.
+DMOE_HD inline float jitter_factor(uint32_t seed_lo, uint32_t seed_hi, uint64_t element, float eps) {
+  uint64_t z = element + ((uint64_t(seed_hi) << 32) | seed_lo) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;  // splitmix64 finalizer
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  const float u = float(uint32_t(z >> 40)) * (1.0f / 16777216.0f);  // 24 bits: exact in fp32, [0, 1)
+  return fmaf(2.0f * eps, u, 1.0f - eps);  // one rounding on both sides: bit-identical host and device
+}
+
+}  // namespace dmoe

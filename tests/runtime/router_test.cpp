@@ -1,0 +1,399 @@
+// GPU tests of the router's kernels (Jitter, Router, Bins, RouterGrad) against the CPU reference.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+
+#include "dmoe/routing.hpp"
+#include "dmoe/routing_reference.hpp"
+#include "test_util.hpp"
+
+using namespace dmoe;
+
+namespace {
+
+Device& device() {
+  static Device dev(0);
+  return dev;
+}
+
+KernelCache& cache() {
+  static KernelCache kc(device());
+  return kc;
+}
+
+Arch arch() { return device_arch(device().properties()); }
+
+enum class Logits { Normal, Zipf, OneExpert };
+
+struct Case {
+  int64_t tokens;
+  int experts, top_k, renorm_p;
+  Logits logits = Logits::Normal;
+  int block = 128;
+};
+
+std::string describe(const Case& c) {
+  const char* kind = c.logits == Logits::Zipf ? " zipf" : c.logits == Logits::OneExpert ? " one-expert" : "";
+  return "T=" + std::to_string(c.tokens) + " E=" + std::to_string(c.experts) + " K=" + std::to_string(c.top_k) +
+         " P=" + std::to_string(c.renorm_p) + " B=" + std::to_string(c.block) + kind;
+}
+
+// Random logits, never zero. Zipf: expert e's logit is biased by −1.1·ln(e + 1), so its share of the
+// routing falls off as a power of its rank. OneExpert: expert E/2 wins every token.
+std::vector<float> make_logits(const Case& c) {
+  std::normal_distribution<float> dist(0.f, 1.5f);
+  std::vector<float> v(c.tokens * c.experts);
+  for (int64_t t = 0; t < c.tokens; ++t)
+    for (int e = 0; e < c.experts; ++e) {
+      float x = dist(test::rng());
+      if (c.logits == Logits::Zipf) x -= 1.1f * std::log(float(e + 1));
+      if (c.logits == Logits::OneExpert && e == c.experts / 2) x += 30.f;
+      if (x == 0.f) x = 0.25f;
+      v[t * c.experts + e] = x;
+    }
+  return v;
+}
+
+template <class T>
+std::vector<T> download(const void* src, int64_t n) {
+  std::vector<T> v(n);
+  if (n > 0) device().copy_to_host(v.data(), src, n * sizeof(T));
+  return v;
+}
+
+double rel(double out, double ref) { return std::abs(out - ref) / std::max(std::abs(ref), 1e-30); }
+
+struct Routed {
+  std::vector<int32_t> ids;
+  std::vector<float> weights, losses;
+};
+
+// Router then Bins on the device, checked against the reference; returns the device routing.
+Routed check_routing(const Case& c, RoutingWorkspace& ws, const std::vector<float>& logits, DeviceBuffer& dlog,
+                     double lbl_w, double z_w) {
+  Device& dev = device();
+  const int64_t T = c.tokens, E = c.experts, K = c.top_k, chunks = route_chunks(T);
+  const RoutingState& s = ws.state();
+  // Poison every output: 0xff… is −1 as int32 and NaN as fp32.
+  dev.fill_u8(s.expert_ids, 0xff, std::max<int64_t>(T * K, 1) * 4);
+  dev.fill_u8(s.weights, 0xff, std::max<int64_t>(T * K, 1) * 4);
+  dev.fill_u8(s.chunk_hist, 0xff, std::max<int64_t>(chunks * E, 1) * 4);
+  dev.fill_u8(s.chunk_offsets, 0xff, std::max<int64_t>(chunks * E, 1) * 4);
+  dev.fill_u8(s.chunk_scores, 0xff, std::max<int64_t>(chunks * E, 1) * 4);
+  dev.fill_u8(s.chunk_z, 0xff, std::max<int64_t>(chunks, 1) * 4);
+  for (void* p : {(void*)s.counts, (void*)s.bins, (void*)s.padded_bins}) dev.fill_u8(p, 0xff, E * 4);
+  dev.fill_u8(s.block_rows, 0xff, 4);
+  dev.fill_u8(s.losses, 0xff, 8);
+
+  RoutingArgs args{};
+  args.logits = static_cast<const float*>(dlog.get());
+  args.s = s;
+  args.tokens = static_cast<int32_t>(T);
+  args.max_rows = ws.max_rows();
+  args.lbl_weight = static_cast<float>(lbl_w);
+  args.z_weight = static_cast<float>(z_w);
+  launch_routing(cache(), ws.spec(Op::Router, arch()), args, nullptr);
+  dev.synchronize();
+  const std::vector<int32_t> hist = download<int32_t>(s.chunk_hist, chunks * E);
+  launch_routing(cache(), ws.spec(Op::Bins, arch()), args, nullptr);
+  dev.synchronize();
+
+  Routed out;
+  out.ids = download<int32_t>(s.expert_ids, T * K);
+  out.weights = download<float>(s.weights, T * K);
+  out.losses = download<float>(s.losses, 2);
+  const auto prefix = download<int32_t>(s.chunk_offsets, chunks * E);
+  CHECK(download<int32_t>(s.chunk_hist, chunks * E) == hist);  // Bins leaves the histogram as it was
+  const auto scores = download<float>(s.chunk_scores, chunks * E);
+  const auto zs = download<float>(s.chunk_z, chunks);
+  const auto counts = download<int32_t>(s.counts, E);
+  const auto bins = download<int32_t>(s.bins, E);
+  const auto padded = download<int32_t>(s.padded_bins, E);
+  const int32_t block_rows = download<int32_t>(s.block_rows, 1)[0];
+
+  const reference::RouterResult ref =
+      reference::route(logits, T, static_cast<int>(E), static_cast<int>(K), c.renorm_p, lbl_w, z_w);
+
+  // Expert ids: equal to the reference, except that experts whose probabilities tie within 1e-6 may
+  // come in either order. Weights: relative error ≤ 1e-5 against the fp64 weight of the device's expert.
+  std::vector<double> p(E), ref_scores(chunks * E, 0.0), ref_z(chunks, 0.0);
+  int64_t bad_ids = 0, bad_weights = 0, tie_swaps = 0;
+  double worst_w = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* l = logits.data() + t * E;
+    const double m = *std::max_element(l, l + E);
+    double sum = 0;
+    for (int e = 0; e < E; ++e) sum += p[e] = std::exp(double(l[e]) - m);
+    for (int e = 0; e < E; ++e) {
+      p[e] /= sum;
+      ref_scores[(t / kRouteChunkTokens) * E + e] += p[e];
+    }
+    const double lse = m + std::log(sum);
+    ref_z[t / kRouteChunkTokens] += lse * lse;
+    bool same = true;
+    std::vector<bool> seen(E, false);
+    double norm = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t d = out.ids[t * K + k], r = ref.expert_ids[t * K + k];
+      if (d < 0 || d >= E || seen[d]) {
+        ++bad_ids;
+        same = false;
+        continue;
+      }
+      seen[d] = true;
+      if (d != r) {
+        same = false;
+        if (std::abs(p[d] - p[r]) <= 1e-6) ++tie_swaps;
+        else ++bad_ids;
+      }
+      norm += c.renorm_p == 2 ? p[d] * p[d] : p[d];
+    }
+    if (c.renorm_p == 2) norm = std::sqrt(norm);
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t d = out.ids[t * K + k];
+      if (d < 0 || d >= E) continue;
+      const double want = same ? ref.weights[t * K + k] : c.renorm_p == 0 ? p[d] : p[d] / norm;
+      const double err = rel(out.weights[t * K + k], want);
+      worst_w = std::max(worst_w, std::isnan(err) ? INFINITY : err);
+      bad_weights += !(err <= 1e-5);
+    }
+  }
+  INFO("worst weight rel err " << worst_w << ", tie swaps " << tie_swaps);
+  CHECK(bad_ids == 0);
+  CHECK(bad_weights == 0);
+
+  // Counts, bins, padded bins, block rows and chunk histograms: exact, from the device's own routing.
+  std::vector<int64_t> want_counts(E, 0), want_hist(chunks * E, 0);
+  for (int64_t i = 0; i < T * K; ++i) {
+    const int32_t d = std::clamp<int32_t>(out.ids[i], 0, int32_t(E - 1));
+    ++want_counts[d];
+    ++want_hist[(i / K / kRouteChunkTokens) * E + d];
+  }
+  CHECK(std::accumulate(want_counts.begin(), want_counts.end(), int64_t{0}) == T * K);
+  int64_t bad_counts = 0, bad_hist = 0, bad_prefix = 0, run = 0, padded_run = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    run += want_counts[e];
+    padded_run += (want_counts[e] + c.block - 1) / c.block * c.block;
+    bad_counts += counts[e] != want_counts[e] || bins[e] != run || padded[e] != padded_run;
+    int64_t prefix_e = 0;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      bad_hist += hist[ch * E + e] != want_hist[ch * E + e];
+      bad_prefix += prefix[ch * E + e] != prefix_e;
+      prefix_e += want_hist[ch * E + e];
+    }
+  }
+  CHECK(bad_counts == 0);
+  CHECK(bad_hist == 0);
+  CHECK(bad_prefix == 0);
+  CHECK(block_rows == padded_run / c.block);
+  CHECK(padded_run % c.block == 0);
+
+  // Chunk partials (fp32 sums of fp32 softmax) and the losses.
+  std::vector<double> scores_d(scores.begin(), scores.end()), zs_d(zs.begin(), zs.end());
+  const double err_scores = reference::relative_error(ref_scores, scores_d);
+  const double err_z = reference::relative_error(ref_z, zs_d);
+  INFO("chunk scores rel err " << err_scores << ", chunk z rel err " << err_z);
+  CHECK(err_scores <= 1e-5);
+  CHECK(err_z <= 1e-5);
+  // The reference's loss, with the device's counts (identical unless a tie swapped the K-th expert).
+  double want_lbl = ref.lbl;
+  if (!std::equal(want_counts.begin(), want_counts.end(), ref.counts.begin())) {
+    std::vector<double> score_sum(E, 0.0);
+    for (int64_t i = 0; i < chunks * E; ++i) score_sum[i % E] += ref_scores[i];
+    want_lbl = 0;
+    for (int64_t e = 0; e < E; ++e) want_lbl += double(want_counts[e]) * score_sum[e] / double(T);
+    want_lbl *= double(E) * lbl_w / (double(T) * double(K));
+  }
+  INFO("losses " << out.losses[0] << " " << out.losses[1] << " want " << want_lbl << " " << ref.z);
+  CHECK(rel(out.losses[0], want_lbl) <= 1e-4);
+  CHECK(rel(out.losses[1], ref.z) <= 1e-4);
+  return out;
+}
+
+void run(const Case& c) {
+  INFO(describe(c));
+  Device& dev = device();
+  MoeShape shape;
+  shape.hidden = 64;
+  shape.ffn = 2 * c.block;
+  shape.experts = c.experts;
+  shape.top_k = c.top_k;
+  shape.block = c.block;
+  shape.tokens = c.tokens;
+  RoutingWorkspace ws(dev, shape, c.renorm_p);
+  const int64_t T = c.tokens, E = c.experts, K = c.top_k;
+
+  const std::vector<float> logits = make_logits(c);
+  DeviceBuffer dlog(dev, logits.size() * 4);
+  dev.copy_to_device(dlog.get(), logits.data(), logits.size() * 4);
+  std::uniform_real_distribution<double> u(0.5, 1.5);
+  const double lbl_w = 0.01 * u(test::rng()), z_w = 0.001 * u(test::rng());
+  const Routed routed = check_routing(c, ws, logits, dlog, lbl_w, z_w);
+
+  // RouterGrad on the device's routing, with random dw and loss gradients scaled so that every term
+  // matters (the loss terms' gradients shrink as 1/T).
+  std::vector<float> dw(T * K);
+  std::vector<double> dw_d(T * K);
+  std::uniform_real_distribution<float> g(-1.f, 1.f);
+  for (int64_t i = 0; i < T * K; ++i) {
+    dw[i] = g(test::rng());
+    if (dw[i] == 0.f) dw[i] = 0.5f;
+    dw_d[i] = dw[i];
+  }
+  const double d_lbl = double(T) * 10.0 * u(test::rng()), d_z = double(T) * 100.0 * u(test::rng());
+  DeviceBuffer ddw(dev, dw.size() * 4), dgrad(dev, T * E * 4);
+  dev.copy_to_device(ddw.get(), dw.data(), dw.size() * 4);
+  dev.fill_u8(dgrad.get(), 0xff, T * E * 4);
+  RoutingArgs args{};
+  args.logits = static_cast<const float*>(dlog.get());
+  args.dlogits = static_cast<float*>(dgrad.get());
+  args.dweights = static_cast<float*>(ddw.get());
+  args.s = ws.state();
+  args.tokens = static_cast<int32_t>(T);
+  args.max_rows = ws.max_rows();
+  args.lbl_weight = static_cast<float>(lbl_w);
+  args.z_weight = static_cast<float>(z_w);
+  args.d_lbl = static_cast<float>(d_lbl);
+  args.d_z = static_cast<float>(d_z);
+  launch_routing(cache(), ws.spec(Op::RouterGrad, arch()), args, nullptr);
+  dev.synchronize();
+  const auto out = download<float>(dgrad.get(), T * E);
+  const std::vector<double> ref =
+      reference::router_grad(logits, routed.ids, dw_d, T, int(E), int(K), c.renorm_p, double(args.lbl_weight),
+                             double(args.z_weight), double(args.d_lbl), double(args.d_z));
+  const double err = reference::relative_error(ref, std::vector<double>(out.begin(), out.end()));
+  INFO("router_grad rel Frobenius err " << err);
+  CHECK(err <= 1e-5);
+  MESSAGE(describe(c) << ": router_grad rel err " << err << ", losses " << routed.losses[0] << " "
+                      << routed.losses[1]);
+}
+
+}  // namespace
+
+TEST_CASE("router: small and odd shapes") {
+  run({1000, 8, 2, 0});      // T not a multiple of 256
+  run({1, 16, 4, 1});        // one token
+  run({300, 1, 1, 0});       // E = 1
+  run({513, 8, 8, 1});       // K = E
+  run({257, 64, 64, 2});     // K = E > 32: weights rescaled over several lanes
+  run({255, 33, 5, 2, Logits::Normal, 64});
+  run({777, 16, 1, 0, Logits::OneExpert, 256});  // every token to one expert
+}
+
+TEST_CASE("router: model-sized expert counts") {
+  run({4096 + 17, 256, 8, 1});  // DeepSeek-V3-like
+  run({3000, 1000, 8, 2});
+  run({600, 1024, 6, 0});  // the routing kernels' expert limit
+  run({2000, 1000, 1000, 1});
+}
+
+TEST_CASE("router: Zipf-skewed routing") {
+  run({5000, 64, 4, 0, Logits::Zipf});
+  run({2048, 128, 2, 1, Logits::Zipf, 64});
+}
+
+TEST_CASE("router: many assignments") { run({262144, 64, 2, 1}); }
+
+TEST_CASE("router: T = 0 writes empty bins and zero losses") {
+  Device& dev = device();
+  MoeShape shape;
+  shape.hidden = 64;
+  shape.ffn = 128;
+  shape.experts = 8;
+  shape.top_k = 2;
+  shape.tokens = 1;
+  RoutingWorkspace ws(dev, shape, 1);
+  const RoutingState& s = ws.state();
+  for (void* p : {(void*)s.counts, (void*)s.bins, (void*)s.padded_bins}) dev.fill_u8(p, 0xff, 8 * 4);
+  dev.fill_u8(s.block_rows, 0xff, 4);
+  dev.fill_u8(s.losses, 0xff, 8);
+  RoutingArgs args{};
+  args.s = s;
+  args.tokens = 0;
+  args.max_rows = ws.max_rows();
+  args.lbl_weight = 0.01f;
+  args.z_weight = 0.001f;
+  launch_routing(cache(), ws.spec(Op::Router, arch()), args, nullptr);  // no CTAs: nothing launched
+  launch_routing(cache(), ws.spec(Op::Bins, arch()), args, nullptr);
+  launch_routing(cache(), ws.spec(Op::RouterGrad, arch()), args, nullptr);
+  dev.synchronize();
+  CHECK(download<int32_t>(s.counts, 8) == std::vector<int32_t>(8, 0));
+  CHECK(download<int32_t>(s.bins, 8) == std::vector<int32_t>(8, 0));
+  CHECK(download<int32_t>(s.padded_bins, 8) == std::vector<int32_t>(8, 0));
+  CHECK(download<int32_t>(s.block_rows, 1)[0] == 0);
+  CHECK(download<float>(s.losses, 2) == std::vector<float>{0.f, 0.f});
+}
+
+TEST_CASE("router: bitwise deterministic from run to run") {
+  const Case c{70000, 64, 4, 1};
+  Device& dev = device();
+  MoeShape shape;
+  shape.hidden = 64;
+  shape.ffn = 128;
+  shape.experts = c.experts;
+  shape.top_k = c.top_k;
+  shape.tokens = c.tokens;
+  RoutingWorkspace ws(dev, shape, c.renorm_p);
+  const std::vector<float> logits = make_logits(c);
+  DeviceBuffer dlog(dev, logits.size() * 4);
+  dev.copy_to_device(dlog.get(), logits.data(), logits.size() * 4);
+  const Routed a = check_routing(c, ws, logits, dlog, 0.01, 0.001);
+  const Routed b = check_routing(c, ws, logits, dlog, 0.01, 0.001);
+  CHECK(a.ids == b.ids);
+  CHECK(std::memcmp(a.weights.data(), b.weights.data(), a.weights.size() * 4) == 0);
+  CHECK(std::memcmp(a.losses.data(), b.losses.data(), 8) == 0);
+}
+
+TEST_CASE("jitter: bitwise equal to the reference rounded to the dtype") {
+  Device& dev = device();
+  for (DType dtype : {DType::BF16, DType::FP16})
+    for (auto [T, H] : {std::pair{1, 64}, std::pair{1000, 192}, std::pair{4097, 1024}}) {
+      INFO(to_string(dtype) << " T=" << T << " H=" << H);
+      MoeShape shape;
+      shape.hidden = H;
+      shape.ffn = 128;
+      shape.experts = 4;
+      shape.top_k = 1;
+      shape.tokens = T;
+      shape.dtype = dtype;
+      RoutingWorkspace ws(dev, shape);
+      const int64_t n = int64_t(T) * H;
+      const test::HostOperand x = test::random_operand(n, dtype);
+      DeviceBuffer dx(dev, n * 2), dy(dev, n * 2);
+      dev.copy_to_device(dx.get(), x.bits.data(), n * 2);
+      dev.fill_u8(dy.get(), 0xff, n * 2);
+      const float eps = 0.05f;
+      const uint32_t seed_lo = uint32_t(test::rng()()), seed_hi = uint32_t(test::rng()());
+      RoutingArgs args{};
+      args.x = dx.get();
+      args.y = dy.get();
+      args.tokens = T;
+      args.max_rows = ws.max_rows();
+      args.jitter_eps = eps;
+      args.seed_lo = seed_lo;
+      args.seed_hi = seed_hi;
+      const KernelSpec spec = ws.spec(Op::Jitter, arch());
+      launch_routing(cache(), spec, args, nullptr);
+      dev.synchronize();
+      const auto y = download<uint16_t>(dy.get(), n);
+      const std::vector<float> ref = reference::jitter(x.values, eps, seed_lo, seed_hi);
+      int64_t mismatches = 0, changed = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t want = dtype == DType::BF16 ? reference::to_bf16(ref[i]) : reference::to_fp16(ref[i]);
+        mismatches += y[i] != want;
+        changed += y[i] != x.bits[i];
+      }
+      CHECK(mismatches == 0);
+      CHECK(changed > n / 2);  // the noise is there
+
+      // In place (x = y), the way the backward is applied to a gradient: the same bits.
+      args.y = dx.get();
+      launch_routing(cache(), spec, args, nullptr);
+      dev.synchronize();
+      CHECK(download<uint16_t>(dx.get(), n) == y);
+    }
+}
