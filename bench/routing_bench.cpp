@@ -1,5 +1,6 @@
 // Routing benchmark: T ∈ {16K, 64K, 256K} × E ∈ {8, 64, 256} × K ∈ {1, 2, 8}, hidden 2048.
-// Per kernel: median time over rotating input sets larger than L2 (CUDA events, after warm-up), the
+// Per kernel: median over batches of back-to-back launches rotating input sets larger than L2 (CUDA
+// events, after warm-up), the
 // minimum bytes it must move, achieved bandwidth and its fraction of the measured copy bandwidth.
 // The chain (router → gather, and the scatter) is also timed as one CUDA graph and compared with the
 // speed-of-light time of the same layer's forward expert products (2 · 2·T·K·H·F FLOPs at the
@@ -92,16 +93,24 @@ int routing(const RoutingBenchOptions& opt) {
     // Expected padded rows under this (near-uniform) routing, for the byte counts.
     const double t_pad = double(T * K);
 
+    // Median over batches of `reps` back-to-back launches (rotating the input sets), each batch timed by
+    // one pair of events: per-launch host gaps stay out of the figure even for microsecond kernels.
     auto time_kernel = [&](Op op, auto&& set_inputs) {
       const KernelSpec spec = ws.spec(op, arch);
+      for (int r = 0; r < 3; ++r) {  // warm-up: compile/load, clocks up
+        set_inputs(r % sets);
+        launch_routing(cache, spec, a, stream.get());
+      }
       EventTimer timer(dev);
       std::vector<double> ms;
-      for (int r = 0; r < opt.reps + 3; ++r) {
-        set_inputs(r % sets);
+      for (int batch = 0; batch < 7; ++batch) {
         timer.start(stream.get());
-        launch_routing(cache, spec, a, stream.get());
+        for (int r = 0; r < opt.reps; ++r) {
+          set_inputs(r % sets);
+          launch_routing(cache, spec, a, stream.get());
+        }
         timer.stop(stream.get());
-        if (r >= 3) ms.push_back(timer.elapsed_ms());
+        ms.push_back(timer.elapsed_ms() / opt.reps);
       }
       return median(ms);
     };
@@ -127,13 +136,14 @@ int routing(const RoutingBenchOptions& opt) {
       route_forward(cache, ws, RouteForward{a.logits, xs[0].get(), xp.get(), 0.01f, 0.001f}, stream.get());
       route_combine(cache, ws, xp.get(), y.get(), stream.get());
     });
+    graph.launch(stream.get());  // warm-up
     EventTimer timer(dev);
     std::vector<double> chain;
-    for (int r = 0; r < opt.reps + 3; ++r) {
+    for (int batch = 0; batch < 7; ++batch) {
       timer.start(stream.get());
-      graph.launch(stream.get());
+      for (int r = 0; r < opt.reps; ++r) graph.launch(stream.get());
       timer.stop(stream.get());
-      if (r >= 3) chain.push_back(timer.elapsed_ms());
+      chain.push_back(timer.elapsed_ms() / opt.reps);
     }
     const double chain_ms = median(chain);
     const double matmul_sol_ms = 2 * 2.0 * T * K * H * kFfn / kGemmFlopsPerSec * 1e3;

@@ -7,7 +7,7 @@ namespace dmoe::bench {
 struct RoutingBenchOptions {
   bool json = false;         // also print one JSON object per problem
   std::string filter;        // only problems whose label contains this text
-  int reps = 20;             // timed repetitions per kernel (median reported)
+  int reps = 20;             // launches per timed batch; the median over 7 batches is reported
   bool quick = false;        // the smallest problems only (a smoke run)
 };
 

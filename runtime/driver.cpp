@@ -62,7 +62,7 @@ namespace {
   ENTRY(cuEventDestroy)                                                                       \
   ENTRY(cuStreamBeginCapture)                                                                 \
   ENTRY(cuStreamEndCapture)                                                                   \
-  ENTRY(cuGraphInstantiate)                                                                   \
+  ENTRY(cuGraphInstantiateWithFlags) /* the base name resolves to the 5-argument CUDA 11 form */ \
   ENTRY(cuGraphLaunch)                                                                        \
   ENTRY(cuGraphExecDestroy)                                                                   \
   ENTRY(cuGraphDestroy)
@@ -492,7 +492,7 @@ CapturedGraph::CapturedGraph(const Device& device, Stream stream, const std::fun
   }
   DMOE_CHECK(cuStreamEndCapture, stream, &graph);
   CUgraphExec exec = nullptr;
-  const CUresult r = driver().cuGraphInstantiate(&exec, graph, 0);
+  const CUresult r = driver().cuGraphInstantiateWithFlags(&exec, graph, 0);
   (void)driver().cuGraphDestroy(graph);
   if (r != CUDA_SUCCESS) throw_failed("cuGraphInstantiate", r);
   exec_ = exec;

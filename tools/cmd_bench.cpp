@@ -16,7 +16,7 @@ Command add_bench_command(CLI::App& root) {
   app->add_flag("--json", opt->json, "Also print one JSON object per problem");
   app->add_flag("--quick", opt->quick, "Only the smallest problems");
   app->add_option("--filter", opt->filter, "Only problems whose label contains TEXT, e.g. 'E=64'")->type_name("TEXT");
-  app->add_option("--reps", opt->reps, "Timed repetitions per kernel (the median is reported)")->capture_default_str();
+  app->add_option("--reps", opt->reps, "Launches per timed batch (the median of 7 batches is reported)")->capture_default_str();
   return {app, [opt, routing] {
             if (!*routing) throw InvalidArgument("choose what to benchmark: --routing");
             if (opt->reps < 1) throw InvalidArgument(fmt::format("--reps must be positive, got {}", opt->reps));
