@@ -22,7 +22,7 @@ int64_t routing_grid(const KernelSpec& k, const RoutingArgs& a) {
       const int64_t fb = k.ffn / k.block, max_block_rows = a.max_rows / k.block;
       return ceil_div(std::max({max_block_rows * fb, int64_t{k.experts} * fb + 1, max_block_rows + 1}), 256);
     }
-    case Op::Gather:
+    case Op::Gather: return ceil_div(T, kWarpsPerCta) + k.experts;  // tokens, then one CTA per expert's padding
     case Op::ScatterGrad: return ceil_div(a.max_rows, kWarpsPerCta);
     case Op::Scatter:
     case Op::RouterGrad: return ceil_div(T, kWarpsPerCta);

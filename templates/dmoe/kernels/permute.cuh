@@ -2,7 +2,8 @@
 // scatter and the scatter's backward (dmoe-semantics.md, "Permutation"). Work mapping, which
 // runtime/routing.cpp's routing_grid matches:
 //   permute_kernel       one warp per chunk c of kRouteChunkTokens tokens (assignments [c·256·K, …))
-//   gather_kernel        8 warps per CTA, one warp per padded row r = blockIdx.x·8 + warp (< T_pad)
+//   gather_kernel        8 warps per CTA: one warp per token t = blockIdx.x·8 + warp (read once, written to
+//                        its K rows), then one CTA per expert zeroing its padding rows
 //   scatter_kernel       8 warps per CTA, one warp per token t = blockIdx.x·8 + warp (< T)
 //   scatter_grad_kernel  8 warps per CTA, one warp per padded row (as gather)
 // Rows are moved as 16-byte vectors (8 elements; H is a multiple of 64). Every true size (counts, bins,
@@ -153,31 +154,42 @@ __device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
   constexpr int V = H / 8;                     // vectors per row
   constexpr int PER_LANE = (V + 31) / 32;      // vectors per lane, at most
   constexpr int U = PER_LANE < 4 ? PER_LANE : 4;  // vectors in flight per lane
-  const int32_t r = warp_row<E>(a);
-  if (r < 0) return;
   const int lane = threadIdx.x & 31;
-  const int32_t i = assignment_of_row<E>(a.s, r);
-  Vec8* dst = reinterpret_cast<Vec8*>(static_cast<Elem*>(a.y) + int64_t(r) * H);
-  if (i < 0) {
-    const Vec8 zero{{0u, 0u, 0u, 0u}};
+  const int64_t token_ctas = (int64_t(a.tokens) + kWarps - 1) / kWarps;
+  Elem* y = static_cast<Elem*>(a.y);
+  if (blockIdx.x < token_ctas) {
+    // Token-parallel: each token's row is read once and written to its K padded rows.
+    const int64_t t = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    if (t >= a.tokens) return;
+    const Vec8* src = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.x) + t * H);
 #pragma unroll 1
-    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
+    for (int m0 = 0; m0 < PER_LANE; m0 += U) {
+      Vec8 v[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if ((m0 + u) * 32 + lane < V) v[u] = ld_nc_v4(src + (m0 + u) * 32 + lane);
+#pragma unroll 1
+      for (int k = 0; k < K; ++k) {
+        Vec8* dst = reinterpret_cast<Vec8*>(y + int64_t(ptx::ld_nc_s32(a.s.rows + t * K + k)) * H);
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if ((m0 + u) * 32 + lane < V) st_v4(dst + (m0 + u) * 32 + lane, v[u]);
+      }
+    }
     return;
   }
-  const Vec8* src = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.x) + int64_t(i / K) * H);
+  // One CTA per expert zeroes its padding rows [padded_start + count, padded_end): fewer than B rows.
+  const int e = int(blockIdx.x - token_ctas);
+  if (e >= E) return;
+  const int32_t padded_start = e ? ptx::ld_nc_s32(a.s.padded_bins + e - 1) : 0;
+  const int32_t first = padded_start + ptx::ld_nc_s32(a.s.counts + e);
+  const int32_t last = min(ptx::ld_nc_s32(a.s.padded_bins + e), a.max_rows);
+  const Vec8 zero{{0u, 0u, 0u, 0u}};
 #pragma unroll 1
-  for (int m0 = 0; m0 < PER_LANE; m0 += U) {
-    Vec8 t[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int v = (m0 + u) * 32 + lane;
-      if (v < V) t[u] = ld_nc_v4(src + v);
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int v = (m0 + u) * 32 + lane;
-      if (v < V) st_v4(dst + v, t[u]);
-    }
+  for (int32_t r = first + (threadIdx.x >> 5); r < last; r += kWarps) {
+    Vec8* dst = reinterpret_cast<Vec8*>(y + int64_t(r) * H);
+#pragma unroll 1
+    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
   }
 }
 
