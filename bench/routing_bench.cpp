@@ -31,7 +31,11 @@ double median(std::vector<double> v) {
 struct Problem {
   int64_t tokens;
   int experts, top_k;
-  std::string label() const { return fmt::format("T={}K E={} K={}", tokens / 1024, experts, top_k); }
+  int64_t hidden = kHidden, ffn = kFfn;
+  std::string name;  // a preset's name, else the grid's label
+  std::string label() const {
+    return name.empty() ? fmt::format("T={}K E={} K={}", tokens / 1024, experts, top_k) : name;
+  }
 };
 
 struct KernelRow {
@@ -54,8 +58,15 @@ int routing(const RoutingBenchOptions& opt) {
         Problem p{t, e, k};
         if (opt.filter.empty() || p.label().find(opt.filter) != std::string::npos) problems.push_back(p);
       }
+  // The presets' own layer shapes and token counts: the chain against real layers' matmuls.
+  for (const char* name : {"mb-356m", "mixtral-8x7b", "fine-grained", "deepseek-v3"}) {
+    const MoeShape& s = preset(name);
+    Problem p{s.tokens, int(s.experts), int(s.top_k), s.hidden, s.ffn, name};
+    if (!opt.quick && (opt.filter.empty() || p.label().find(opt.filter) != std::string::npos)) problems.push_back(p);
+  }
 
-  fmt::print("routing benchmark on {} ({} SMs), hidden {}, ffn {} (for the matmul comparison), bf16\n",
+  fmt::print("routing benchmark on {} ({} SMs), bf16; grid problems use hidden {}, ffn {} (the ffn only enters the\n"
+             "matmul comparison); preset problems use their own shape and token count\n",
              dev.properties().name, dev.properties().sm_count, kHidden, kFfn);
   fmt::print("{:<20} {:<12} {:>9} {:>10} {:>9} {:>7}\n", "problem", "kernel", "time us", "min MB", "GB/s",
              "of copy");
@@ -64,13 +75,13 @@ int routing(const RoutingBenchOptions& opt) {
   for (const Problem& p : problems) {
     MoeShape shape;
     shape.tokens = p.tokens;
-    shape.hidden = kHidden;
-    shape.ffn = kFfn;
+    shape.hidden = p.hidden;
+    shape.ffn = p.ffn;
     shape.experts = p.experts;
     shape.top_k = p.top_k;
     shape.block = 128;
     RoutingWorkspace ws(dev, shape);
-    const int64_t T = p.tokens, E = p.experts, K = p.top_k, H = kHidden;
+    const int64_t T = p.tokens, E = p.experts, K = p.top_k, H = p.hidden;
     // Input sets rotated so that every timed run reads its inputs from HBM, not from the 60 MB L2.
     const int64_t set_bytes = T * E * 4 + T * H * 2;
     const int sets = int(std::clamp<int64_t>(2 * 60'000'000 / set_bytes + 1, 1, 8));
@@ -125,7 +136,7 @@ int routing(const RoutingBenchOptions& opt) {
     rows.push_back({"router", time_kernel(Op::Router, router_in), T * E * 4.0 + T * K * 8.0});
     rows.push_back({"bins", time_kernel(Op::Bins, none), route_chunks(T) * E * 12.0 + E * 12.0});
     rows.push_back({"permute", time_kernel(Op::Permute, none), T * K * 16.0});
-    const double blocks = t_pad / 128 * (kFfn / 128);
+    const double blocks = t_pad / 128 * (p.ffn / 128);
     rows.push_back({"topology", time_kernel(Op::Topology, none), blocks * 16.0});
     rows.push_back({"gather", time_kernel(Op::Gather, gather_in), T * H * 2.0 + t_pad * H * 2.0 + T * K * 4.0});
     rows.push_back({"scatter", time_kernel(Op::Scatter, scatter_in), t_pad * H * 2.0 + T * H * 2.0 + T * K * 8.0});
@@ -146,10 +157,10 @@ int routing(const RoutingBenchOptions& opt) {
       chain.push_back(timer.elapsed_ms() / opt.reps);
     }
     const double chain_ms = median(chain);
-    const double matmul_sol_ms = 2 * 2.0 * T * K * H * kFfn / kGemmFlopsPerSec * 1e3;
+    const double matmul_sol_ms = 2 * 2.0 * T * K * H * p.ffn / kGemmFlopsPerSec * 1e3;
 
-    std::string json = fmt::format("{{\"problem\": \"{}\", \"tokens\": {}, \"experts\": {}, \"top_k\": {}, \"hidden\": {}",
-                                   p.label(), T, E, K, H);
+    std::string json = fmt::format("{{\"problem\": \"{}\", \"tokens\": {}, \"experts\": {}, \"top_k\": {}, \"hidden\": {}, \"ffn\": {}",
+                                   p.label(), T, E, K, H, p.ffn);
     for (const KernelRow& r : rows) {
       const double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
       fmt::print("{:<20} {:<12} {:>9.1f} {:>10.1f} {:>9.0f} {:>6.0f}%\n", p.label(), r.name, r.ms * 1e3,

@@ -278,6 +278,7 @@ int threads_per_cta(const KernelSpec& k) {
     case Op::DSD:
     case Op::DDS: return 32 * k.tile.warps;
     case Op::Bins: return kMaxRoutingExperts;
+    case Op::Router: return 32 * router_warps(k.experts);
     case Op::Permute: return 32;
     default: return 256;
   }

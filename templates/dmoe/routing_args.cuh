@@ -72,6 +72,10 @@ struct RoutingArgs {
   int32_t weighted;       // Scatter: 1 multiplies row(t, k) by weights[t·K + k]; 0 sums (gather's backward)
 };
 
+// Warps of a Router CTA: 32 (1024 threads, 8 tokens per warp) keeps the GPU full; above 256 experts a
+// token's softmax row needs more registers than 1024 threads can have, so 8 warps (32 tokens each).
+DMOE_HD constexpr int router_warps(int experts) { return experts <= 256 ? 32 : 8; }
+
 DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChunkTokens - 1) / kRouteChunkTokens; }
 
 // Jitter noise: a counter-based hash of (seed, element), uniform in [1 − eps, 1 + eps). Host and device

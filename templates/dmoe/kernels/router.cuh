@@ -1,8 +1,8 @@
 // dmoe/kernels/router.cuh — the router's kernels: jitter, softmax + top-k, bins (counts, chunk prefixes,
 // losses) and the gradient of the logits. Work mapping (routing_grid in runtime/routing.cpp):
 //   Jitter      256 threads; thread g scales the 8 elements [8g, 8g + 8) of x [T, H]: one 16-byte vector
-//   Router      256 threads; CTA c is chunk c (tokens [256c, 256c + 256) ∩ [0, T)); warp w takes the
-//               tokens 256c + 32w + j, j = 0..31, one at a time, lane l holding experts l + 32i
+//   Router      32·W threads, W = router_warps(E); CTA c is chunk c (tokens [256c, 256c + 256) ∩ [0, T));
+//               warp w takes the tokens 256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i
 //   Bins        one CTA of kMaxRoutingExperts threads, thread e = expert e
 //   RouterGrad  256 threads, one warp per token t = 8·blockIdx.x + warp
 // Float reductions run in a fixed order (registers, shuffles, then shared memory in warp order; no float
@@ -129,19 +129,20 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
   constexpr int N = SoftmaxRow<E>::N;  // ≤ 32: one bit per register slot in `picked`
   __shared__ int hist[E];
   __shared__ float scores[E];
-  __shared__ float zs[kWarps];
+  constexpr int W = router_warps(E), THREADS = 32 * W, PER_WARP = kRouteChunkTokens / W;
+  __shared__ float zs[W];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t chunk = blockIdx.x;
-  for (int e = threadIdx.x; e < E; e += 256) hist[e] = 0;
+  for (int e = threadIdx.x; e < E; e += THREADS) hist[e] = 0;
   __syncthreads();
 
   float acc[N];  // Σ over this warp's tokens of p[t, lane + 32i]
 #pragma unroll
   for (int i = 0; i < N; ++i) acc[i] = 0.f;
   float z = 0.f;
-  const int64_t t0 = chunk * kRouteChunkTokens + warp * 32;
+  const int64_t t0 = chunk * kRouteChunkTokens + warp * PER_WARP;
 #pragma unroll 1
-  for (int j = 0; j < 32; ++j) {
+  for (int j = 0; j < PER_WARP; ++j) {
     const int64_t t = t0 + j;
     if (t >= a.tokens) break;  // warp-uniform
     SoftmaxRow<E> row;
@@ -197,7 +198,7 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
   // Combine the warps in index order: scores = ((acc_0 + acc_1) + acc_2) + …
   if (lane == 0) zs[warp] = z;
 #pragma unroll 1
-  for (int w = 0; w < kWarps; ++w) {
+  for (int w = 0; w < W; ++w) {
     if (warp == w) {
 #pragma unroll
       for (int i = 0; i < N; ++i) {
@@ -207,14 +208,14 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
     }
     __syncthreads();
   }
-  for (int e = threadIdx.x; e < E; e += 256) {
+  for (int e = threadIdx.x; e < E; e += THREADS) {
     a.s.chunk_hist[chunk * E + e] = hist[e];
     a.s.chunk_scores[chunk * E + e] = scores[e];
   }
   if (threadIdx.x == 0) {
     float zc = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) zc += zs[w];
+    for (int w = 0; w < W; ++w) zc += zs[w];
     a.s.chunk_z[chunk] = zc;
   }
 }
