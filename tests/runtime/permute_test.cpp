@@ -19,17 +19,10 @@ using namespace dmoe;
 
 namespace {
 
-Device& device() {
-  static Device dev(0);
-  return dev;
-}
+using test::cache;
+using test::device;
 
-KernelCache& cache() {
-  static KernelCache kc(device());
-  return kc;
-}
-
-Arch arch() { return device_arch(device().properties()); }
+using test::arch;
 
 enum class Kind { Uniform, Zipf, OneExpert, SomeEmpty };
 
@@ -122,17 +115,9 @@ Operand random_operand(int64_t n, DType d, SplitMix& g) {
   return o;
 }
 
-template <class T>
-void upload(void* dst, const std::vector<T>& v) {
-  if (!v.empty()) device().copy_to_device(dst, v.data(), v.size() * sizeof(T));
-}
+using test::upload;
 
-template <class T>
-std::vector<T> download(const void* src, int64_t n) {
-  std::vector<T> v(n);
-  if (n > 0) device().copy_to_host(v.data(), src, n * sizeof(T));
-  return v;
-}
+using test::download;
 
 int64_t mismatches(const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64_t n, int64_t from = 0) {
   int64_t bad = 0;

@@ -21,15 +21,8 @@ struct Case {
   int32_t extra_block_rows = 0;  // row capacity beyond the true T_pad
 };
 
-Device& device() {
-  static Device dev(0);
-  return dev;
-}
-
-KernelCache& cache() {
-  static KernelCache kc(device());
-  return kc;
-}
+using test::cache;
+using test::device;
 
 std::string describe(const Case& c) {
   return std::string(to_string(c.op)) + (c.trans_a ? "t" : "n") + (c.trans_b ? "t" : "n") + " " +

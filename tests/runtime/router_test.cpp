@@ -15,17 +15,10 @@ using namespace dmoe;
 
 namespace {
 
-Device& device() {
-  static Device dev(0);
-  return dev;
-}
+using test::cache;
+using test::device;
 
-KernelCache& cache() {
-  static KernelCache kc(device());
-  return kc;
-}
-
-Arch arch() { return device_arch(device().properties()); }
+using test::arch;
 
 enum class Logits { Normal, Zipf, OneExpert };
 
@@ -58,12 +51,7 @@ std::vector<float> make_logits(const Case& c) {
   return v;
 }
 
-template <class T>
-std::vector<T> download(const void* src, int64_t n) {
-  std::vector<T> v(n);
-  if (n > 0) device().copy_to_host(v.data(), src, n * sizeof(T));
-  return v;
-}
+using test::download;
 
 double rel(double out, double ref) { return std::abs(out - ref) / std::max(std::abs(ref), 1e-30); }
 

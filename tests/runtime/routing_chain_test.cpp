@@ -14,15 +14,8 @@ using namespace dmoe;
 
 namespace {
 
-Device& device() {
-  static Device dev(0);
-  return dev;
-}
-
-KernelCache& cache() {
-  static KernelCache kc(device());
-  return kc;
-}
+using test::cache;
+using test::device;
 
 enum class Routing { Normal, Zipf, OneExpert, EmptyExperts };
 
@@ -44,12 +37,7 @@ std::vector<float> make_logits(int64_t T, int E, Routing kind) {
   return logits;
 }
 
-template <class T>
-std::vector<T> download(const Device& dev, const T* p, size_t n) {
-  std::vector<T> v(n);
-  if (n) dev.copy_to_host(v.data(), p, n * sizeof(T));
-  return v;
-}
+using test::download;
 
 struct ChainCase {
   int64_t tokens;
@@ -95,8 +83,8 @@ void run_chain(const ChainCase& c, int replays) {
     dev.synchronize(stream.get());
 
     const RoutingState& s = ws.state();
-    const auto ids = download(dev, s.expert_ids, T * K);
-    const auto weights = download(dev, s.weights, T * K);
+    const auto ids = download<int32_t>(s.expert_ids, T * K);
+    const auto weights = download<float>(s.weights, T * K);
     const reference::RouterResult ref = reference::route(host_logits, T, int(E), int(K), 0, lbl_w, z_w);
     // The selection equals the reference's, except where two probabilities tie within fp32 rounding.
     int64_t real_mismatches = 0;
@@ -114,38 +102,38 @@ void run_chain(const ChainCase& c, int replays) {
 
     // Oracle 1: every assignment exactly once, Σ count = T·K.
     const reference::Permutation perm = reference::permute(ids, int(E), int(K), c.block);
-    const auto counts = download(dev, s.counts, E);
-    const auto padded_bins = download(dev, s.padded_bins, E);
+    const auto counts = download<int32_t>(s.counts, E);
+    const auto padded_bins = download<int32_t>(s.padded_bins, E);
     CHECK(std::accumulate(counts.begin(), counts.end(), int64_t{0}) == T * K);
     for (int64_t e = 0; e < E; ++e) {
       CHECK(counts[e] == perm.counts[e]);
       CHECK(padded_bins[e] == perm.padded_bins[e]);
     }
-    const auto indices = download(dev, s.indices, T * K);
-    const auto rows = download(dev, s.rows, T * K);
+    const auto indices = download<int32_t>(s.indices, T * K);
+    const auto rows = download<int32_t>(s.rows, T * K);
     CHECK(indices == perm.indices);
     CHECK(rows == perm.rows);
     std::vector<int> seen(T * K, 0);
     for (int32_t i : indices) seen.at(i)++;
     CHECK(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }));
 
-    const auto losses = download(dev, s.losses, 2);
+    const auto losses = download<float>(s.losses, 2);
     CHECK(losses[0] == doctest::Approx(ref.lbl).epsilon(1e-4));
     CHECK(losses[1] == doctest::Approx(ref.z).epsilon(1e-4));
 
     // Oracle 3: the topology equals the closed form.
     const reference::HostTopology topo = reference::topology_from_counts(perm.counts, c.block, c.ffn);
     const TopologyOut& to = ws.topology_out();
-    CHECK(download(dev, s.block_rows, 1)[0] == topo.block_rows);
-    CHECK(download(dev, to.row_indices, topo.blocks()) == topo.row_indices);
-    CHECK(download(dev, to.column_indices, topo.blocks()) == topo.column_indices);
-    CHECK(download(dev, to.offsets, topo.block_rows + 1) == topo.offsets);
-    CHECK(download(dev, to.column_indices_t, topo.blocks()) == topo.column_indices_t);
-    CHECK(download(dev, to.offsets_t, topo.offsets_t.size()) == topo.offsets_t);
-    CHECK(download(dev, to.block_offsets_t, topo.blocks()) == topo.block_offsets_t);
+    CHECK(download<int32_t>(s.block_rows, 1)[0] == topo.block_rows);
+    CHECK(download<int32_t>(to.row_indices, topo.blocks()) == topo.row_indices);
+    CHECK(download<int32_t>(to.column_indices, topo.blocks()) == topo.column_indices);
+    CHECK(download<int32_t>(to.offsets, topo.block_rows + 1) == topo.offsets);
+    CHECK(download<int32_t>(to.column_indices_t, topo.blocks()) == topo.column_indices_t);
+    CHECK(download<int32_t>(to.offsets_t, topo.offsets_t.size()) == topo.offsets_t);
+    CHECK(download<int32_t>(to.block_offsets_t, topo.blocks()) == topo.block_offsets_t);
 
     // Oracle 2: the gather copies rows exactly, padding rows are zero, nothing past T_pad is written.
-    const auto xp_bits = download(dev, static_cast<const uint16_t*>(xp.get()), rows_cap * H);
+    const auto xp_bits = download<uint16_t>(xp.get(), rows_cap * H);
     const std::vector<double> gathered = reference::gather(host_x.values, perm, int(K), int(H));
     int64_t mismatched = 0, clobbered = 0;
     for (int64_t i = 0; i < rows_cap * H; ++i) {
@@ -161,7 +149,7 @@ void run_chain(const ChainCase& c, int replays) {
     std::vector<float> xp_values(perm.padded_rows * H);
     for (int64_t i = 0; i < perm.padded_rows * H; ++i) xp_values[i] = reference::from_bf16(xp_bits[i]);
     const std::vector<double> y_ref = reference::scatter(xp_values, perm, ref.weights, T, int(K), int(H));
-    const auto y_bits = download(dev, static_cast<const uint16_t*>(y.get()), T * H);
+    const auto y_bits = download<uint16_t>(y.get(), T * H);
     std::vector<double> y_out(T * H);
     for (int64_t i = 0; i < T * H; ++i) y_out[i] = reference::from_bf16(y_bits[i]);
     const double err = reference::relative_error(y_ref, y_out);

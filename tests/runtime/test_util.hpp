@@ -6,9 +6,35 @@
 
 #include "dmoe/args.cuh"
 #include "dmoe/driver.hpp"
+#include "dmoe/kernel_cache.hpp"
 #include "dmoe/reference.hpp"
 
 namespace dmoe::test {
+
+// The GPU the test program runs on, and its kernel cache (one per process).
+inline Device& device() {
+  static Device dev(0);
+  return dev;
+}
+
+inline KernelCache& cache() {
+  static KernelCache kc(device());
+  return kc;
+}
+
+inline Arch arch() { return device_arch(device().properties()); }
+
+template <class T>
+std::vector<T> download(const void* src, int64_t n) {
+  std::vector<T> v(n);
+  if (n > 0) device().copy_to_host(v.data(), src, n * sizeof(T));
+  return v;
+}
+
+template <class T>
+void upload(void* dst, const std::vector<T>& v) {
+  if (!v.empty()) device().copy_to_device(dst, v.data(), v.size() * sizeof(T));
+}
 
 inline std::mt19937_64& rng() {
   static std::mt19937_64 gen{std::random_device{}()};
