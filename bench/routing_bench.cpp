@@ -48,7 +48,6 @@ struct KernelRow {
 int routing(const RoutingBenchOptions& opt) {
   Device dev(0);
   KernelCache cache(dev);
-  const Arch arch = device_arch(dev.properties());
   OwnedStream stream(dev);
   std::vector<Problem> problems;
   for (int64_t t : {16384, 65536, 262144})
@@ -107,7 +106,7 @@ int routing(const RoutingBenchOptions& opt) {
     // Median over batches of `reps` back-to-back launches (rotating the input sets), each batch timed by
     // one pair of events: per-launch host gaps stay out of the figure even for microsecond kernels.
     auto time_kernel = [&](Op op, auto&& set_inputs) {
-      const KernelSpec spec = ws.spec(op, arch);
+      const KernelSpec& spec = ws.spec(op);
       for (int r = 0; r < 3; ++r) {  // warm-up: compile/load, clocks up
         set_inputs(r % sets);
         launch_routing(cache, spec, a, stream.get());

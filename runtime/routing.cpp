@@ -82,6 +82,8 @@ RoutingWorkspace::RoutingWorkspace(const Device& dev, const MoeShape& shape, int
   topo_out_.column_indices_t = ints(max_blocks);
   topo_out_.offsets_t = ints(E * fb + 1);
   topo_out_.block_offsets_t = ints(max_blocks);
+  const Arch arch = device_arch(dev.properties());
+  for (size_t i = 0; i < specs_.size(); ++i) specs_[i] = spec(Op(size_t(Op::Jitter) + i), arch);
 }
 
 Topology RoutingWorkspace::topology() const {
@@ -90,6 +92,11 @@ Topology RoutingWorkspace::topology() const {
 }
 
 KernelSpec RoutingWorkspace::spec(Op op, Arch arch) const { return routing_spec(shape_, op, arch, renorm_p_); }
+
+const KernelSpec& RoutingWorkspace::spec(Op op) const {
+  if (is_product(op)) throw InvalidArgument(fmt::format("{} is not a routing kernel", to_string(op)));
+  return specs_[size_t(op) - size_t(Op::Jitter)];
+}
 
 RoutingArgs RoutingWorkspace::args() const {
   RoutingArgs a{};
@@ -102,7 +109,6 @@ RoutingArgs RoutingWorkspace::args() const {
 
 void route_forward(KernelCache& cache, const RoutingWorkspace& ws, const RouteForward& f, Stream stream) {
   if (!f.logits || !f.x || !f.x_permuted) throw InvalidArgument("route_forward: logits, x and x_permuted must not be null");
-  const Arch arch = device_arch(cache.device().properties());
   RoutingArgs a = ws.args();
   a.logits = f.logits;
   a.x = f.x;
@@ -110,7 +116,7 @@ void route_forward(KernelCache& cache, const RoutingWorkspace& ws, const RouteFo
   a.lbl_weight = f.lbl_weight;
   a.z_weight = f.z_weight;
   for (Op op : {Op::Router, Op::Bins, Op::Permute, Op::Topology, Op::Gather})
-    launch_routing(cache, ws.spec(op, arch), a, stream);
+    launch_routing(cache, ws.spec(op), a, stream);
 }
 
 void route_combine(KernelCache& cache, const RoutingWorkspace& ws, const void* rows, void* y, Stream stream) {
@@ -119,7 +125,7 @@ void route_combine(KernelCache& cache, const RoutingWorkspace& ws, const void* r
   a.x = rows;
   a.y = y;
   a.weighted = 1;
-  launch_routing(cache, ws.spec(Op::Scatter, device_arch(cache.device().properties())), a, stream);
+  launch_routing(cache, ws.spec(Op::Scatter), a, stream);
 }
 
 }  // namespace dmoe

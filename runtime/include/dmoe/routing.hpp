@@ -2,6 +2,8 @@
 // scatter and their backward passes. No launch reads a device value on the host.
 #pragma once
 
+#include <array>
+
 #include "dmoe/kernel_cache.hpp"
 #include "dmoe/routing_args.cuh"
 
@@ -31,6 +33,8 @@ class RoutingWorkspace {
 
   // The specs of the chain's kernels for this shape on arch.
   KernelSpec spec(Op, Arch) const;
+  // The same for the workspace's own device, built and validated once at construction (the launch path).
+  const KernelSpec& spec(Op) const;
 
   // The arguments every kernel of the chain shares: state, topology, sizes. Callers fill the rest.
   RoutingArgs args() const;
@@ -40,6 +44,7 @@ class RoutingWorkspace {
   int renorm_p_;
   int32_t max_rows_ = 0;
   int64_t bytes_ = 0;
+  std::array<KernelSpec, size_t(Op::RouterGrad) - size_t(Op::Jitter) + 1> specs_{};
   std::vector<DeviceBuffer> buffers_;
   RoutingState state_{};
   TopologyOut topo_out_{};
