@@ -214,7 +214,56 @@ void validate_routing(const KernelSpec& k) {
     throw InvalidArgument(fmt::format("renorm_p = {} is not supported (expected 0, 1 or 2)", k.renorm_p));
 }
 
+// The Hopper kernel's constraints (templates/dmoe/kernels/sm90_product.cuh).
+void validate_wgmma(const KernelSpec& k) {
+  const TileConfig& t = k.tile;
+  const std::string name = fmt::format("wgmma tile {}x{}x{}", t.m, t.n, t.k);
+  if (k.arch != Arch::SM90a)
+    throw InvalidArgument(fmt::format("{} needs arch sm_90a, got {}", name, to_string(k.arch)));
+  if (t.k != 64) throw InvalidArgument(fmt::format("{}: k = {} is not supported (expected 64)", name, t.k));
+  if (t.warps != 12)
+    throw InvalidArgument(fmt::format("{}: warps = {} is not supported (expected 12: three warpgroups)", name, t.warps));
+  if (t.m != 64 && t.m != 128)
+    throw InvalidArgument(fmt::format("{}: m = {} is not supported (expected 64 or 128)", name, t.m));
+  // Two consumer warpgroups share the tile: side by side along n when m = 64, each wgmma n in 64..256.
+  const int per_wg = t.m == 64 ? t.n / 2 : t.n;
+  if (t.n % 64 != 0 || (per_wg != 64 && per_wg != 128 && per_wg != 256))
+    throw InvalidArgument(fmt::format("{}: n = {} is not supported (expected 64, 128 or 256 columns per "
+                                      "consumer warpgroup; m = 64 splits n over two)", name, t.n));
+  // Tile rows: within a block for SDD and DSD, within hidden for DDS. Tile columns: within the expert's
+  // ffn for SDD (several blocks allowed), within hidden for DSD, within a block for DDS.
+  const int32_t m_extent = k.op == Op::DDS ? k.hidden : k.block;
+  if (m_extent % t.m != 0)
+    throw InvalidArgument(fmt::format("{}: m = {} does not divide {} = {}", name, t.m,
+                                      k.op == Op::DDS ? "hidden" : "the block size", m_extent));
+  if (k.op == Op::SDD) {
+    if (k.ffn % t.n != 0)
+      throw InvalidArgument(fmt::format("{}: n = {} does not divide ffn = {}", name, t.n, k.ffn));
+    if (t.n > k.block ? t.n % k.block != 0 : k.block % t.n != 0)
+      throw InvalidArgument(fmt::format("{}: n = {} and the block size {} must divide one another", name, t.n, k.block));
+  } else if (k.op == Op::DSD) {
+    if (k.hidden % t.n != 0)
+      throw InvalidArgument(fmt::format("{}: n = {} does not divide hidden = {}", name, t.n, k.hidden));
+  } else if (k.block % t.n != 0) {
+    throw InvalidArgument(fmt::format("{}: n = {} does not divide the block size {}", name, t.n, k.block));
+  }
+  if (t.stages < 2 || t.stages > 8)
+    throw InvalidArgument(fmt::format("{}: stages = {} is not supported (expected 2 to 8)", name, t.stages));
+  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages); smem > kSm90MaxSharedBytes)
+    throw InvalidArgument(fmt::format("{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
+                                      name, t.stages, smem, kSm90MaxSharedBytes));
+}
+
 }  // namespace
+
+std::string_view to_string(Mma m) { return m == Mma::Wgmma ? "wgmma" : "simt"; }
+Mma parse_mma(std::string_view s) { return parse_enum("mma", s, std::array{Mma::Simt, Mma::Wgmma}); }
+
+TileConfig wgmma_tile(int m, int n) {
+  TileConfig t{static_cast<uint16_t>(m), static_cast<uint16_t>(n), 64, 12, 2, Mma::Wgmma};
+  while (t.stages < 8 && sm90_smem_bytes(m, n, t.stages + 1) <= kSm90MaxSharedBytes) ++t.stages;
+  return t;
+}
 
 void validate(const KernelSpec& k) {
   if (!is_product(k.op)) return validate_routing(k);
@@ -227,6 +276,7 @@ void validate(const KernelSpec& k) {
   if (k.ffn % k.block != 0)
     throw InvalidArgument(fmt::format("ffn = {} is not a multiple of the block size {}", k.ffn, k.block));
   require_int32("experts * ffn", int64_t{k.experts} * k.ffn);
+  if (k.tile.mma == Mma::Wgmma) return validate_wgmma(k);
   const TileConfig& t = k.tile;
   for (auto [name, v] : {std::pair{"tile m", t.m}, std::pair{"tile n", t.n}}) {
     if (v != 32 && v != 64 && v != 128)
@@ -266,6 +316,10 @@ std::string kernel_name(const KernelSpec& k) {
     if (f.renorm) name += fmt::format("_p{}", k.renorm_p);
     return name + fmt::format("_sm{}", to_string(k.arch).substr(3));
   }
+  if (k.tile.mma == Mma::Wgmma)
+    return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_wg{}x{}x{}s{}_sm{}", to_string(k.op), k.trans_a ? 't' : 'n',
+                       k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden, k.ffn, k.experts, k.tile.m,
+                       k.tile.n, k.tile.k, k.tile.stages, to_string(k.arch).substr(3));
   return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_t{}x{}x{}w{}s{}_sm{}", to_string(k.op),
                      k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden,
                      k.ffn, k.experts, k.tile.m, k.tile.n, k.tile.k, k.tile.warps, k.tile.stages,
@@ -276,7 +330,7 @@ int threads_per_cta(const KernelSpec& k) {
   switch (k.op) {
     case Op::SDD:
     case Op::DSD:
-    case Op::DDS: return 32 * k.tile.warps;
+    case Op::DDS: return 32 * k.tile.warps;  // Wgmma: 12 warps
     case Op::Bins: return kMaxRoutingExperts;
     case Op::Router: return 32 * router_warps(k.experts);
     case Op::Permute: return 32;
@@ -286,6 +340,7 @@ int threads_per_cta(const KernelSpec& k) {
 
 int dynamic_shared_bytes(const KernelSpec& k) {
   if (!is_product(k.op)) return 0;  // routing kernels use static shared memory only
+  if (k.tile.mma == Mma::Wgmma) return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages);
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }
 
@@ -302,6 +357,21 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
   k.ffn = static_cast<int32_t>(s.ffn);
   k.experts = static_cast<int32_t>(s.experts);
   k.tile = TileConfig{64, 64, 32, 8, 1};
+  if (arch == Arch::SM90a) {
+    // 128 rows over two consumer warpgroups, as many columns as divide (fewer loads per FLOP). Shapes no
+    // wgmma tile divides (hidden or ffn an odd multiple of 64 with small blocks) keep the SIMT kernel.
+    for (int m : {128, 64})
+      for (int n : {256, 128, 64}) {
+        KernelSpec w = k;
+        w.tile = wgmma_tile(m, n);
+        try {
+          validate(w);
+        } catch (const InvalidArgument&) {
+          continue;
+        }
+        return w;
+      }
+  }
   validate(k);
   return k;
 }
@@ -376,6 +446,7 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
   const uint64_t b = uint64_t(uint32_t(k.hidden)) | uint64_t(uint32_t(k.ffn)) << 32;
   const uint64_t c = uint64_t(uint32_t(k.experts)) | uint64_t(uint32_t(k.block)) << 32;
   const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8 | uint64_t(k.renorm_p) << 16 |
+                     uint64_t(k.tile.mma) << 24 |
                      uint64_t(uint32_t(k.top_k)) << 32;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d}) {

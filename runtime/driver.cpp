@@ -48,7 +48,9 @@ namespace {
   ENTRY(cuMemFree)                                                                            \
   ENTRY(cuMemcpyHtoDAsync)                                                                    \
   ENTRY(cuMemcpyDtoHAsync)                                                                    \
+  ENTRY(cuMemcpyDtoDAsync)                                                                    \
   ENTRY(cuMemsetD8Async)                                                                      \
+  ENTRY(cuTensorMapEncodeTiled)                                                               \
   ENTRY(cuModuleLoadData)                                                                     \
   ENTRY(cuModuleUnload)                                                                       \
   ENTRY(cuModuleGetFunction)                                                                  \
@@ -291,6 +293,25 @@ void Device::copy_to_host(void* dst, const void* src, size_t bytes, Stream strea
   make_current();
   DMOE_CHECK(cuMemcpyDtoHAsync, dst, device_ptr(src), bytes, stream);
   DMOE_CHECK(cuStreamSynchronize, stream);  // the caller reads `dst` next
+}
+
+void Device::copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream) const {
+  if (bytes == 0) return;
+  make_current();
+  DMOE_CHECK(cuMemcpyDtoDAsync, device_ptr(dst), device_ptr(src), bytes, stream);
+}
+
+void encode_tensor_map(TensorMap& map, bool bf16, int rank, const void* base, const uint64_t* dims,
+                       const uint64_t* strides, const uint32_t* box) {
+  static_assert(sizeof(TensorMap) == sizeof(CUtensorMap) && alignof(TensorMap) == alignof(CUtensorMap));
+  if (rank < 2 || rank > 3) throw CudaError("encode_tensor_map", CUDA_ERROR_INVALID_VALUE, "rank must be 2 or 3");
+  const cuuint32_t unit[3] = {1, 1, 1};
+  DMOE_CHECK(cuTensorMapEncodeTiled, reinterpret_cast<CUtensorMap*>(&map),
+             bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, cuuint32_t(rank),
+             const_cast<void*>(base), reinterpret_cast<const cuuint64_t*>(dims),
+             reinterpret_cast<const cuuint64_t*>(strides), reinterpret_cast<const cuuint32_t*>(box), unit,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
 void Device::fill_u8(void* dst, uint8_t value, size_t bytes, Stream stream) const {

@@ -2,12 +2,97 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace dmoe {
+namespace {
+
+bool sparse_transposed(const KernelSpec& k) {
+  return k.op == Op::DSD ? k.trans_a : k.op == Op::DDS ? k.trans_b : false;
+}
+
+// Output tiles of the wgmma kernel for a row capacity (templates/dmoe/kernels/sm90_product.cuh, Tiles).
+int64_t wgmma_tiles(const KernelSpec& k, int64_t max_block_rows) {
+  const int64_t block_cols = int64_t{k.experts} * k.ffn / k.block;
+  const int m = k.tile.m, n = k.tile.n;
+  switch (k.op) {
+    case Op::SDD: return max_block_rows * (k.block / m) * (k.ffn / n);
+    case Op::DSD: return (k.trans_a ? block_cols : max_block_rows) * (k.block / m) * (k.hidden / n);
+    default: return (k.trans_b ? max_block_rows : block_cols) * (k.hidden / m) * (k.block / n);
+  }
+}
+
+// One TMA operand: a dense row-major [rows, cols] tensor, or the sparse data [blocks, B, B].
+struct Operand {
+  const void* ptr;
+  bool sparse;
+  int64_t rows, cols;  // dense shape; for sparse: rows = number of blocks, cols = B
+};
+
+// The tensor map of an operand loaded K-major ({64, tile rows} boxes) or MN-major ({64, 64} boxes).
+void encode(TensorMap& map, const KernelSpec& k, const Operand& o, bool k_major, int tile_rows,
+            const char* role) {
+  if (reinterpret_cast<uintptr_t>(o.ptr) % 16 != 0)
+    throw InvalidArgument(fmt::format("{}: operand {} at {} is not 16-byte aligned (TMA needs 16)",
+                                      kernel_name(k), role, o.ptr));
+  const bool bf16 = k.dtype == DType::BF16;
+  const uint32_t box1 = k_major ? uint32_t(tile_rows) : 64;
+  if (o.sparse) {
+    const uint64_t dims[3] = {uint64_t(k.block), uint64_t(k.block), uint64_t(o.rows)};
+    const uint64_t strides[2] = {uint64_t(k.block) * 2, uint64_t(k.block) * k.block * 2};
+    const uint32_t box[3] = {64, box1, 1};
+    encode_tensor_map(map, bf16, 3, o.ptr, dims, strides, box);
+  } else {
+    const uint64_t dims[2] = {uint64_t(o.cols), uint64_t(o.rows)};
+    const uint64_t strides[1] = {uint64_t(o.cols) * 2};
+    const uint32_t box[2] = {64, box1};
+    encode_tensor_map(map, bf16, 2, o.ptr, dims, strides, box);
+  }
+}
+
+void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& args, Stream stream) {
+  const int64_t tiles = wgmma_tiles(k, args.max_block_rows);
+  if (tiles == 0) return;
+  const int64_t tcap = int64_t{args.max_block_rows} * k.block, fe = int64_t{k.experts} * k.ffn, h = k.hidden;
+  const int64_t blocks = int64_t{args.max_block_rows} * (k.ffn / k.block);
+  const Operand sparse_a{args.a, true, blocks, k.block}, sparse_b{args.b, true, blocks, k.block};
+  auto dense = [](const void* p, int64_t rows, int64_t cols) { return Operand{p, false, rows, cols}; };
+  Operand a{}, b{};
+  const bool st = sparse_transposed(k);
+  switch (k.op) {
+    case Op::SDD:
+      a = k.trans_a ? dense(args.a, h, tcap) : dense(args.a, tcap, h);
+      b = k.trans_b ? dense(args.b, fe, h) : dense(args.b, h, fe);
+      break;
+    case Op::DSD: {
+      a = sparse_a;
+      const int64_t krows = st ? tcap : fe;  // op(B)'s reduction extent
+      b = k.trans_b ? dense(args.b, h, krows) : dense(args.b, krows, h);
+      break;
+    }
+    default: {
+      b = sparse_b;
+      const int64_t kcols = st ? fe : tcap;  // op(A)'s reduction extent
+      a = k.trans_a ? dense(args.a, kcols, h) : dense(args.a, h, kcols);
+      break;
+    }
+  }
+  Sm90ProductArgs p{};
+  encode(p.a, k, a, !k.trans_a, k.tile.m, "a");
+  encode(p.b, k, b, k.trans_b, k.tile.n, "b");
+  p.p = args;
+  const LoadedFunction& fn = cache.get(k);
+  const int64_t grid = std::min<int64_t>(tiles, cache.device().properties().sm_count);
+  void* params[] = {&p};
+  launch(fn, static_cast<unsigned>(grid), 1, 1, static_cast<unsigned>(threads_per_cta(k)), params, stream);
+}
+
+}  // namespace
 
 int64_t product_grid(const KernelSpec& k, int32_t max_block_rows) {
-  const bool sparse_t = k.op == Op::DSD ? k.trans_a : k.op == Op::DDS ? k.trans_b : false;
-  return product_ctas(static_cast<int32_t>(k.op), sparse_t, k.block, k.hidden, k.ffn, k.experts, k.tile.m,
-                      k.tile.n, max_block_rows);
+  if (k.tile.mma == Mma::Wgmma) return wgmma_tiles(k, max_block_rows);
+  return product_ctas(static_cast<int32_t>(k.op), sparse_transposed(k), k.block, k.hidden, k.ffn, k.experts,
+                      k.tile.m, k.tile.n, max_block_rows);
 }
 
 void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArgs& args, Stream stream) {
@@ -17,6 +102,7 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
     throw InvalidArgument(fmt::format("{}: an operand or topology pointer is null", kernel_name(spec)));
   if (args.max_block_rows < 0)
     throw InvalidArgument(fmt::format("max_block_rows must not be negative, got {}", args.max_block_rows));
+  if (spec.tile.mma == Mma::Wgmma) return launch_wgmma(cache, spec, args, stream);
   constexpr int64_t kMaxGrid = (int64_t{1} << 31) - 1;
   const int64_t grid = product_grid(spec, args.max_block_rows);
   if (grid > kMaxGrid)

@@ -77,13 +77,26 @@ void validate(const MoeShape&);
 // Upper bound on the padded row count: T·K + E·(B − 1), rounded up to a multiple of B.
 int64_t max_padded_rows(const MoeShape&);
 
-// The tile a CTA computes: a TM×TN output tile, stepping TK along the reduction, with `warps` warps.
+// Which kernel family computes a product: the portable SIMT reference kernel (every arch), or Hopper's
+// warp-specialized TMA + wgmma kernel (sm_90a only).
+enum class Mma : uint8_t { Simt, Wgmma };
+std::string_view to_string(Mma);
+Mma parse_mma(std::string_view);
+
+// The tile a CTA computes: an m×n output tile, stepping k along the reduction.
+//   Simt:  `warps` warps; stages must be 1.
+//   Wgmma: k = 64, warps = 12 (a producer warpgroup and two consumer warpgroups: m = 128 puts them on top
+//          of each other, m = 64 side by side), `stages` shared-memory stages in the TMA ring.
 struct TileConfig {
   uint16_t m = 64, n = 64, k = 32;
   uint8_t warps = 8;
   uint8_t stages = 1;
+  Mma mma = Mma::Simt;
   friend bool operator==(const TileConfig&, const TileConfig&) = default;
 };
+
+// The Hopper tile with the most pipeline stages that fit the shared memory an sm_90 CTA may use.
+TileConfig wgmma_tile(int m, int n);
 
 // One kernel. The sparse operand is always the MoE topology of [T_pad, E·F] with B×B blocks; T_pad is
 // the only size not fixed at compile time (it is read on the device at run time).
@@ -127,7 +140,8 @@ std::string kernel_name(const KernelSpec&);
 int threads_per_cta(const KernelSpec&);
 int dynamic_shared_bytes(const KernelSpec&);
 
-// The default spec for one product of a layer of this shape on this arch.
+// The default spec for one product of a layer of this shape on this arch: the wgmma kernel on sm_90a
+// (128-row tiles, 256 columns where the shape allows), the SIMT kernel elsewhere.
 KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch);
 
 // Every distinct kernel one layer's forward and backward passes need (SDD NT, DSD NN, DSD TN).

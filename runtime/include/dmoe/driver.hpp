@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "dmoe/args.cuh"
+
 // Opaque driver handles, declared exactly as <cuda.h> declares them so both headers can coexist.
 struct CUctx_st;
 struct CUstream_st;
@@ -83,6 +85,7 @@ class Device {
   void free(void* ptr) const noexcept;
   void copy_to_device(void* dst, const void* src, size_t bytes, Stream = nullptr) const;
   void copy_to_host(void* dst, const void* src, size_t bytes, Stream = nullptr) const;
+  void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream = nullptr) const;  // async
   void fill_u8(void* dst, uint8_t value, size_t bytes, Stream = nullptr) const;  // poison, clear
   // Waits for `stream`; nullptr waits for all work in the context.
   void synchronize(Stream = nullptr) const;
@@ -158,6 +161,12 @@ class Module {
 // against the hardware limits first (CudaError naming the value and the limit), then the launch status.
 void launch(const LoadedFunction&, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
             void** params, Stream);
+
+// Encodes a TMA tensor map (cuTensorMapEncodeTiled) over a tensor of 16-bit elements with 128-byte
+// swizzle: dims[0] is the contiguous dimension, strides[i] the byte stride of dimension i + 1, box the
+// tile one load brings. A host-only call (no context needed); throws CudaError naming the driver's error.
+void encode_tensor_map(TensorMap& map, bool bf16, int rank, const void* base, const uint64_t* dims,
+                       const uint64_t* strides, const uint32_t* box);
 
 // CUDA events for timing: elapsed milliseconds between two records on a stream.
 class EventTimer {

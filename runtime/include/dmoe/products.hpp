@@ -6,7 +6,8 @@
 
 namespace dmoe {
 
-// CTAs the product launches for a row capacity of max_block_rows (= T_pad upper bound / B).
+// CTAs the product launches for a row capacity of max_block_rows (= T_pad upper bound / B); for the
+// persistent wgmma kernel, the number of output tiles (it launches min(tiles, SMs) CTAs).
 int64_t product_grid(const KernelSpec&, int32_t max_block_rows);
 
 // Launches spec over args on stream. The operand roles and shapes are documented on KernelSpec and

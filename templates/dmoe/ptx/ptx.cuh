@@ -46,6 +46,19 @@ __device__ __forceinline__ unsigned short f32_to_f16_bits(float f) {
   return b;
 }
 
+// Two fp32 → a packed pair, round to nearest even; the first source lands in the upper half.
+__device__ __forceinline__ unsigned f32x2_to_bf16x2(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ unsigned f32x2_to_f16x2(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
 __device__ __forceinline__ float ld_nc_f32(const float* p) {
   float v;
   asm("ld.global.nc.f32 %0, [%1];" : "=f"(v) : "l"(p));

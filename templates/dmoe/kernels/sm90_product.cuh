@@ -1,0 +1,238 @@
+// dmoe/kernels/sm90_product.cuh — SDD, DSD and DDS on Hopper tensor cores (sm_90a).
+//
+// A persistent, warp-specialized kernel: warpgroup 0 is the producer (one thread issues TMA loads into a
+// ring of shared-memory stages, each guarded by a "full" and an "empty" mbarrier), warpgroups 1 and 2
+// are consumers (wgmma from shared memory, fp32 accumulators in registers). Every product is a grouped
+// GEMM over the experts' B-aligned segments; the tile scheduler walks the topology on the device, so the
+// host never needs T_pad. Tiles are taken round-robin over the grid (one CTA per SM).
+//
+// Operand majorness follows the transposes: A is K-major in memory iff !TransA, B iff TransB (for every
+// op). K-major operands arrive as one {64, rows} box per stage, MN-major ones as {64, 64} chunks; both
+// with 128-byte swizzle, which is what the wgmma descriptors below describe.
+//
+// MoE topology contract (dmoe-semantics.md): block row r holds its expert's F/B consecutive block
+// columns at data[offsets[r] …]; SDD tiles wider than B rely on it.
+#pragma once
+#include "dmoe/args.cuh"
+#include "dmoe/common/types.cuh"
+#include "dmoe/ptx/ptx.cuh"
+#include "dmoe/ptx/sm90.cuh"
+#include "dmoe/ptx/wgmma.cuh"
+
+namespace dmoe::sm90 {
+
+constexpr int kBK = 64;                  // reduction depth of a stage: one 128-byte swizzle row
+constexpr uint32_t kChunk = 64 * 64 * 2; // bytes of one MN-major {64, 64} box
+constexpr int kConsumerWarps = 8;
+
+template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN>
+struct Tiles {
+  static constexpr bool kAK = !TransA;  // A K-major in memory and in shared memory
+  static constexpr bool kBKm = TransB;  // B K-major
+  static constexpr int kStepsPerBlock = B / kBK;
+  static constexpr int64_t FE = int64_t(E) * F;
+  static constexpr int kBlockCols = int(FE / B);
+  static constexpr int MT = Kind == kDDS ? H / BM : B / BM;  // tiles along M per outer index
+  static constexpr int NT = Kind == kSDD ? F / BN : Kind == kDSD ? H / BN : B / BN;
+  // DSD Sᵀ and DDS S reduce down a block column (transpose metadata); the others along a block row.
+  static constexpr bool kByColumn = Kind == kDSD ? TransA : Kind == kDDS ? !TransB : false;
+
+  int outer;        // block row (SDD, DSD S, DDS Sᵀ) or block column (DSD Sᵀ, DDS S)
+  int m0, n0;       // tile origin: m within the block (SDD, DSD) or in H (DDS); n expert-local (SDD),
+                    // in H (DSD) or within the block (DDS)
+  int first, nk;    // first topology entry of the reduction, number of kBK-deep steps
+  int col0;         // SDD: global column of the expert's first block column
+
+  __device__ static int64_t count(int block_rows) {
+    return (kByColumn ? int64_t(kBlockCols) : int64_t(block_rows)) * MT * NT;
+  }
+
+  __device__ void decode(int64_t t, const Topology& topo) {
+    n0 = int(t % NT) * BN;
+    t /= NT;
+    m0 = int(t % MT) * BM;
+    outer = int(t / MT);
+    if constexpr (Kind == kSDD) {
+      first = ptx::ld_nc_s32(topo.offsets + outer);
+      col0 = ptx::ld_nc_s32(topo.column_indices + first) * B;
+      nk = H / kBK;
+    } else {
+      const int* offs = kByColumn ? topo.offsets_t : topo.offsets;
+      first = ptx::ld_nc_s32(offs + outer);
+      nk = (ptx::ld_nc_s32(offs + outer + 1) - first) * kStepsPerBlock;
+    }
+  }
+
+  // Issues the TMA loads of reduction step ks into one stage (producer thread only).
+  __device__ void load(int ks, const Topology& topo, const void* amap, const void* bmap, char* a_s, char* b_s,
+                       uint64_t* bar) const {
+    // An MN-major operand of `rows` along M/N comes as rows/64 chunks of {64 (MN), 64 (K)}.
+    auto chunks2d = [&](const void* map, char* dst, int rows, int mn, int k) {
+#pragma unroll
+      for (int q = 0; q < rows / 64; ++q) ptx::tma_load_2d(dst + q * kChunk, map, bar, mn + 64 * q, k);
+    };
+    if constexpr (Kind == kSDD) {
+      const int h = ks * kBK;
+      const int row = outer * B + m0;
+      if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, h, row);
+      else chunks2d(amap, a_s, BM, row, h);
+      if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, h, col0 + n0);
+      else chunks2d(bmap, b_s, BN, col0 + n0, h);
+    } else {
+      const int i = first + ks / kStepsPerBlock;
+      const int kk = (ks % kStepsPerBlock) * kBK;
+      if constexpr (Kind == kDSD && !TransA) {  // S · op(B): block i of row `outer`, column c
+        const int c = ptx::ld_nc_s32(topo.column_indices + i);
+        ptx::tma_load_3d(a_s, amap, bar, kk, m0, i);
+        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, c * B + kk, n0);
+        else chunks2d(bmap, b_s, BN, n0, c * B + kk);
+      } else if constexpr (Kind == kDSD) {  // Sᵀ · op(B): i-th block of column `outer`, block row r
+        const int blk = ptx::ld_nc_s32(topo.block_offsets_t + i);
+        const int r = ptx::ld_nc_s32(topo.column_indices_t + i);
+#pragma unroll
+        for (int q = 0; q < BM / 64; ++q) ptx::tma_load_3d(a_s + q * kChunk, amap, bar, m0 + 64 * q, kk, blk);
+        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, r * B + kk, n0);
+        else chunks2d(bmap, b_s, BN, n0, r * B + kk);
+      } else if constexpr (!TransB) {  // op(A) · S: i-th block of column `outer`, block row r
+        const int blk = ptx::ld_nc_s32(topo.block_offsets_t + i);
+        const int r = ptx::ld_nc_s32(topo.column_indices_t + i);
+        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, r * B + kk, m0);
+        else chunks2d(amap, a_s, BM, m0, r * B + kk);
+#pragma unroll
+        for (int q = 0; q < BN / 64; ++q) ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n0 + 64 * q, kk, blk);
+      } else {  // op(A) · Sᵀ: block i of row `outer`, column c
+        const int c = ptx::ld_nc_s32(topo.column_indices + i);
+        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, c * B + kk, m0);
+        else chunks2d(amap, a_s, BM, m0, c * B + kk);
+        ptx::tma_load_3d(b_s, bmap, bar, kk, n0, i);
+      }
+    }
+  }
+
+  // Where the tile's element (m, n) lives: base + m·ldc + n, plus a jump to the next block for SDD tiles
+  // wider than a block.
+  __device__ void output(const ProductArgs& args, char*& base, int64_t& ldc) const {
+    Elem* c = static_cast<Elem*>(args.c);
+    const int64_t ldt = int64_t(args.max_block_rows) * B;
+    if constexpr (Kind == kSDD) {
+      base = reinterpret_cast<char*>(c + (int64_t(first) + n0 / B) * B * B + int64_t(m0) * B + n0 % B);
+      ldc = B;
+    } else if constexpr (Kind == kDSD) {
+      base = reinterpret_cast<char*>(c + (int64_t(outer) * B + m0) * H + n0);
+      ldc = H;
+    } else {
+      ldc = TransB ? ldt : FE;
+      base = reinterpret_cast<char*>(c + int64_t(m0) * ldc + int64_t(outer) * B + n0);
+    }
+  }
+};
+
+template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES>
+__device__ __forceinline__ void product(const Sm90ProductArgs& args) {
+  using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN>;
+  constexpr int WGN = BM == 64 ? 2 : 1;  // consumer warpgroups side by side along N (BM 64) or M (BM 128)
+  constexpr int NW = BN / WGN;           // columns per consumer warpgroup: the wgmma N
+  static_assert(BM == 64 || BM == 128, "BM is 64 or 128");
+  static_assert(NW == 64 || NW == 128 || NW == 256, "each consumer warpgroup covers 64, 128 or 256 columns");
+  constexpr uint32_t kABytes = BM * kBK * 2, kBBytes = BN * kBK * 2;
+  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep the 1 KiB swizzle alignment");
+
+  extern __shared__ char smem_raw[];
+  char* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * (kABytes + kBBytes));
+  uint64_t* empty = full + STAGES;
+  auto a_stage = [&](int s) { return smem + s * (kABytes + kBBytes); };
+  auto b_stage = [&](int s) { return smem + s * (kABytes + kBBytes) + kABytes; };
+
+  const int wg = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      ptx::mbarrier_init(&full[s], 1);
+      ptx::mbarrier_init(&empty[s], kConsumerWarps);
+    }
+    ptx::fence_barrier_init();
+  }
+  __syncthreads();
+
+  const Topology& topo = args.p.topo;
+  const int64_t tiles = T::count(ptx::ld_nc_s32(topo.block_rows));
+  int stage = 0;
+  uint32_t phase = 0;
+  auto advance = [&] {
+    if (++stage == STAGES) stage = 0, phase ^= 1;
+  };
+
+  if (wg == 0) {
+    ptx::setmaxnreg_dec<40>();
+    if (threadIdx.x == 0) {
+      ptx::prefetch_tensormap(&args.a);
+      ptx::prefetch_tensormap(&args.b);
+      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        T tile;
+        tile.decode(t, topo);
+        for (int ks = 0; ks < tile.nk; ++ks) {
+          ptx::mbarrier_wait(&empty[stage], phase ^ 1);
+          ptx::mbarrier_arrive_expect_tx(&full[stage], kABytes + kBBytes);
+          tile.load(ks, topo, &args.a, &args.b, a_stage(stage), b_stage(stage), &full[stage]);
+          advance();
+        }
+      }
+    }
+  } else {
+    ptx::setmaxnreg_inc<232>();
+    const int c = wg - 1;  // consumer index
+    const int wm = WGN == 1 ? c : 0, wn = WGN == 1 ? 0 : c;
+    const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    // Per-warpgroup offsets into a stage and the per-k16 step, for each operand's majorness.
+    // K-major: rows of 128 B, 8-row atoms (SBO 1 KiB), k16 = +32 B. MN-major: {64, 64} chunks (LBO),
+    // 8-row K atoms (SBO 1 KiB), k16 = +16 rows = +2 KiB.
+    const uint32_t a_off = T::kAK ? wm * 64 * 128 : wm * kChunk;
+    const uint32_t b_off = T::kBKm ? wn * NW * 128 : wn * (NW / 64) * kChunk;
+    constexpr uint32_t a_step = T::kAK ? 32 : 2048, b_step = T::kBKm ? 32 : 2048;
+    const uint32_t smem_base = ptx::smem_addr(smem);
+
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      T tile;
+      tile.decode(t, args.p.topo);
+      float acc[NW / 2];
+#pragma unroll
+      for (int i = 0; i < NW / 2; ++i) acc[i] = 0.f;
+      for (int ks = 0; ks < tile.nk; ++ks) {
+        ptx::mbarrier_wait(&full[stage], phase);
+        const uint32_t a_base = smem_base + stage * (kABytes + kBBytes) + a_off;
+        const uint32_t b_base = smem_base + stage * (kABytes + kBBytes) + kABytes + b_off;
+#pragma unroll
+        for (int i = 0; i < NW / 2; ++i) ptx::fence_operand(acc[i]);
+        ptx::wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < kBK / 16; ++k)
+          ptx::wgmma_ss<Elem::kIsBf16, NW, !T::kAK, !T::kBKm>(
+              acc, ptx::sw128_desc(a_base + k * a_step, kChunk, 1024),
+              ptx::sw128_desc(b_base + k * b_step, kChunk, 1024), 1);
+        ptx::wgmma_commit();
+        ptx::wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < NW / 2; ++i) ptx::fence_operand(acc[i]);
+        if (lane == 0) ptx::mbarrier_arrive(&empty[stage]);
+        advance();
+      }
+      // Accumulator layout of m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4
+      // (+8) and columns 8j + 2·(lane % 4) (+1).
+      char* base;
+      int64_t ldc;
+      tile.output(args.p, base, ldc);
+      char* row0 = base + (int64_t(wm * 64 + warp * 16 + lane / 4) * ldc + wn * NW + 2 * (lane % 4)) * 2;
+      char* row8 = row0 + ldc * 16;
+#pragma unroll
+      for (int j = 0; j < NW / 8; ++j) {
+        // SDD tiles wider than a block continue in the next block, B·B elements on. Compile-time per j.
+        constexpr int kBlockJump = (Kind == kSDD && BN > B) ? (B * B - B) * 2 : 0;
+        const int off = j * 16 + ((wn * NW + j * 8) / B) * kBlockJump;
+        ptx::st_u32(row0 + off, Elem::pack2(acc[j * 4], acc[j * 4 + 1]));
+        ptx::st_u32(row8 + off, Elem::pack2(acc[j * 4 + 2], acc[j * 4 + 3]));
+      }
+    }
+  }
+}
+
+}  // namespace dmoe::sm90

@@ -1,0 +1,103 @@
+// The product check shared by the SIMT and Hopper product tests: random operands and topology, poisoned
+// output, fp64 reference, relative Frobenius error, every element written and nothing past T_pad.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include "dmoe/products.hpp"
+#include "test_util.hpp"
+
+namespace dmoe::test {
+
+struct Case {
+  Op op;
+  bool trans_a, trans_b;
+  DType dtype = DType::BF16;
+  int32_t block = 128, hidden = 256, ffn = 256;
+  std::vector<int64_t> counts = {130, 0, 257, 64};  // an empty expert, counts off the block multiple
+  TileConfig tile{};
+  int32_t extra_block_rows = 0;  // row capacity beyond the true T_pad
+};
+
+inline std::string describe(const Case& c) {
+  return std::string(to_string(c.op)) + (c.trans_a ? "t" : "n") + (c.trans_b ? "t" : "n") + " " +
+         std::string(to_string(c.dtype)) + " b" + std::to_string(c.block) + " h" + std::to_string(c.hidden) +
+         " f" + std::to_string(c.ffn) + " e" + std::to_string(c.counts.size()) + " " +
+         std::string(to_string(c.tile.mma)) + " tile " + std::to_string(c.tile.m) + "x" + std::to_string(c.tile.n) +
+         "x" + std::to_string(c.tile.k) + "w" + std::to_string(c.tile.warps) + "s" + std::to_string(c.tile.stages) +
+         " extra" + std::to_string(c.extra_block_rows);
+}
+
+inline void run(const Case& c) {
+  INFO(describe(c));
+  Device& dev = device();
+  KernelSpec spec;
+  spec.op = c.op;
+  spec.trans_a = c.trans_a;
+  spec.trans_b = c.trans_b;
+  spec.dtype = c.dtype;
+  spec.arch = device_arch(dev.properties());
+  spec.block = c.block;
+  spec.hidden = c.hidden;
+  spec.ffn = c.ffn;
+  spec.experts = static_cast<int32_t>(c.counts.size());
+  spec.tile = c.tile;
+
+  const reference::HostTopology topo = reference::topology_from_counts(c.counts, c.block, c.ffn);
+  const int32_t cap_rows = topo.block_rows + c.extra_block_rows;
+  const int64_t capacity = int64_t(cap_rows) * c.block;
+  const reference::ProductShapes s = reference::product_shapes(spec, topo, capacity);
+  const bool a_sparse = c.op == Op::DSD, b_sparse = c.op == Op::DDS;
+  const int64_t bb = int64_t(c.block) * c.block;
+  // Sparse operands are sized for the capacity too, like a real layer's buffers.
+  const int64_t cap_blocks = int64_t(cap_rows) * (c.ffn / c.block);
+  const HostOperand a = random_operand(a_sparse ? cap_blocks * bb : s.a_rows * s.a_cols, c.dtype);
+  const HostOperand b = random_operand(b_sparse ? cap_blocks * bb : s.b_rows * s.b_cols, c.dtype);
+  const int64_t c_elems = c.op == Op::SDD ? cap_blocks * bb : s.c_rows * s.c_cols;
+
+  DeviceTopology dtopo(dev, topo, cap_rows);
+  DeviceBuffer da(dev, a.bits.size() * 2), db(dev, b.bits.size() * 2), dc(dev, c_elems * 2);
+  dev.copy_to_device(da.get(), a.bits.data(), a.bits.size() * 2);
+  dev.copy_to_device(db.get(), b.bits.data(), b.bits.size() * 2);
+  dev.fill_u8(dc.get(), 0xff, c_elems * 2);  // 0xffff is NaN in bf16 and fp16: unwritten elements show
+
+  ProductArgs args{da.get(), db.get(), dc.get(), dtopo.view, cap_rows};
+  launch_product(cache(), spec, args, nullptr);
+  dev.synchronize();
+  std::vector<uint16_t> out_bits(c_elems);
+  dev.copy_to_host(out_bits.data(), dc.get(), c_elems * 2);
+
+  const std::vector<double> ref = reference::product(spec, topo, capacity, a.values, b.values);
+  // The valid region: SDD's true blocks; the dense output up to the true T_pad.
+  std::vector<double> ref_valid, out_valid;
+  int64_t unwritten = 0, clobbered = 0;
+  for (int64_t i = 0; i < c_elems; ++i) {
+    bool valid;
+    if (c.op == Op::SDD) {
+      valid = i < topo.blocks() * bb;
+    } else {
+      valid = i / s.c_cols < s.valid_rows && i % s.c_cols < s.valid_cols;
+    }
+    if (!valid) {
+      clobbered += out_bits[i] != 0xffff;  // nothing may be written past the true size
+      continue;
+    }
+    const double v = c.dtype == DType::BF16 ? reference::from_bf16(out_bits[i]) : reference::from_fp16(out_bits[i]);
+    unwritten += std::isnan(v);
+    ref_valid.push_back(ref[i]);
+    out_valid.push_back(v);
+  }
+  CHECK(unwritten == 0);
+  CHECK(clobbered == 0);
+  const double err = reference::relative_error(ref_valid, out_valid);
+  const double tol = c.dtype == DType::BF16 ? 1e-2 : 2e-3;
+  INFO("relative Frobenius error " << err);
+  CHECK(err < tol);
+  CHECK(err > 0);  // an exact match would mean the reference saw the device's rounding: impossible here
+  MESSAGE(describe(c) << ": rel err " << err);
+}
+
+}  // namespace dmoe::test
