@@ -10,9 +10,12 @@ using namespace dmoe;
 
 namespace {
 
+// The SIMT kernel's spec: it compiles for every arch, so each field can vary on its own.
 KernelSpec base() {
   MoeShape s = preset("mb-356m");
-  return default_spec(s, Op::SDD, false, true, Arch::SM90a);
+  KernelSpec k = default_spec(s, Op::SDD, false, true, Arch::SM90a);
+  k.tile = TileConfig{64, 64, 32, 8, 1};
+  return k;
 }
 
 }  // namespace
@@ -42,6 +45,10 @@ TEST_CASE("every field of the spec changes the source and the key") {
   vary([](KernelSpec& k) { k.trans_a = true; });
   vary([](KernelSpec& k) { k.trans_b = false; });
   vary([](KernelSpec& k) { k.dtype = DType::FP16; });
+  vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 128); });
+  vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 256); });
+  vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 128); k.tile.stages = 3; });
+  vary([](KernelSpec& k) { k.tile = wgmma_tile(64, 256); });
   vary([](KernelSpec& k) { k.arch = Arch::SM80; });
   vary([](KernelSpec& k) { k.arch = Arch::SM86; });
   vary([](KernelSpec& k) { k.arch = Arch::SM89; });
@@ -98,4 +105,14 @@ TEST_CASE("compile options are normalized: no paths") {
       CHECK(o.find("-I") != 0);
     }
   }
+}
+
+TEST_CASE("the wgmma source instantiates the Hopper kernel with its tensor maps as a grid constant") {
+  KernelSpec k = base();
+  k.tile = wgmma_tile(128, 256);
+  const std::string src = emit_source(k);
+  CHECK(src.find("#include \"dmoe/kernels/sm90_product.cuh\"") != std::string::npos);
+  CHECK(src.find("const __grid_constant__ dmoe::Sm90ProductArgs args") != std::string::npos);
+  CHECK(src.find("__launch_bounds__(384, 1)") != std::string::npos);
+  CHECK(src.find("dmoe::sm90::product<dmoe::bf16_t, dmoe::kSDD, false, true, 128, 1024, 4096, 64,") != std::string::npos);
 }

@@ -1,6 +1,8 @@
 // Descriptor validation: every error path names the value and the limit.
 #include <doctest/doctest.h>
 
+#include "dmoe/args.cuh"
+
 #include <unordered_set>
 
 #include "dmoe/spec.hpp"
@@ -20,7 +22,12 @@ MoeShape shape() {
   return s;
 }
 
-KernelSpec spec() { return default_spec(shape(), Op::SDD, false, true, Arch::SM90a); }
+// The SIMT kernel's spec (the sm_90a default is the wgmma kernel, tested on its own below).
+KernelSpec spec() {
+  KernelSpec k = default_spec(shape(), Op::SDD, false, true, Arch::SM90a);
+  k.tile = TileConfig{64, 64, 32, 8, 1};
+  return k;
+}
 
 // Runs f, expects InvalidArgument, and checks its message holds every fragment.
 template <class F>
@@ -197,4 +204,65 @@ TEST_CASE("layer_kernels lists the schedule's products") {
   CHECK(kernel_name(ks[0]).starts_with("dmoe_sdd_nt_"));
   CHECK(kernel_name(ks[1]).starts_with("dmoe_dsd_nn_"));
   CHECK(kernel_name(ks[2]).starts_with("dmoe_dsd_tn_"));
+}
+
+TEST_CASE("sm_90a defaults to the wgmma kernel; other archs keep the SIMT kernel") {
+  const MoeShape s = preset("mb-356m");
+  const KernelSpec sdd = default_spec(s, Op::SDD, false, true, Arch::SM90a);
+  CHECK(sdd.tile.mma == Mma::Wgmma);
+  CHECK(sdd.tile == TileConfig{128, 256, 64, 12, 4, Mma::Wgmma});
+  CHECK(kernel_name(sdd) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s4_sm90a");
+  CHECK(threads_per_cta(sdd) == 384);
+  CHECK(dynamic_shared_bytes(sdd) == sm90_smem_bytes(128, 256, 4));
+  CHECK(default_spec(s, Op::DDS, false, false, Arch::SM90a).tile == TileConfig{128, 128, 64, 12, 7, Mma::Wgmma});
+  CHECK(default_spec(s, Op::SDD, false, true, Arch::SM80).tile.mma == Mma::Simt);
+  // B = 64: tile rows stay within a block, so two consumer warpgroups split the columns.
+  MoeShape small = s;
+  small.block = 64;
+  CHECK(default_spec(small, Op::DSD, false, false, Arch::SM90a).tile.m == 64);
+  // No wgmma tile divides hidden = 192 with B = 64 for DDS (n within the block, m | hidden with two
+  // warpgroups): the SIMT kernel stays, still a valid spec.
+  small.hidden = 192;
+  const KernelSpec dds = default_spec(small, Op::DDS, false, false, Arch::SM90a);
+  CHECK(dds.tile.mma == Mma::Simt);
+  CHECK_NOTHROW(validate(dds));
+  // The deepest ring that fits 227 KiB.
+  CHECK(wgmma_tile(128, 256).stages == 4);
+  CHECK(wgmma_tile(128, 128).stages == 7);
+  CHECK(sm90_smem_bytes(128, 128, 7) <= kSm90MaxSharedBytes);
+  CHECK(sm90_smem_bytes(128, 128, 8) > kSm90MaxSharedBytes);
+}
+
+TEST_CASE("wgmma tiles: bad configurations name the value and the limit") {
+  KernelSpec k = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  const KernelSpec good = k;
+  k.arch = Arch::SM80;
+  expect_error([&] { validate(k); }, {"needs arch sm_90a", "sm_80"});
+  k = good;
+  k.tile.k = 32;
+  expect_error([&] { validate(k); }, {"k = 32", "expected 64"});
+  k = good;
+  k.tile.warps = 8;
+  expect_error([&] { validate(k); }, {"warps = 8", "12"});
+  k = good;
+  k.tile.m = 256;
+  expect_error([&] { validate(k); }, {"m = 256", "64 or 128"});
+  k = good;
+  k.tile.n = 192;
+  expect_error([&] { validate(k); }, {"n = 192"});
+  k = good;
+  k.tile = wgmma_tile(64, 64);  // one 32-column wgmma per warpgroup: not supported
+  expect_error([&] { validate(k); }, {"n = 64", "per consumer warpgroup"});
+  k = good;
+  k.ffn = 128 * 3;
+  expect_error([&] { validate(k); }, {"n = 256", "ffn = 384"});
+  k = good;
+  k.op = Op::DDS;
+  k.tile = wgmma_tile(128, 256);
+  expect_error([&] { validate(k); }, {"n = 256", "block size 128"});
+  k = good;
+  k.tile.stages = 5;
+  expect_error([&] { validate(k); }, {"5 stages", "232448"});
+  k.tile.stages = 1;
+  expect_error([&] { validate(k); }, {"stages = 1", "2 to 8"});
 }
