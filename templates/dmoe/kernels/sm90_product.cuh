@@ -197,6 +197,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       float acc[NW / 2];
 #pragma unroll
       for (int i = 0; i < NW / 2; ++i) acc[i] = 0.f;
+      // One wgmma group stays in flight: step ks is issued before step ks − 1 is waited for, and only
+      // then is ks − 1's stage handed back to the producer.
+      int held = -1;
       for (int ks = 0; ks < tile.nk; ++ks) {
         ptx::mbarrier_wait(&full[stage], phase);
         const uint32_t a_base = smem_base + stage * (kABytes + kBBytes) + a_off;
@@ -210,12 +213,15 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
               acc, ptx::sw128_desc(a_base + k * a_step, kChunk, 1024),
               ptx::sw128_desc(b_base + k * b_step, kChunk, 1024), 1);
         ptx::wgmma_commit();
-        ptx::wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < NW / 2; ++i) ptx::fence_operand(acc[i]);
-        if (lane == 0) ptx::mbarrier_arrive(&empty[stage]);
+        ptx::wgmma_wait<1>();
+        if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
+        held = stage;
         advance();
       }
+      ptx::wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < NW / 2; ++i) ptx::fence_operand(acc[i]);
+      if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
       // Accumulator layout of m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4
       // (+8) and columns 8j + 2·(lane % 4) (+1).
       char* base;
