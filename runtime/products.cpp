@@ -77,9 +77,15 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
       break;
     }
   }
+  // The output: SDD's blocks, or the dense C; stored in {64, m} boxes from the staged tile.
+  Operand c{};
+  if (k.op == Op::SDD) c = Operand{args.c, true, blocks, k.block};
+  else if (k.op == Op::DSD) c = dense(args.c, st ? fe : tcap, h);
+  else c = dense(args.c, h, st ? tcap : fe);
   Sm90ProductArgs p{};
   encode(p.a, k, a, !k.trans_a, k.tile.m, "a");
   encode(p.b, k, b, k.trans_b, k.tile.n, "b");
+  encode(p.c, k, c, true, k.tile.m, "c");
   p.p = args;
   const LoadedFunction& fn = cache.get(k);
   const int64_t grid = std::min<int64_t>(tiles, cache.device().properties().sm_count);

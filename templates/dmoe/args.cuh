@@ -49,6 +49,8 @@ struct ProductArgs {
 //   DSD  Sᵀ:  block columns (E·F/B) × (B/tm) × (H/tn) → C [E·F, H]
 //   DDS  S:   (H/tm) × block columns × (B/tn)         → C [H, E·F]
 //   DDS  Sᵀ:  (H/tm) × block rows × (B/tn)            → C [H, T_pad]
+enum ProductKind : int32_t { kSDD = 0, kDSD = 1, kDDS = 2 };
+
 // A TMA tensor map (CUtensorMap): 128 opaque bytes, 128-byte aligned as CUDA 13 declares it, encoded on the host by
 // cuTensorMapEncodeTiled and passed by value inside a __grid_constant__ kernel parameter.
 struct alignas(128) TensorMap {
@@ -60,18 +62,18 @@ struct alignas(128) TensorMap {
 struct Sm90ProductArgs {
   TensorMap a;
   TensorMap b;
+  TensorMap c;  // the output, stored from shared memory in {64, BM} boxes
   ProductArgs p;
 };
 
-// Dynamic shared memory of the Hopper products: the stage ring ((BM + BN) × 64 elements per stage,
-// 16-bit), 1 KiB of slack to align it to the 128-byte swizzle's 1 KiB atoms, and two mbarriers per stage.
 constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared memory an sm_90 CTA may use
 
+// Dynamic shared memory of the Hopper products: the stage ring ((BM + BN) × 64 elements per stage,
+// 16-bit), the output tile (BM × BN, staged for the TMA store), 1 KiB of slack to align both to the
+// 128-byte swizzle's 1 KiB atoms, and two mbarriers per stage.
 DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages) {
-  return stages * (bm + bn) * 64 * 2 + 1024 + 2 * stages * 8;
+  return stages * (bm + bn) * 64 * 2 + bm * bn * 2 + 1024 + 2 * stages * 8;
 }
-
-enum ProductKind : int32_t { kSDD = 0, kDSD = 1, kDDS = 2 };
 
 DMOE_HD inline int64_t product_ctas(int32_t kind, bool sparse_t, int64_t block, int64_t hidden,
                                     int64_t ffn, int64_t experts, int64_t tile_m, int64_t tile_n,

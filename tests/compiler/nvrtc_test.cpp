@@ -58,10 +58,10 @@ TEST_CASE("an error inside an embedded template quotes the template's line") {
   const KernelSpec k = spec(Arch::SM90a);
   // Instantiate the product with a tile that violates the template's static_assert.
   std::string source = emit_source(k);
-  const std::string good = "128, 256, 4>(args)";  // the wgmma tile's m, n, stages
+  const std::string good = "128, 256, 3>(args)";  // the wgmma tile's m, n, stages
   const size_t pos = source.find(good);
   REQUIRE(pos != std::string::npos);
-  source.replace(pos, good.size(), "48, 256, 4>(args)");
+  source.replace(pos, good.size(), "48, 256, 3>(args)");
   try {
     compile_source(k, source);
     FAIL("invalid instantiation compiled");

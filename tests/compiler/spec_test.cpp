@@ -210,11 +210,11 @@ TEST_CASE("sm_90a defaults to the wgmma kernel; other archs keep the SIMT kernel
   const MoeShape s = preset("mb-356m");
   const KernelSpec sdd = default_spec(s, Op::SDD, false, true, Arch::SM90a);
   CHECK(sdd.tile.mma == Mma::Wgmma);
-  CHECK(sdd.tile == TileConfig{128, 256, 64, 12, 4, Mma::Wgmma});
-  CHECK(kernel_name(sdd) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s4_sm90a");
+  CHECK(sdd.tile == TileConfig{128, 256, 64, 12, 3, Mma::Wgmma});
+  CHECK(kernel_name(sdd) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");
   CHECK(threads_per_cta(sdd) == 384);
-  CHECK(dynamic_shared_bytes(sdd) == sm90_smem_bytes(128, 256, 4));
-  CHECK(default_spec(s, Op::DDS, false, false, Arch::SM90a).tile == TileConfig{128, 128, 64, 12, 7, Mma::Wgmma});
+  CHECK(dynamic_shared_bytes(sdd) == sm90_smem_bytes(128, 256, 3));
+  CHECK(default_spec(s, Op::DDS, false, false, Arch::SM90a).tile == TileConfig{128, 128, 64, 12, 6, Mma::Wgmma});
   CHECK(default_spec(s, Op::SDD, false, true, Arch::SM80).tile.mma == Mma::Simt);
   // B = 64: tile rows stay within a block, so two consumer warpgroups split the columns.
   MoeShape small = s;
@@ -226,11 +226,11 @@ TEST_CASE("sm_90a defaults to the wgmma kernel; other archs keep the SIMT kernel
   const KernelSpec dds = default_spec(small, Op::DDS, false, false, Arch::SM90a);
   CHECK(dds.tile.mma == Mma::Simt);
   CHECK_NOTHROW(validate(dds));
-  // The deepest ring that fits 227 KiB.
-  CHECK(wgmma_tile(128, 256).stages == 4);
-  CHECK(wgmma_tile(128, 128).stages == 7);
-  CHECK(sm90_smem_bytes(128, 128, 7) <= kSm90MaxSharedBytes);
-  CHECK(sm90_smem_bytes(128, 128, 8) > kSm90MaxSharedBytes);
+  // The deepest ring that fits 227 KiB beside the staged output tile.
+  CHECK(wgmma_tile(128, 256).stages == 3);
+  CHECK(wgmma_tile(128, 128).stages == 6);
+  CHECK(sm90_smem_bytes(128, 128, 6) <= kSm90MaxSharedBytes);
+  CHECK(sm90_smem_bytes(128, 128, 7) > kSm90MaxSharedBytes);
 }
 
 TEST_CASE("wgmma tiles: bad configurations name the value and the limit") {
@@ -261,8 +261,8 @@ TEST_CASE("wgmma tiles: bad configurations name the value and the limit") {
   k.tile = wgmma_tile(128, 256);
   expect_error([&] { validate(k); }, {"n = 256", "block size 128"});
   k = good;
-  k.tile.stages = 5;
-  expect_error([&] { validate(k); }, {"5 stages", "232448"});
+  k.tile.stages = 4;
+  expect_error([&] { validate(k); }, {"4 stages", "232448"});
   k.tile.stages = 1;
   expect_error([&] { validate(k); }, {"stages = 1", "2 to 8"});
 }

@@ -43,15 +43,23 @@ struct Tiles {
   int first, nk;    // first topology entry of the reduction, number of kBK-deep steps
   int col0;         // SDD: global column of the expert's first block column
 
-  __device__ static int64_t count(int block_rows) {
-    return (kByColumn ? int64_t(kBlockCols) : int64_t(block_rows)) * MT * NT;
-  }
+  __device__ static int outers(int block_rows) { return kByColumn ? kBlockCols : block_rows; }
+  __device__ static int64_t count(int block_rows) { return int64_t(outers(block_rows)) * MT * NT; }
 
-  __device__ void decode(int64_t t, const Topology& topo) {
-    n0 = int(t % NT) * BN;
-    t /= NT;
-    m0 = int(t % MT) * BM;
-    outer = int(t / MT);
+  // Tiles are taken in groups of kGroup outer indices, the outer index fastest: the CTAs running at the
+  // same time share operand tiles (the weights' tile across kGroup block rows, a block row across the
+  // group's column tiles) through L2, instead of each sweeping a whole expert's weights.
+  static constexpr int kGroup = 8;
+
+  __device__ void decode(int64_t t, int outers, const Topology& topo) {
+    constexpr int64_t per_outer = int64_t(MT) * NT;
+    const int64_t group = t / (kGroup * per_outer);
+    const int64_t rem = t % (kGroup * per_outer);
+    const int g = min(kGroup, outers - int(group) * kGroup);
+    outer = int(group) * kGroup + int(rem % g);
+    const int64_t mn = rem / g;
+    n0 = int(mn % NT) * BN;
+    m0 = int(mn / NT) * BM;
     if constexpr (Kind == kSDD) {
       first = ptx::ld_nc_s32(topo.offsets + outer);
       col0 = ptx::ld_nc_s32(topo.column_indices + first) * B;
@@ -109,21 +117,13 @@ struct Tiles {
     }
   }
 
-  // Where the tile's element (m, n) lives: base + m·ldc + n, plus a jump to the next block for SDD tiles
-  // wider than a block.
-  __device__ void output(const ProductArgs& args, char*& base, int64_t& ldc) const {
-    Elem* c = static_cast<Elem*>(args.c);
-    const int64_t ldt = int64_t(args.max_block_rows) * B;
-    if constexpr (Kind == kSDD) {
-      base = reinterpret_cast<char*>(c + (int64_t(first) + n0 / B) * B * B + int64_t(m0) * B + n0 % B);
-      ldc = B;
-    } else if constexpr (Kind == kDSD) {
-      base = reinterpret_cast<char*>(c + (int64_t(outer) * B + m0) * H + n0);
-      ldc = H;
-    } else {
-      ldc = TransB ? ldt : FE;
-      base = reinterpret_cast<char*>(c + int64_t(m0) * ldc + int64_t(outer) * B + n0);
-    }
+  // Stores 64-column chunk q of the tile (BM rows, staged in shared memory) with the C tensor map:
+  // SDD into its block of data [blocks, B, B], the others into the dense output.
+  __device__ void store_chunk(const void* cmap, const char* src, int q) const {
+    const int n = n0 + 64 * q;
+    if constexpr (Kind == kSDD) ptx::tma_store_3d(cmap, src, n % B, m0, first + n / B);
+    else if constexpr (Kind == kDSD) ptx::tma_store_2d(cmap, src, n, outer * B + m0);
+    else ptx::tma_store_2d(cmap, src, outer * B + n, m0);
   }
 };
 
@@ -134,12 +134,13 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr int NW = BN / WGN;           // columns per consumer warpgroup: the wgmma N
   static_assert(BM == 64 || BM == 128, "BM is 64 or 128");
   static_assert(NW == 64 || NW == 128 || NW == 256, "each consumer warpgroup covers 64, 128 or 256 columns");
-  constexpr uint32_t kABytes = BM * kBK * 2, kBBytes = BN * kBK * 2;
+  constexpr uint32_t kABytes = BM * kBK * 2, kBBytes = BN * kBK * 2, kCBytes = BM * BN * 2;
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep the 1 KiB swizzle alignment");
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * (kABytes + kBBytes));
+  char* c_tile = smem + STAGES * (kABytes + kBBytes);  // BN/64 chunks of [BM rows][128 B], swizzled
+  uint64_t* full = reinterpret_cast<uint64_t*>(c_tile + kCBytes);
   uint64_t* empty = full + STAGES;
   auto a_stage = [&](int s) { return smem + s * (kABytes + kBBytes); };
   auto b_stage = [&](int s) { return smem + s * (kABytes + kBBytes) + kABytes; };
@@ -155,7 +156,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   __syncthreads();
 
   const Topology& topo = args.p.topo;
-  const int64_t tiles = T::count(ptx::ld_nc_s32(topo.block_rows));
+  const int block_rows = ptx::ld_nc_s32(topo.block_rows);
+  const int outers = T::outers(block_rows);
+  const int64_t tiles = T::count(block_rows);
   int stage = 0;
   uint32_t phase = 0;
   auto advance = [&] {
@@ -169,7 +172,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       ptx::prefetch_tensormap(&args.b);
       for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
         T tile;
-        tile.decode(t, topo);
+        tile.decode(t, outers, topo);
         for (int ks = 0; ks < tile.nk; ++ks) {
           ptx::mbarrier_wait(&empty[stage], phase ^ 1);
           ptx::mbarrier_arrive_expect_tx(&full[stage], kABytes + kBBytes);
@@ -193,7 +196,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
 
     for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
       T tile;
-      tile.decode(t, args.p.topo);
+      tile.decode(t, outers, args.p.topo);
       float acc[NW / 2];
 #pragma unroll
       for (int i = 0; i < NW / 2; ++i) acc[i] = 0.f;
@@ -222,22 +225,34 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
 #pragma unroll
       for (int i = 0; i < NW / 2; ++i) ptx::fence_operand(acc[i]);
       if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
-      // Accumulator layout of m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4
-      // (+8) and columns 8j + 2·(lane % 4) (+1).
-      char* base;
-      int64_t ldc;
-      tile.output(args.p, base, ldc);
-      char* row0 = base + (int64_t(wm * 64 + warp * 16 + lane / 4) * ldc + wn * NW + 2 * (lane % 4)) * 2;
-      char* row8 = row0 + ldc * 16;
+      // Epilogue: registers → shared memory (bf16/fp16, 128-byte swizzle: conflict-free for this
+      // layout) → TMA store, which drains while the next tile's mainloop runs. Accumulator layout of
+      // m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4 (+8) and columns
+      // 8j + 2·(lane % 4) (+1).
+      const int ctid = threadIdx.x - 128;
+      if (ctid == 0) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
+      ptx::named_barrier(1, 256);
+      const uint32_t c_base = ptx::smem_addr(c_tile);
 #pragma unroll
       for (int j = 0; j < NW / 8; ++j) {
-        // SDD tiles wider than a block continue in the next block, B·B elements on. Compile-time per j.
-        constexpr int kBlockJump = (Kind == kSDD && BN > B) ? (B * B - B) * 2 : 0;
-        const int off = j * 16 + ((wn * NW + j * 8) / B) * kBlockJump;
-        ptx::st_u32(row0 + off, Elem::pack2(acc[j * 4], acc[j * 4 + 1]));
-        ptx::st_u32(row8 + off, Elem::pack2(acc[j * 4 + 2], acc[j * 4 + 3]));
+        const int col = wn * NW + j * 8 + 2 * (lane % 4);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = wm * 64 + warp * 16 + lane / 4 + 8 * h;
+          const uint32_t addr = c_base + (col / 64) * (BM * 128) + row * 128 +
+                                ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
+          ptx::st_shared_u32(addr, Elem::pack2(acc[j * 4 + 2 * h], acc[j * 4 + 2 * h + 1]));
+        }
+      }
+      ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
+      ptx::named_barrier(1, 256);
+      if (ctid == 0) {
+#pragma unroll
+        for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.c, c_tile + q * (BM * 128), q);
+        ptx::bulk_commit();
       }
     }
+    if (threadIdx.x == 128) ptx::bulk_wait();  // shared memory must outlive the last store
   }
 }
 
