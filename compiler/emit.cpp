@@ -17,6 +17,11 @@ std::string_view product_kind(Op op) {
   return "?";
 }
 
+// The epilogue as the kernels' last template argument (dmoe::EpilogueKind), omitted when there is none.
+std::string epilogue_arg(const KernelSpec& k) {
+  return k.epilogue == Epilogue::None ? "" : fmt::format(", {}", static_cast<int>(k.epilogue));
+}
+
 // A routing kernel: its header, template function and the constants it is specialized on.
 struct RoutingEntry {
   std::string_view header, function;
@@ -71,7 +76,7 @@ std::string emit_sm90_product(const KernelSpec& k) {
       "extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n"
       "{name}(const __grid_constant__ dmoe::Sm90ProductArgs args) {{\n"
       "  dmoe::sm90::product<dmoe::{elem}, {kind}, {ta_b}, {tb_b}, {block}, {hidden}, {ffn}, {experts},\n"
-      "                      {tm}, {tn}, {stages}>(args);\n"
+      "                      {tm}, {tn}, {stages}{epi_arg}>(args);\n"
       "}}\n",
       fmt::arg("name", name), fmt::arg("op", to_string(k.op)), fmt::arg("ta", k.trans_a ? 't' : 'n'),
       fmt::arg("tb", k.trans_b ? 't' : 'n'), fmt::arg("dtype", to_string(k.dtype)), fmt::arg("block", k.block),
@@ -80,7 +85,8 @@ std::string emit_sm90_product(const KernelSpec& k) {
       fmt::arg("stages", k.tile.stages), fmt::arg("epi", to_string(k.epilogue)),
       fmt::arg("arch", to_string(k.arch)), fmt::arg("threads", threads_per_cta(k)),
       fmt::arg("elem", k.dtype == DType::BF16 ? "bf16_t" : "fp16_t"), fmt::arg("kind", product_kind(k.op)),
-      fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"));
+      fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"),
+      fmt::arg("epi_arg", epilogue_arg(k)));
 }
 
 }  // namespace
@@ -100,7 +106,7 @@ std::string emit_source(const KernelSpec& k) {
       "extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n"
       "{name}(const dmoe::ProductArgs args) {{\n"
       "  dmoe::block_sparse_product<dmoe::{elem}, {kind}, {ta_b}, {tb_b}, {block}, {hidden}, {ffn}, {experts},\n"
-      "                             {tm}, {tn}, {tk}, {threads}>(args);\n"
+      "                             {tm}, {tn}, {tk}, {threads}{epi_arg}>(args);\n"
       "}}\n",
       fmt::arg("name", name), fmt::arg("op", to_string(k.op)), fmt::arg("ta", k.trans_a ? 't' : 'n'),
       fmt::arg("tb", k.trans_b ? 't' : 'n'), fmt::arg("dtype", to_string(k.dtype)), fmt::arg("block", k.block),
@@ -109,7 +115,8 @@ std::string emit_source(const KernelSpec& k) {
       fmt::arg("warps", k.tile.warps), fmt::arg("stages", k.tile.stages), fmt::arg("epi", to_string(k.epilogue)),
       fmt::arg("arch", to_string(k.arch)), fmt::arg("threads", threads),
       fmt::arg("elem", k.dtype == DType::BF16 ? "bf16_t" : "fp16_t"), fmt::arg("kind", product_kind(k.op)),
-      fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"));
+      fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"),
+      fmt::arg("epi_arg", epilogue_arg(k)));
 }
 
 std::vector<std::string> compile_options(const KernelSpec& k) {

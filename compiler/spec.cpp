@@ -86,7 +86,26 @@ std::string_view to_string(Activation a) {
   }
   return "?";
 }
-std::string_view to_string(Epilogue) { return "none"; }
+std::string_view to_string(Epilogue e) {
+  switch (e) {
+    case Epilogue::None: return "none";
+    case Epilogue::GeluTanh: return "gelu";
+    case Epilogue::Silu: return "silu";
+    case Epilogue::Relu: return "relu";
+    case Epilogue::GeluTanhGrad: return "dgelu";
+    case Epilogue::SiluGrad: return "dsilu";
+    case Epilogue::ReluGrad: return "drelu";
+  }
+  return "?";
+}
+bool is_gradient(Epilogue e) {
+  return e == Epilogue::GeluTanhGrad || e == Epilogue::SiluGrad || e == Epilogue::ReluGrad;
+}
+Epilogue parse_epilogue(std::string_view s) {
+  return parse_enum("epilogue", s,
+                    std::array{Epilogue::None, Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu,
+                               Epilogue::GeluTanhGrad, Epilogue::SiluGrad, Epilogue::ReluGrad});
+}
 
 Op parse_op(std::string_view s) {
   return parse_enum("op", s,
@@ -273,6 +292,9 @@ void validate(const KernelSpec& k) {
   require_positive("hidden", k.hidden);
   require_positive("ffn", k.ffn);
   require_positive("experts", k.experts);
+  if (k.epilogue != Epilogue::None && k.op != Op::SDD)
+    throw InvalidArgument(fmt::format("epilogue {} applies to SDD only (the hidden activation), not {}",
+                                      to_string(k.epilogue), to_string(k.op)));
   if (k.ffn % k.block != 0)
     throw InvalidArgument(fmt::format("ffn = {} is not a multiple of the block size {}", k.ffn, k.block));
   require_int32("experts * ffn", int64_t{k.experts} * k.ffn);
@@ -316,13 +338,14 @@ std::string kernel_name(const KernelSpec& k) {
     if (f.renorm) name += fmt::format("_p{}", k.renorm_p);
     return name + fmt::format("_sm{}", to_string(k.arch).substr(3));
   }
+  const std::string epi = k.epilogue == Epilogue::None ? "" : fmt::format("_{}", to_string(k.epilogue));
   if (k.tile.mma == Mma::Wgmma)
-    return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_wg{}x{}x{}s{}_sm{}", to_string(k.op), k.trans_a ? 't' : 'n',
+    return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_wg{}x{}x{}s{}{}_sm{}", to_string(k.op), k.trans_a ? 't' : 'n',
                        k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden, k.ffn, k.experts, k.tile.m,
-                       k.tile.n, k.tile.k, k.tile.stages, to_string(k.arch).substr(3));
-  return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_t{}x{}x{}w{}s{}_sm{}", to_string(k.op),
+                       k.tile.n, k.tile.k, k.tile.stages, epi, to_string(k.arch).substr(3));
+  return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_t{}x{}x{}w{}s{}{}_sm{}", to_string(k.op),
                      k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden,
-                     k.ffn, k.experts, k.tile.m, k.tile.n, k.tile.k, k.tile.warps, k.tile.stages,
+                     k.ffn, k.experts, k.tile.m, k.tile.n, k.tile.k, k.tile.warps, k.tile.stages, epi,
                      to_string(k.arch).substr(3));
 }
 
@@ -441,12 +464,12 @@ const MoeShape& preset(std::string_view name) {
 size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
   // Pack every field into two words, then mix: a hit costs a few integer operations.
   const uint64_t a = uint64_t(k.op) | uint64_t(k.trans_a) << 8 | uint64_t(k.trans_b) << 9 |
-                     uint64_t(k.dtype) << 10 | uint64_t(k.arch) << 12 | uint64_t(k.epilogue) << 14 |
+                     uint64_t(k.dtype) << 10 | uint64_t(k.arch) << 12 |
                      uint64_t(k.tile.m) << 16 | uint64_t(k.tile.n) << 32 | uint64_t(k.tile.k) << 48;
   const uint64_t b = uint64_t(uint32_t(k.hidden)) | uint64_t(uint32_t(k.ffn)) << 32;
   const uint64_t c = uint64_t(uint32_t(k.experts)) | uint64_t(uint32_t(k.block)) << 32;
   const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8 | uint64_t(k.renorm_p) << 16 |
-                     uint64_t(k.tile.mma) << 24 |
+                     uint64_t(k.tile.mma) << 24 | uint64_t(k.epilogue) << 26 |
                      uint64_t(uint32_t(k.top_k)) << 32;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d}) {

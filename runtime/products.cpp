@@ -86,6 +86,8 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   encode(p.a, k, a, !k.trans_a, k.tile.m, "a");
   encode(p.b, k, b, k.trans_b, k.tile.n, "b");
   encode(p.c, k, c, true, k.tile.m, "c");
+  if (args.aux) encode(p.aux, k, Operand{args.aux, true, blocks, k.block}, true, k.tile.m, "aux");
+  else p.aux = p.c;  // never read: only gradient epilogues load it, and they require aux
   p.p = args;
   const LoadedFunction& fn = cache.get(k);
   const int64_t grid = std::min<int64_t>(tiles, cache.device().properties().sm_count);
@@ -108,6 +110,11 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
     throw InvalidArgument(fmt::format("{}: an operand or topology pointer is null", kernel_name(spec)));
   if (args.max_block_rows < 0)
     throw InvalidArgument(fmt::format("max_block_rows must not be negative, got {}", args.max_block_rows));
+  if (is_gradient(spec.epilogue) && !args.aux)
+    throw InvalidArgument(fmt::format("{}: the {} epilogue reads the saved pre-activation: ProductArgs::aux is null",
+                                      kernel_name(spec), to_string(spec.epilogue)));
+  if (spec.epilogue == Epilogue::None && args.aux)
+    throw InvalidArgument(fmt::format("{}: ProductArgs::aux is set but the spec has no epilogue", kernel_name(spec)));
   if (spec.tile.mma == Mma::Wgmma) return launch_wgmma(cache, spec, args, stream);
   constexpr int64_t kMaxGrid = (int64_t{1} << 31) - 1;
   const int64_t grid = product_grid(spec, args.max_block_rows);

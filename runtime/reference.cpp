@@ -129,6 +129,40 @@ struct DenseOp {
 
 }  // namespace
 
+double activation(Epilogue e, double x) {
+  constexpr double c0 = 0.7978845608028654, c1 = 0.044715;  // sqrt(2/pi), GELU's cubic coefficient
+  switch (e) {
+    case Epilogue::GeluTanh:
+    case Epilogue::GeluTanhGrad: return 0.5 * x * (1.0 + std::tanh(c0 * (x + c1 * x * x * x)));
+    case Epilogue::Silu:
+    case Epilogue::SiluGrad: return x / (1.0 + std::exp(-x));
+    case Epilogue::Relu:
+    case Epilogue::ReluGrad: return x > 0 ? x : 0.0;
+    case Epilogue::None: return x;
+  }
+  return x;
+}
+
+double activation_grad(Epilogue e, double x) {
+  constexpr double c0 = 0.7978845608028654, c1 = 0.044715;
+  switch (e) {
+    case Epilogue::GeluTanh:
+    case Epilogue::GeluTanhGrad: {
+      const double t = std::tanh(c0 * (x + c1 * x * x * x));
+      return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c0 * (1.0 + 3.0 * c1 * x * x);
+    }
+    case Epilogue::Silu:
+    case Epilogue::SiluGrad: {
+      const double s = 1.0 / (1.0 + std::exp(-x));
+      return s * (1.0 + x * (1.0 - s));
+    }
+    case Epilogue::Relu:
+    case Epilogue::ReluGrad: return x > 0 ? 1.0 : 0.0;
+    case Epilogue::None: return 1.0;
+  }
+  return 1.0;
+}
+
 std::vector<double> product(const KernelSpec& k, const HostTopology& t, int64_t capacity,
                             std::span<const float> a, std::span<const float> b) {
   const ProductShapes s = product_shapes(k, t, capacity);

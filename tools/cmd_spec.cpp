@@ -77,8 +77,11 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   mma_opt_ = app.add_option("--mma", mma_, "Product kernel family: simt|wgmma (default: wgmma on sm_90a)")
                  ->type_name("KIND");
   stages_opt_ = add_int(app, "--stages", stages_, "Override the pipeline stages (wgmma: 2..8)");
+  epilogue_opt_ = app.add_option("--epilogue", epilogue_,
+                                 "Fused SDD epilogue: none|gelu|silu|relu (forward), dgelu|dsilu|drelu (backward)")
+                      ->type_name("EPI");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_, dtype_opt_,
-              arch_opt_,   preset_opt_, tile_opt_,  warps_opt_, mma_opt_,   stages_opt_};
+              arch_opt_,   preset_opt_, tile_opt_,  warps_opt_, mma_opt_,   stages_opt_, epilogue_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -113,7 +116,9 @@ KernelSpec SpecFlags::spec() const {
   }
   if (given(renorm_opt_)) throw InvalidArgument(fmt::format("--renorm does not apply to {} kernels", op_));
   const auto [trans_a, trans_b] = parse_trans(given(trans_opt_) ? trans_ : op == Op::SDD ? "nt" : "nn");
-  return with_tile(default_spec(s, op, trans_a, trans_b, arch()));
+  KernelSpec k = default_spec(s, op, trans_a, trans_b, arch());
+  if (given(epilogue_opt_)) k.epilogue = parse_epilogue(epilogue_);
+  return with_tile(k);
 }
 
 std::vector<KernelSpec> SpecFlags::layer_specs() const {

@@ -39,6 +39,9 @@ struct ProductArgs {
   void* c;
   Topology topo;
   int32_t max_block_rows;
+  // SDD epilogues only (Epilogue in spec.hpp): the pre-activation, in C's layout. Activation epilogues
+  // write it when non-null; gradient epilogues read it.
+  void* aux;
 };
 
 // Number of CTAs a product launches (one-dimensional grid). Shared by the launcher and the kernel so the
@@ -62,7 +65,8 @@ struct alignas(128) TensorMap {
 struct Sm90ProductArgs {
   TensorMap a;
   TensorMap b;
-  TensorMap c;  // the output, stored from shared memory in {64, BM} boxes
+  TensorMap c;    // the output, stored from shared memory in {64, BM} boxes
+  TensorMap aux;  // the epilogue's pre-activation, same boxes as c (a copy of c when unused)
   ProductArgs p;
 };
 
@@ -70,9 +74,9 @@ constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared
 
 // Dynamic shared memory of the Hopper products: the stage ring ((BM + BN) × 64 elements per stage,
 // 16-bit), the output tile (BM × BN, staged for the TMA store), 1 KiB of slack to align both to the
-// 128-byte swizzle's 1 KiB atoms, and two mbarriers per stage.
+// 128-byte swizzle's 1 KiB atoms, two mbarriers per stage and one for the epilogue's operand.
 DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages) {
-  return stages * (bm + bn) * 64 * 2 + bm * bn * 2 + 1024 + 2 * stages * 8;
+  return stages * (bm + bn) * 64 * 2 + bm * bn * 2 + 1024 + (2 * stages + 1) * 8;
 }
 
 DMOE_HD inline int64_t product_ctas(int32_t kind, bool sparse_t, int64_t block, int64_t hidden,

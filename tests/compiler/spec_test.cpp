@@ -266,3 +266,21 @@ TEST_CASE("wgmma tiles: bad configurations name the value and the limit") {
   k.tile.stages = 1;
   expect_error([&] { validate(k); }, {"stages = 1", "2 to 8"});
 }
+
+TEST_CASE("epilogues: SDD only, named in the kernel, part of the key") {
+  KernelSpec k = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  k.epilogue = Epilogue::GeluTanh;
+  CHECK_NOTHROW(validate(k));
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_gelu_sm90a");
+  KernelSpec g = k;
+  g.epilogue = Epilogue::GeluTanhGrad;
+  CHECK(kernel_name(g) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_dgelu_sm90a");
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(g));
+  CHECK(is_gradient(Epilogue::SiluGrad));
+  CHECK_FALSE(is_gradient(Epilogue::Silu));
+  CHECK(parse_epilogue("dsilu") == Epilogue::SiluGrad);
+  expect_error([] { parse_epilogue("tanh"); }, {"tanh", "gelu"});
+  KernelSpec d = default_spec(preset("mb-356m"), Op::DSD, false, false, Arch::SM90a);
+  d.epilogue = Epilogue::Silu;
+  expect_error([&] { validate(d); }, {"epilogue silu applies to SDD only", "dsd"});
+}

@@ -20,6 +20,8 @@ struct Case {
   std::vector<int64_t> counts = {130, 0, 257, 64};  // an empty expert, counts off the block multiple
   TileConfig tile{};
   int32_t extra_block_rows = 0;  // row capacity beyond the true T_pad
+  Epilogue epilogue = Epilogue::None;  // SDD only
+  bool save_pre = false;               // activation epilogues: also write the pre-activation to aux
 };
 
 inline std::string describe(const Case& c) {
@@ -28,7 +30,8 @@ inline std::string describe(const Case& c) {
          " f" + std::to_string(c.ffn) + " e" + std::to_string(c.counts.size()) + " " +
          std::string(to_string(c.tile.mma)) + " tile " + std::to_string(c.tile.m) + "x" + std::to_string(c.tile.n) +
          "x" + std::to_string(c.tile.k) + "w" + std::to_string(c.tile.warps) + "s" + std::to_string(c.tile.stages) +
-         " extra" + std::to_string(c.extra_block_rows);
+         " extra" + std::to_string(c.extra_block_rows) + " epilogue " + std::string(to_string(c.epilogue)) +
+         (c.save_pre ? "+pre" : "");
 }
 
 inline void run(const Case& c) {
@@ -45,6 +48,7 @@ inline void run(const Case& c) {
   spec.ffn = c.ffn;
   spec.experts = static_cast<int32_t>(c.counts.size());
   spec.tile = c.tile;
+  spec.epilogue = c.epilogue;
 
   const reference::HostTopology topo = reference::topology_from_counts(c.counts, c.block, c.ffn);
   const int32_t cap_rows = topo.block_rows + c.extra_block_rows;
@@ -64,40 +68,60 @@ inline void run(const Case& c) {
   dev.copy_to_device(db.get(), b.bits.data(), b.bits.size() * 2);
   dev.fill_u8(dc.get(), 0xff, c_elems * 2);  // 0xffff is NaN in bf16 and fp16: unwritten elements show
 
-  ProductArgs args{da.get(), db.get(), dc.get(), dtopo.view, cap_rows};
+  // The epilogue's operand: the saved pre-activation (random, read by gradient epilogues) or a poisoned
+  // buffer the forward epilogue fills.
+  const bool grad = is_gradient(c.epilogue);
+  const HostOperand pre = grad ? random_operand(c_elems, c.dtype) : HostOperand{};
+  DeviceBuffer daux;
+  if (grad || c.save_pre) {
+    daux = DeviceBuffer(dev, c_elems * 2);
+    if (grad) dev.copy_to_device(daux.get(), pre.bits.data(), c_elems * 2);
+    else dev.fill_u8(daux.get(), 0xff, c_elems * 2);
+  }
+
+  ProductArgs args{da.get(), db.get(), dc.get(), dtopo.view, cap_rows, daux.get()};
   launch_product(cache(), spec, args, nullptr);
   dev.synchronize();
-  std::vector<uint16_t> out_bits(c_elems);
-  dev.copy_to_host(out_bits.data(), dc.get(), c_elems * 2);
 
   const std::vector<double> ref = reference::product(spec, topo, capacity, a.values, b.values);
-  // The valid region: SDD's true blocks; the dense output up to the true T_pad.
-  std::vector<double> ref_valid, out_valid;
-  int64_t unwritten = 0, clobbered = 0;
-  for (int64_t i = 0; i < c_elems; ++i) {
-    bool valid;
-    if (c.op == Op::SDD) {
-      valid = i < topo.blocks() * bb;
-    } else {
-      valid = i / s.c_cols < s.valid_rows && i % s.c_cols < s.valid_cols;
-    }
-    if (!valid) {
-      clobbered += out_bits[i] != 0xffff;  // nothing may be written past the true size
-      continue;
-    }
-    const double v = c.dtype == DType::BF16 ? reference::from_bf16(out_bits[i]) : reference::from_fp16(out_bits[i]);
-    unwritten += std::isnan(v);
-    ref_valid.push_back(ref[i]);
-    out_valid.push_back(v);
+  std::vector<double> expected = ref;
+  for (int64_t i = 0; i < int64_t(expected.size()); ++i) {
+    if (grad) expected[i] = ref[i] * reference::activation_grad(c.epilogue, pre.values[i]);
+    else if (c.epilogue != Epilogue::None) expected[i] = reference::activation(c.epilogue, ref[i]);
   }
-  CHECK(unwritten == 0);
-  CHECK(clobbered == 0);
-  const double err = reference::relative_error(ref_valid, out_valid);
-  const double tol = c.dtype == DType::BF16 ? 1e-2 : 2e-3;
-  INFO("relative Frobenius error " << err);
-  CHECK(err < tol);
-  CHECK(err > 0);  // an exact match would mean the reference saw the device's rounding: impossible here
-  MESSAGE(describe(c) << ": rel err " << err);
+
+  // Compares a device output with its reference over the valid region (SDD's true blocks; the dense
+  // output up to the true T_pad) and checks that nothing past it was written.
+  auto check = [&](const void* dptr, const std::vector<double>& want, const char* what) {
+    std::vector<uint16_t> out_bits(c_elems);
+    dev.copy_to_host(out_bits.data(), dptr, c_elems * 2);
+    std::vector<double> ref_valid, out_valid;
+    int64_t unwritten = 0, clobbered = 0;
+    for (int64_t i = 0; i < c_elems; ++i) {
+      const bool valid = c.op == Op::SDD ? i < topo.blocks() * bb
+                                         : i / s.c_cols < s.valid_rows && i % s.c_cols < s.valid_cols;
+      if (!valid) {
+        clobbered += out_bits[i] != 0xffff;  // nothing may be written past the true size
+        continue;
+      }
+      const double v =
+          c.dtype == DType::BF16 ? reference::from_bf16(out_bits[i]) : reference::from_fp16(out_bits[i]);
+      unwritten += std::isnan(v);
+      ref_valid.push_back(want[i]);
+      out_valid.push_back(v);
+    }
+    INFO(what);
+    CHECK(unwritten == 0);
+    CHECK(clobbered == 0);
+    const double err = reference::relative_error(ref_valid, out_valid);
+    const double tol = c.dtype == DType::BF16 ? 1e-2 : 2e-3;
+    INFO("relative Frobenius error " << err);
+    CHECK(err < tol);
+    CHECK(err > 0);  // an exact match would mean the reference saw the device's rounding: impossible here
+    MESSAGE(describe(c) << ": " << what << " rel err " << err);
+  };
+  check(dc.get(), expected, "output");
+  if (c.save_pre) check(daux.get(), ref, "saved pre-activation");
 }
 
 }  // namespace dmoe::test

@@ -85,3 +85,15 @@ TEST_CASE("products: more than 65536 padded rows") {
     run(c);
   }
 }
+
+TEST_CASE("products: fused activation epilogues and their gradients (SDD)") {
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu, Epilogue::GeluTanhGrad,
+                     Epilogue::SiluGrad, Epilogue::ReluGrad})
+    for (bool save_pre : {false, true}) {
+      if (is_gradient(e) && save_pre) continue;
+      Case c{Op::SDD, false, true};
+      c.epilogue = e;
+      c.save_pre = save_pre;
+      run(c);
+    }
+}

@@ -159,3 +159,16 @@ TEST_CASE("relative error: NaN never passes") {
   CHECK(relative_error(ref, std::vector<double>{1, NAN, 3}) == INFINITY);
   CHECK(relative_error(ref, std::vector<double>{1, 2, 3.03}) == doctest::Approx(0.03 / std::sqrt(14.0)));
 }
+
+TEST_CASE("activation derivatives match central finite differences") {
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu}) {
+    for (double x : {-3.1, -1.0, -0.37, 0.25, 0.9, 2.7}) {
+      const double h = 1e-6;
+      const double fd = (reference::activation(e, x + h) - reference::activation(e, x - h)) / (2 * h);
+      INFO(to_string(e) << " at " << x);
+      CHECK(reference::activation_grad(e, x) == doctest::Approx(fd).epsilon(1e-6));
+    }
+  }
+  CHECK(reference::activation(Epilogue::GeluTanh, 1.0) == doctest::Approx(0.8411919906));  // tanh-GELU(1)
+  CHECK(reference::activation(Epilogue::Silu, 1.0) == doctest::Approx(0.7310585786));
+}

@@ -141,3 +141,22 @@ TEST_CASE("sm90 products: more than 65536 padded rows") {
     run_default(c);
   }
 }
+
+TEST_CASE("sm90 products: fused activation epilogues and their gradients (SDD)") {
+  if (!hopper()) return;
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu, Epilogue::GeluTanhGrad,
+                     Epilogue::SiluGrad, Epilogue::ReluGrad})
+    for (bool save_pre : {false, true}) {
+      if (is_gradient(e) && save_pre) continue;
+      Case c{Op::SDD, false, true};
+      c.hidden = 512;
+      c.counts = {700, 0, 129, 1000};
+      c.epilogue = e;
+      c.save_pre = save_pre;
+      run_default(c);
+      Case wide = c;  // 128-column tiles (several per block row), fp16
+      wide.dtype = DType::FP16;
+      wide.tile = wgmma_tile(128, 128);
+      test::run(wide);
+    }
+}

@@ -37,8 +37,14 @@ bool is_product(Op);
 enum class DType : uint8_t { BF16, FP16 };
 enum class Arch : uint8_t { SM80, SM86, SM89, SM90a };
 enum class Activation : uint8_t { None, GeluTanh, Silu, Relu };
-// What the kernel does to its fp32 accumulator before the store. Later issues add fused activations.
-enum class Epilogue : uint8_t { None };
+// What an SDD does to its fp32 accumulator before the store (the layer's fused activation):
+//   GeluTanh, Silu, Relu:            C = act(acc); with ProductArgs::aux set, aux = acc as well (the
+//                                    pre-activation the backward pass needs)
+//   GeluTanhGrad, SiluGrad, ReluGrad: C = acc ⊙ act'(aux), aux = the saved pre-activation (required)
+// aux has C's layout (the sparse data [blocks, B, B]).
+enum class Epilogue : uint8_t { None, GeluTanh, Silu, Relu, GeluTanhGrad, SiluGrad, ReluGrad };
+bool is_gradient(Epilogue);
+Epilogue parse_epilogue(std::string_view);
 
 std::string_view to_string(Op);
 std::string_view to_string(DType);

@@ -43,6 +43,12 @@ int64_t elements(const KernelSpec&, const HostTopology&, int64_t rows, int64_t c
 std::vector<double> product(const KernelSpec&, const HostTopology&, int64_t capacity_rows,
                             std::span<const float> a, std::span<const float> b);
 
+// The fused SDD epilogues in fp64 (Epilogue in spec.hpp). activation(e, x) is act(x) for a forward
+// epilogue; activation_grad(e, x) is act'(x) for either the forward or the gradient epilogue of the
+// same activation. None: identity (derivative 1).
+double activation(Epilogue, double x);
+double activation_grad(Epilogue, double x);
+
 // Round to nearest even, as the device's cvt.rn does.
 uint16_t to_bf16(float);
 float from_bf16(uint16_t);

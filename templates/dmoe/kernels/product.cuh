@@ -6,6 +6,7 @@
 // rolled: NVVM time on unrolled bodies dominated the JIT compile time (bench/NOTES.md).
 #pragma once
 #include "dmoe/args.cuh"
+#include "dmoe/common/activation.cuh"
 #include "dmoe/common/types.cuh"
 #include "dmoe/ptx/ptx.cuh"
 
@@ -78,21 +79,32 @@ struct TileAccumulator {
     }
   }
 
-  // Writes the tile to c[row * ldc + col]: every element of the tile, zero segments included.
-  __device__ void store(Elem* c, int64_t ldc) const {
+  // Writes the tile to c[row * ldc + col]: every element of the tile, zero segments included. With an
+  // epilogue, `aux` (same layout as c) receives the pre-activation or supplies it for the gradient.
+  template <int Epi = kEpiNone>
+  __device__ void store(Elem* c, int64_t ldc, Elem* aux = nullptr) const {
     const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
 #pragma unroll
     for (int i = 0; i < PM; ++i)
 #pragma unroll
-      for (int j = 0; j < PN; ++j)
-        ptx::st_u16(c + int64_t(ty + i * TY) * ldc + tx * PN + j, Elem::from_float(acc[i][j]));
+      for (int j = 0; j < PN; ++j) {
+        const int64_t off = int64_t(ty + i * TY) * ldc + tx * PN + j;
+        float v = acc[i][j];
+        if constexpr (epilogue_is_gradient(Epi)) {
+          v = apply_grad<Epi>(v, Elem::to_float(ptx::ld_nc_u16(aux + off)));
+        } else if constexpr (Epi != kEpiNone) {
+          if (aux) ptx::st_u16(aux + off, Elem::from_float(v));
+          v = apply_act<Epi>(v);
+        }
+        ptx::st_u16(c + off, Elem::from_float(v));
+      }
   }
 };
 
 // Kind: kSDD / kDSD / kDDS. TransA / TransB as in the KernelSpec (for DSD TransA transposes S, for DDS
 // TransB does). B: block size; H, F, E: hidden, ffn, experts.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int TM, int TN, int TK,
-          int THREADS>
+          int THREADS, int Epi = kEpiNone>
 __device__ __forceinline__ void block_sparse_product(const ProductArgs& args) {
   static_assert(B % TM == 0 && B % TN == 0 && H % TM == 0 && H % TN == 0 && H % TK == 0 && B % TK == 0,
                 "tile must divide the block and hidden sizes");
@@ -120,7 +132,8 @@ __device__ __forceinline__ void block_sparse_product(const ProductArgs& args) {
     const Panel<Elem, !TransA> a{TransA ? A + row0 : A + row0 * H, TransA ? ldt : H};
     const Panel<Elem, TransB> b{TransB ? Bm + col0 * H : Bm + col0, TransB ? H : FE};
     tile.add(a, b, H);
-    tile.store(C + blk * BB + int64_t(sm) * TM * B + sn * TN, B);
+    const int64_t at = blk * BB + int64_t(sm) * TM * B + sn * TN;
+    tile.template store<Epi>(C + at, B, args.aux ? static_cast<Elem*>(args.aux) + at : nullptr);
   } else if constexpr (Kind == kDSD) {
     constexpr int SM = B / TM, SN = H / TN;
     const int64_t outer = id / (SM * SN);  // block row of S, or block column for Sᵀ

@@ -14,6 +14,7 @@
 // columns at data[offsets[r] …]; SDD tiles wider than B rely on it.
 #pragma once
 #include "dmoe/args.cuh"
+#include "dmoe/common/activation.cuh"
 #include "dmoe/common/types.cuh"
 #include "dmoe/ptx/ptx.cuh"
 #include "dmoe/ptx/sm90.cuh"
@@ -125,10 +126,18 @@ struct Tiles {
     else if constexpr (Kind == kDSD) ptx::tma_store_2d(cmap, src, n, outer * B + m0);
     else ptx::tma_store_2d(cmap, src, outer * B + n, m0);
   }
+
+  // Loads chunk q of the epilogue's operand (SDD only: the pre-activation blocks) into shared memory.
+  __device__ void load_aux_chunk(const void* map, char* dst, int q, uint64_t* bar) const {
+    const int n = n0 + 64 * q;
+    ptx::tma_load_3d(dst, map, bar, n % B, m0, first + n / B);
+  }
 };
 
-template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES>
+template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
+          int Epi = kEpiNone>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
+  static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN>;
   constexpr int WGN = BM == 64 ? 2 : 1;  // consumer warpgroups side by side along N (BM 64) or M (BM 128)
   constexpr int NW = BN / WGN;           // columns per consumer warpgroup: the wgmma N
@@ -142,6 +151,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   char* c_tile = smem + STAGES * (kABytes + kBBytes);  // BN/64 chunks of [BM rows][128 B], swizzled
   uint64_t* full = reinterpret_cast<uint64_t*>(c_tile + kCBytes);
   uint64_t* empty = full + STAGES;
+  uint64_t* aux_full = empty + STAGES;  // the epilogue operand's TMA load
   auto a_stage = [&](int s) { return smem + s * (kABytes + kBBytes); };
   auto b_stage = [&](int s) { return smem + s * (kABytes + kBBytes) + kABytes; };
 
@@ -151,6 +161,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       ptx::mbarrier_init(&full[s], 1);
       ptx::mbarrier_init(&empty[s], kConsumerWarps);
     }
+    ptx::mbarrier_init(aux_full, 1);
     ptx::fence_barrier_init();
   }
   __syncthreads();
@@ -193,6 +204,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     const uint32_t b_off = T::kBKm ? wn * NW * 128 : wn * (NW / 64) * kChunk;
     constexpr uint32_t a_step = T::kAK ? 32 : 2048, b_step = T::kBKm ? 32 : 2048;
     const uint32_t smem_base = ptx::smem_addr(smem);
+    uint32_t aux_phase = 0;
 
     for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
       T tile;
@@ -230,26 +242,64 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       // m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4 (+8) and columns
       // 8j + 2·(lane % 4) (+1).
       const int ctid = threadIdx.x - 128;
-      if (ctid == 0) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
-      ptx::named_barrier(1, 256);
       const uint32_t c_base = ptx::smem_addr(c_tile);
-#pragma unroll
-      for (int j = 0; j < NW / 8; ++j) {
+      auto at = [&](int j, int h) {
         const int col = wn * NW + j * 8 + 2 * (lane % 4);
+        const int row = wm * 64 + warp * 16 + lane / 4 + 8 * h;
+        return c_base + (col / 64) * (BM * 128) + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
+      };
+      // Writes the accumulator into the staged tile (kPlain: as is, kAct: act(acc), kGrad: acc · act'(pre)
+      // with pre read from the same place), then one thread stores the tile through `map`.
+      enum { kPlain, kAct, kGrad };
+      auto stage_and_store = [&](const void* map, int mode) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = wm * 64 + warp * 16 + lane / 4 + 8 * h;
-          const uint32_t addr = c_base + (col / 64) * (BM * 128) + row * 128 +
-                                ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
-          ptx::st_shared_u32(addr, Elem::pack2(acc[j * 4 + 2 * h], acc[j * 4 + 2 * h + 1]));
+        for (int j = 0; j < NW / 8; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint32_t addr = at(j, h);
+            float x = acc[j * 4 + 2 * h], y = acc[j * 4 + 2 * h + 1];
+            if (mode == kAct) {
+              x = apply_act<Epi>(x);
+              y = apply_act<Epi>(y);
+            } else if (mode == kGrad) {
+              const uint32_t pre = ptx::ld_shared_u32(addr);
+              x = apply_grad<Epi>(x, Elem::to_float(pre & 0xffff));
+              y = apply_grad<Epi>(y, Elem::to_float(pre >> 16));
+            }
+            ptx::st_shared_u32(addr, Elem::pack2(x, y));
+          }
+        ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
+        ptx::named_barrier(1, 256);
+        if (ctid == 0) {
+#pragma unroll
+          for (int q = 0; q < BN / 64; ++q) tile.store_chunk(map, c_tile + q * (BM * 128), q);
+          ptx::bulk_commit();
         }
-      }
-      ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
-      ptx::named_barrier(1, 256);
-      if (ctid == 0) {
+      };
+      if (ctid == 0) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
+      if constexpr (epilogue_is_gradient(Epi)) {
+        // The pre-activation tile arrives by TMA into the staging buffer; each thread turns its own
+        // elements into g · act'(pre) in place.
+        if (ctid == 0) {
+          ptx::mbarrier_arrive_expect_tx(aux_full, BM * BN * 2);
 #pragma unroll
-        for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.c, c_tile + q * (BM * 128), q);
-        ptx::bulk_commit();
+          for (int q = 0; q < BN / 64; ++q) tile.load_aux_chunk(&args.aux, c_tile + q * (BM * 128), q, aux_full);
+        }
+        ptx::mbarrier_wait(aux_full, aux_phase);
+        aux_phase ^= 1;
+        stage_and_store(&args.c, kGrad);
+      } else {
+        ptx::named_barrier(1, 256);
+        if constexpr (Epi != kEpiNone) {
+          if (args.p.aux) {  // keep the pre-activation for the backward pass
+            stage_and_store(&args.aux, kPlain);
+            if (ctid == 0) ptx::bulk_wait_read();
+            ptx::named_barrier(1, 256);
+          }
+          stage_and_store(&args.c, kAct);
+        } else {
+          stage_and_store(&args.c, kPlain);
+        }
       }
     }
     if (threadIdx.x == 128) ptx::bulk_wait();  // shared memory must outlive the last store

@@ -1,0 +1,62 @@
+// dmoe/common/activation.cuh — the fused SDD epilogues: the layer's activation and its derivative, in
+// fp32 on the accumulator. Numbering matches dmoe::Epilogue on the host.
+#pragma once
+
+namespace dmoe {
+
+enum EpilogueKind : int { kEpiNone = 0, kEpiGelu, kEpiSilu, kEpiRelu, kEpiGeluGrad, kEpiSiluGrad, kEpiReluGrad };
+
+__host__ __device__ constexpr bool epilogue_is_gradient(int e) { return e >= kEpiGeluGrad; }
+
+namespace act {
+
+__device__ __forceinline__ float tanh_approx(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// 1 / (1 + e^-x) through ex2 (e^-x = 2^(-x·log2 e)).
+__device__ __forceinline__ float sigmoid(float x) {
+  float e;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-1.4426950408889634f * x));
+  return 1.f / (1.f + e);
+}
+
+constexpr float kGeluC0 = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluC1 = 0.044715f;
+
+__device__ __forceinline__ float gelu(float x) {
+  return 0.5f * x * (1.f + tanh_approx(kGeluC0 * (x + kGeluC1 * x * x * x)));
+}
+__device__ __forceinline__ float gelu_grad(float x) {
+  const float t = tanh_approx(kGeluC0 * (x + kGeluC1 * x * x * x));
+  return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * kGeluC0 * (1.f + 3.f * kGeluC1 * x * x);
+}
+__device__ __forceinline__ float silu(float x) { return x * sigmoid(x); }
+__device__ __forceinline__ float silu_grad(float x) {
+  const float s = sigmoid(x);
+  return s * (1.f + x * (1.f - s));
+}
+
+}  // namespace act
+
+// The forward epilogue: act(acc). Gradient epilogues use apply_grad instead.
+template <int Epi>
+__device__ __forceinline__ float apply_act(float x) {
+  if constexpr (Epi == kEpiGelu) return act::gelu(x);
+  else if constexpr (Epi == kEpiSilu) return act::silu(x);
+  else if constexpr (Epi == kEpiRelu) return x > 0.f ? x : 0.f;
+  else return x;
+}
+
+// The backward epilogue: g · act'(pre).
+template <int Epi>
+__device__ __forceinline__ float apply_grad(float g, float pre) {
+  if constexpr (Epi == kEpiGeluGrad) return g * act::gelu_grad(pre);
+  else if constexpr (Epi == kEpiSiluGrad) return g * act::silu_grad(pre);
+  else if constexpr (Epi == kEpiReluGrad) return pre > 0.f ? g : 0.f;
+  else return g;
+}
+
+}  // namespace dmoe
