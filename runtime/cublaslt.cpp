@@ -126,7 +126,7 @@ size_t CublasLt::version() const { return impl_->api.cublasLtGetVersion(); }
 
 // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [r, c] matrix with row stride
 // ld is a column-major [c, r] one with the same ld, so cuBLAS gets B as its A and A as its B, m and n swap.
-GemmPlan CublasLt::plan(const Gemm& g) {
+GemmPlan CublasLt::plan(const Gemm& g, int algorithm) {
   if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.batch <= 0)
     throw InvalidArgument(fmt::format("Gemm: m={} n={} k={} batch={} must be positive", g.m, g.n, g.k, g.batch));
   const int64_t min_lda = g.trans_a ? g.m : g.k, min_ldb = g.trans_b ? g.k : g.n;
@@ -162,20 +162,24 @@ GemmPlan CublasLt::plan(const Gemm& g) {
   const char* call = "cublasLtMatmulPreferenceSetAttribute";
   cublasStatus_t status = api.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                    &workspace, sizeof workspace);
-  cublasLtMatmulHeuristicResult_t result{};
+  constexpr int kMaxAlgorithms = 8;
+  if (algorithm < 0 || algorithm >= kMaxAlgorithms)
+    throw InvalidArgument(fmt::format("Gemm: algorithm {} out of range [0, {})", algorithm, kMaxAlgorithms));
+  cublasLtMatmulHeuristicResult_t results[kMaxAlgorithms]{};
   int found = 0;
   if (status == CUBLAS_STATUS_SUCCESS) {
     call = "cublasLtMatmulAlgoGetHeuristic";
-    status = api.cublasLtMatmulAlgoGetHeuristic(impl_->handle, s.desc, s.a, s.b, s.c, s.c, pref, 1, &result, &found);
+    status = api.cublasLtMatmulAlgoGetHeuristic(impl_->handle, s.desc, s.a, s.b, s.c, s.c, pref, algorithm + 1,
+                                                results, &found);
   }
   (void)api.cublasLtMatmulPreferenceDestroy(pref);
   if (status != CUBLAS_STATUS_SUCCESS) throw_status(api, call, status);
-  if (found == 0)
-    throw std::runtime_error(fmt::format("cublasLtMatmulAlgoGetHeuristic: no algorithm for m={} n={} k={} {}{} "
-                                         "batch={}", g.m, g.n, g.k, g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N',
-                                         g.batch));
-  s.algo = result.algo;
-  s.workspace = result.workspaceSize;
+  if (found <= algorithm)
+    throw std::runtime_error(fmt::format("cublasLtMatmulAlgoGetHeuristic: no algorithm #{} for m={} n={} k={} {}{} "
+                                         "batch={} ({} found)", algorithm, g.m, g.n, g.k, g.trans_a ? 'T' : 'N',
+                                         g.trans_b ? 'T' : 'N', g.batch, found));
+  s.algo = results[algorithm].algo;
+  s.workspace = results[algorithm].workspaceSize;
   return plan;
 }
 

@@ -55,7 +55,9 @@ class CublasLt {
   CublasLt& operator=(const CublasLt&) = delete;
 
   // Throws InvalidArgument for a bad shape, std::runtime_error when cuBLASLt has no algorithm for it.
-  GemmPlan plan(const Gemm&);
+  // `algorithm`: which of cuBLASLt's heuristic candidates (0 = its first choice, up to 7); throws when the
+  // heuristic offers fewer.
+  GemmPlan plan(const Gemm&, int algorithm = 0);
   void run(const GemmPlan&, const void* a, const void* b, void* c, Stream);
 
   std::string library() const;  // the path or name that loaded
