@@ -17,3 +17,17 @@ if [ ! -f "$cuda/include/nvrtc.h" ]; then
   echo "setup: no CUDA toolkit at $cuda (nvrtc.h missing); set CUDA_HOME" >&2
   exit 1
 fi
+# SASS checks (tests/lit/inspect-sass-wgmma.test) need cuobjdump + nvdisasm, which the toolkit image may
+# lack: NVIDIA publishes both on PyPI. Unpacked under .tools/cuda/bin (ignored by git); best effort.
+tools_bin="$(cd "$(dirname "$0")/.." && pwd)/.tools/cuda/bin"
+if [ ! -x "$tools_bin/cuobjdump" ] || [ ! -x "$tools_bin/nvdisasm" ]; then
+  tmp="$(mktemp -d)"
+  if python3 -m pip download -q --no-deps -d "$tmp" nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm 2>/dev/null; then
+    mkdir -p "$tools_bin"
+    for whl in "$tmp"/*.whl; do python3 -m zipfile -e "$whl" "$tmp/x"; done
+    cp "$tmp"/x/nvidia/cu*/bin/cuobjdump "$tmp"/x/nvidia/cu*/bin/nvdisasm "$tools_bin/" && chmod +x "$tools_bin"/*
+  else
+    echo "setup: could not fetch cuobjdump/nvdisasm from PyPI; the SASS test will be skipped" >&2
+  fi
+  rm -rf "$tmp"
+fi

@@ -43,3 +43,11 @@ def has_disassembler():
 
 if has_disassembler():
     config.available_features.add('disassembler')
+
+# A SASS disassembler fetched by tools/setup.sh into <repo>/.tools/cuda (cuobjdump + nvdisasm from PyPI):
+# the SASS tests point CUDA_HOME at it explicitly, so the other tests see the machine as it is.
+sass_home = os.path.join(os.path.dirname(os.path.dirname(config.test_source_root)), '.tools', 'cuda')
+if os.access(os.path.join(sass_home, 'bin', 'cuobjdump'), os.X_OK) and \
+        os.access(os.path.join(sass_home, 'bin', 'nvdisasm'), os.X_OK):
+    config.available_features.add('sass-tools')
+    config.substitutions.append(('%sass_home', sass_home))
