@@ -72,8 +72,23 @@ struct Tiles {
     }
   }
 
-  // Issues the TMA loads of reduction step ks into one stage (producer thread only).
-  __device__ void load(int ks, const Topology& topo, const void* amap, const void* bmap, char* a_s, char* b_s,
+  // The topology entries one reduction block needs: its position in data (blk) and the block row or
+  // column (rc) that selects the dense operand's rows. Fetched a block ahead by the producer, so the
+  // index loads' latency stays off the TMA issue path.
+  struct Segment {
+    int blk, rc;
+  };
+  __device__ Segment segment(int j, const Topology& topo) const {
+    const int i = first + j;
+    if constexpr (Kind == kSDD) return {0, 0};
+    else if constexpr (kByColumn)
+      return {ptx::ld_nc_s32_early(topo.block_offsets_t + i), ptx::ld_nc_s32_early(topo.column_indices_t + i)};
+    else return {i, ptx::ld_nc_s32_early(topo.column_indices + i)};
+  }
+  __device__ int blocks() const { return Kind == kSDD ? 0 : nk / kStepsPerBlock; }
+
+  // Issues the TMA loads of reduction step ks (of segment `seg`) into one stage (producer thread only).
+  __device__ void load(int ks, Segment seg, const void* amap, const void* bmap, char* a_s, char* b_s,
                        uint64_t* bar) const {
     // An MN-major operand of `rows` along M/N comes as rows/64 chunks of {64 (MN), 64 (K)}.
     auto chunks2d = [&](const void* map, char* dst, int rows, int mn, int k) {
@@ -88,32 +103,26 @@ struct Tiles {
       if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, h, col0 + n0);
       else chunks2d(bmap, b_s, BN, col0 + n0, h);
     } else {
-      const int i = first + ks / kStepsPerBlock;
       const int kk = (ks % kStepsPerBlock) * kBK;
-      if constexpr (Kind == kDSD && !TransA) {  // S · op(B): block i of row `outer`, column c
-        const int c = ptx::ld_nc_s32(topo.column_indices + i);
-        ptx::tma_load_3d(a_s, amap, bar, kk, m0, i);
-        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, c * B + kk, n0);
-        else chunks2d(bmap, b_s, BN, n0, c * B + kk);
-      } else if constexpr (Kind == kDSD) {  // Sᵀ · op(B): i-th block of column `outer`, block row r
-        const int blk = ptx::ld_nc_s32(topo.block_offsets_t + i);
-        const int r = ptx::ld_nc_s32(topo.column_indices_t + i);
+      const int blk = seg.blk, k0 = seg.rc * B + kk;  // k0: the dense operand's reduction row/column
+      if constexpr (Kind == kDSD && !TransA) {  // S · op(B): block blk of row `outer`, column rc
+        ptx::tma_load_3d(a_s, amap, bar, kk, m0, blk);
+        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, k0, n0);
+        else chunks2d(bmap, b_s, BN, n0, k0);
+      } else if constexpr (Kind == kDSD) {  // Sᵀ · op(B): block blk of column `outer`, block row rc
 #pragma unroll
         for (int q = 0; q < BM / 64; ++q) ptx::tma_load_3d(a_s + q * kChunk, amap, bar, m0 + 64 * q, kk, blk);
-        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, r * B + kk, n0);
-        else chunks2d(bmap, b_s, BN, n0, r * B + kk);
-      } else if constexpr (!TransB) {  // op(A) · S: i-th block of column `outer`, block row r
-        const int blk = ptx::ld_nc_s32(topo.block_offsets_t + i);
-        const int r = ptx::ld_nc_s32(topo.column_indices_t + i);
-        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, r * B + kk, m0);
-        else chunks2d(amap, a_s, BM, m0, r * B + kk);
+        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, k0, n0);
+        else chunks2d(bmap, b_s, BN, n0, k0);
+      } else if constexpr (!TransB) {  // op(A) · S: block blk of column `outer`, block row rc
+        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, k0, m0);
+        else chunks2d(amap, a_s, BM, m0, k0);
 #pragma unroll
         for (int q = 0; q < BN / 64; ++q) ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n0 + 64 * q, kk, blk);
-      } else {  // op(A) · Sᵀ: block i of row `outer`, column c
-        const int c = ptx::ld_nc_s32(topo.column_indices + i);
-        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, c * B + kk, m0);
-        else chunks2d(amap, a_s, BM, m0, c * B + kk);
-        ptx::tma_load_3d(b_s, bmap, bar, kk, n0, i);
+      } else {  // op(A) · Sᵀ: block blk of row `outer`, column rc
+        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, k0, m0);
+        else chunks2d(amap, a_s, BM, m0, k0);
+        ptx::tma_load_3d(b_s, bmap, bar, kk, n0, blk);
       }
     }
   }
@@ -184,10 +193,18 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
         T tile;
         tile.decode(t, outers, topo);
+        const int nb = tile.blocks();
+        typename T::Segment cur{}, next{};
+        if (nb > 0) next = tile.segment(0, topo);
         for (int ks = 0; ks < tile.nk; ++ks) {
+          if (Kind != kSDD && ks % T::kStepsPerBlock == 0) {
+            const int j = ks / T::kStepsPerBlock;
+            cur = next;
+            if (j + 1 < nb) next = tile.segment(j + 1, topo);  // in flight while this block streams
+          }
           ptx::mbarrier_wait(&empty[stage], phase ^ 1);
           ptx::mbarrier_arrive_expect_tx(&full[stage], kABytes + kBBytes);
-          tile.load(ks, topo, &args.a, &args.b, a_stage(stage), b_stage(stage), &full[stage]);
+          tile.load(ks, cur, &args.a, &args.b, a_stage(stage), b_stage(stage), &full[stage]);
           advance();
         }
       }

@@ -20,6 +20,13 @@ __device__ __forceinline__ int ld_nc_s32(const int* p) {
   return v;
 }
 
+// The same load pinned in program order (volatile): for prefetches the compiler must not sink to the use.
+__device__ __forceinline__ int ld_nc_s32_early(const int* p) {
+  int v;
+  asm volatile("ld.global.nc.s32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
 // bf16 is the upper half of an fp32: widening is a shift on every arch.
 __device__ __forceinline__ float bf16_bits_to_f32(unsigned short b) {
   float f;
