@@ -222,21 +222,10 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     constexpr uint32_t a_step = T::kAK ? 32 : 2048, b_step = T::kBKm ? 32 : 2048;
     const uint32_t smem_base = ptx::smem_addr(smem);
     uint32_t aux_phase = 0;
-    const int ctid = threadIdx.x - 128;  // consumer thread index; 0 issues the epilogue's TMA
 
     for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
       T tile;
       tile.decode(t, outers, args.p.topo);
-      if constexpr (epilogue_is_gradient(Epi)) {
-        // Request this tile's pre-activation as soon as the previous tile's store has read the staging
-        // buffer, so the load overlaps the mainloop.
-        if (ctid == 0) {
-          ptx::bulk_wait_read();
-          ptx::mbarrier_arrive_expect_tx(aux_full, BM * BN * 2);
-#pragma unroll
-          for (int q = 0; q < BN / 64; ++q) tile.load_aux_chunk(&args.aux, c_tile + q * (BM * 128), q, aux_full);
-        }
-      }
       float acc[NW / 2];
 #pragma unroll
       for (int i = 0; i < NW / 2; ++i) acc[i] = 0.f;
@@ -269,6 +258,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       // layout) → TMA store, which drains while the next tile's mainloop runs. Accumulator layout of
       // m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4 (+8) and columns
       // 8j + 2·(lane % 4) (+1).
+      const int ctid = threadIdx.x - 128;
       const uint32_t c_base = ptx::smem_addr(c_tile);
       auto at = [&](int j, int h) {
         const int col = wn * NW + j * 8 + 2 * (lane % 4);
@@ -303,14 +293,19 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
           ptx::bulk_commit();
         }
       };
+      if (ctid == 0) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
       if constexpr (epilogue_is_gradient(Epi)) {
-        // The pre-activation tile, requested before the mainloop, has arrived in the staging buffer;
-        // each thread turns its own elements into g · act'(pre) in place.
+        // The pre-activation tile arrives by TMA into the staging buffer; each thread turns its own
+        // elements into g · act'(pre) in place.
+        if (ctid == 0) {
+          ptx::mbarrier_arrive_expect_tx(aux_full, BM * BN * 2);
+#pragma unroll
+          for (int q = 0; q < BN / 64; ++q) tile.load_aux_chunk(&args.aux, c_tile + q * (BM * 128), q, aux_full);
+        }
         ptx::mbarrier_wait(aux_full, aux_phase);
         aux_phase ^= 1;
         stage_and_store(&args.c, kGrad);
       } else {
-        if (ctid == 0) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
         ptx::named_barrier(1, 256);
         if constexpr (Epi != kEpiNone) {
           if (args.p.aux) {  // keep the pre-activation for the backward pass
