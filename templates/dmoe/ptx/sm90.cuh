@@ -2,14 +2,9 @@
 // (cp.async.bulk.tensor), wgmma fences and matrix descriptors, setmaxnreg. sm_90a only.
 #pragma once
 #include "dmoe/args.cuh"
+#include "dmoe/ptx/ptx.cuh"
 
 namespace dmoe::ptx {
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  uint32_t a;
-  asm("{\n.reg .u64 t;\ncvta.to.shared.u64 t, %1;\ncvt.u32.u64 %0, t;\n}\n" : "=r"(a) : "l"(p));
-  return a;
-}
 
 // ---- mbarrier --------------------------------------------------------------------------------------
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
@@ -90,10 +85,6 @@ __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_g
 // Barrier over a subset of the CTA's warps (id 0 is __syncthreads'). `threads` is a multiple of 32.
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
-}
-
-__device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
 }
 
 // ---- wgmma -------------------------------------------------------------------------------------------
