@@ -273,10 +273,64 @@ void validate_wgmma(const KernelSpec& k) {
                                       name, t.stages, smem, kSm90MaxSharedBytes));
 }
 
+// The Ampere-class kernel's constraints (templates/dmoe/kernels/sm80_product.cuh). Its decomposition is
+// the SIMT kernel's: tile rows within a block (SDD, DSD) or hidden (DDS), tile columns within a block
+// (SDD, DDS) or hidden (DSD).
+void validate_mma_sync(const KernelSpec& k) {
+  const TileConfig& t = k.tile;
+  const std::string name = fmt::format("mma tile {}x{}x{}", t.m, t.n, t.k);
+  if (t.m != 64 && t.m != 128)
+    throw InvalidArgument(fmt::format("{}: m = {} is not supported (expected 64 or 128)", name, t.m));
+  if (t.n != 64 && t.n != 128)
+    throw InvalidArgument(fmt::format("{}: n = {} is not supported (expected 64 or 128)", name, t.n));
+  if (t.k != 32 && t.k != 64)
+    throw InvalidArgument(fmt::format("{}: k = {} is not supported (expected 32 or 64)", name, t.k));
+  if (t.warps != 4 && t.warps != 8)
+    throw InvalidArgument(fmt::format("{}: warps = {} is not supported (expected 4 or 8)", name, t.warps));
+  const bool m_in_hidden = k.op == Op::DDS, n_in_hidden = k.op == Op::DSD;
+  const int32_t m_extent = m_in_hidden ? k.hidden : k.block, n_extent = n_in_hidden ? k.hidden : k.block;
+  if (m_extent % t.m != 0)
+    throw InvalidArgument(fmt::format("{}: m = {} does not divide {} = {}", name, t.m,
+                                      m_in_hidden ? "hidden" : "the block size", m_extent));
+  if (n_extent % t.n != 0)
+    throw InvalidArgument(fmt::format("{}: n = {} does not divide {} = {}", name, t.n,
+                                      n_in_hidden ? "hidden" : "the block size", n_extent));
+  if (k.op == Op::SDD && k.hidden % t.k != 0)
+    throw InvalidArgument(fmt::format("{}: k = {} does not divide hidden = {} (the reduction)", name, t.k, k.hidden));
+  if (t.stages < 2 || t.stages > 5)
+    throw InvalidArgument(fmt::format("{}: stages = {} is not supported (expected 2 to 5)", name, t.stages));
+  if (const int smem = sm80_smem_bytes(t.m, t.n, t.k, t.stages), limit = max_shared_bytes(k.arch); smem > limit)
+    throw InvalidArgument(fmt::format("{} with {} stages needs {} bytes of shared memory, over the {} limit {}", name,
+                                      t.stages, smem, to_string(k.arch), limit));
+}
+
 }  // namespace
 
-std::string_view to_string(Mma m) { return m == Mma::Wgmma ? "wgmma" : "simt"; }
-Mma parse_mma(std::string_view s) { return parse_enum("mma", s, std::array{Mma::Simt, Mma::Wgmma}); }
+std::string_view to_string(Mma m) {
+  switch (m) {
+    case Mma::Simt: return "simt";
+    case Mma::Wgmma: return "wgmma";
+    case Mma::MmaSync: return "mma";
+  }
+  return "?";
+}
+Mma parse_mma(std::string_view s) { return parse_enum("mma", s, std::array{Mma::Simt, Mma::Wgmma, Mma::MmaSync}); }
+
+int max_shared_bytes(Arch a) {
+  switch (a) {
+    case Arch::SM80: return kSm80MaxSharedBytes;
+    case Arch::SM86:
+    case Arch::SM89: return kSm86MaxSharedBytes;
+    case Arch::SM90a: return kSm90MaxSharedBytes;
+  }
+  return 0;
+}
+
+TileConfig mma_sync_tile(int m, int n, Arch arch, int k) {
+  TileConfig t{static_cast<uint16_t>(m), static_cast<uint16_t>(n), static_cast<uint16_t>(k), 8, 2, Mma::MmaSync};
+  while (t.stages < 5 && sm80_smem_bytes(m, n, t.k, t.stages + 1) <= max_shared_bytes(arch)) ++t.stages;
+  return t;
+}
 
 TileConfig wgmma_tile(int m, int n) {
   TileConfig t{static_cast<uint16_t>(m), static_cast<uint16_t>(n), 64, 12, 2, Mma::Wgmma};
@@ -295,10 +349,14 @@ void validate(const KernelSpec& k) {
   if (k.epilogue != Epilogue::None && k.op != Op::SDD)
     throw InvalidArgument(fmt::format("epilogue {} applies to SDD only (the hidden activation), not {}",
                                       to_string(k.epilogue), to_string(k.op)));
+  if (k.epilogue != Epilogue::None && k.tile.mma == Mma::MmaSync)
+    throw InvalidArgument(fmt::format("epilogue {} is not implemented in the mma.sync kernel yet (use --mma simt on "
+                                      "{}, or wgmma on sm_90a)", to_string(k.epilogue), to_string(k.arch)));
   if (k.ffn % k.block != 0)
     throw InvalidArgument(fmt::format("ffn = {} is not a multiple of the block size {}", k.ffn, k.block));
   require_int32("experts * ffn", int64_t{k.experts} * k.ffn);
   if (k.tile.mma == Mma::Wgmma) return validate_wgmma(k);
+  if (k.tile.mma == Mma::MmaSync) return validate_mma_sync(k);
   const TileConfig& t = k.tile;
   for (auto [name, v] : {std::pair{"tile m", t.m}, std::pair{"tile n", t.n}}) {
     if (v != 32 && v != 64 && v != 128)
@@ -343,17 +401,18 @@ std::string kernel_name(const KernelSpec& k) {
     return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_wg{}x{}x{}s{}{}_sm{}", to_string(k.op), k.trans_a ? 't' : 'n',
                        k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden, k.ffn, k.experts, k.tile.m,
                        k.tile.n, k.tile.k, k.tile.stages, epi, to_string(k.arch).substr(3));
-  return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_t{}x{}x{}w{}s{}{}_sm{}", to_string(k.op),
+  // SIMT tiles are t{m}x{n}x{k}w{warps}s{stages}, mma.sync tiles mma{m}x{n}x{k}w{warps}s{stages}.
+  return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_{}{}x{}x{}w{}s{}{}_sm{}", to_string(k.op),
                      k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden,
-                     k.ffn, k.experts, k.tile.m, k.tile.n, k.tile.k, k.tile.warps, k.tile.stages, epi,
-                     to_string(k.arch).substr(3));
+                     k.ffn, k.experts, k.tile.mma == Mma::MmaSync ? "mma" : "t", k.tile.m, k.tile.n, k.tile.k,
+                     k.tile.warps, k.tile.stages, epi, to_string(k.arch).substr(3));
 }
 
 int threads_per_cta(const KernelSpec& k) {
   switch (k.op) {
     case Op::SDD:
     case Op::DSD:
-    case Op::DDS: return 32 * k.tile.warps;  // Wgmma: 12 warps
+    case Op::DDS: return 32 * k.tile.warps;  // Wgmma: 12 warps; MmaSync: 4 or 8
     case Op::Bins: return kMaxRoutingExperts;
     case Op::Router: return 32 * router_warps(k.experts);
     case Op::Permute: return 32;
@@ -364,6 +423,7 @@ int threads_per_cta(const KernelSpec& k) {
 int dynamic_shared_bytes(const KernelSpec& k) {
   if (!is_product(k.op)) return 0;  // routing kernels use static shared memory only
   if (k.tile.mma == Mma::Wgmma) return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages);
+  if (k.tile.mma == Mma::MmaSync) return sm80_smem_bytes(k.tile.m, k.tile.n, k.tile.k, k.tile.stages);
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }
 
@@ -394,6 +454,18 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
         }
         return w;
       }
+  } else {
+    // 128×128 over 8 warps (64×32 warp tiles), narrower where a block (B = 64) or hidden bounds the tile.
+    for (auto [m, n] : {std::pair{128, 128}, {128, 64}, {64, 128}, {64, 64}}) {
+      KernelSpec w = k;
+      w.tile = mma_sync_tile(m, n, arch);
+      try {
+        validate(w);
+      } catch (const InvalidArgument&) {
+        continue;
+      }
+      return w;
+    }
   }
   validate(k);
   return k;

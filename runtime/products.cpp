@@ -116,6 +116,13 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
   if (spec.epilogue == Epilogue::None && args.aux)
     throw InvalidArgument(fmt::format("{}: ProductArgs::aux is set but the spec has no epilogue", kernel_name(spec)));
   if (spec.tile.mma == Mma::Wgmma) return launch_wgmma(cache, spec, args, stream);
+  // SIMT and mma.sync: the same decomposition (product_ctas), one CTA per output tile; mma.sync copies
+  // operands and stores the output 16 bytes at a time.
+  if (spec.tile.mma == Mma::MmaSync)
+    for (auto [role, p] : {std::pair{"a", args.a}, {"b", args.b}, {"c", static_cast<const void*>(args.c)}})
+      if (reinterpret_cast<uintptr_t>(p) % 16 != 0)
+        throw InvalidArgument(fmt::format("{}: operand {} at {} is not 16-byte aligned (cp.async needs 16)",
+                                          kernel_name(spec), role, p));
   constexpr int64_t kMaxGrid = (int64_t{1} << 31) - 1;
   const int64_t grid = product_grid(spec, args.max_block_rows);
   if (grid > kMaxGrid)

@@ -73,10 +73,12 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   preset_opt_ =
       app.add_option("--preset", preset_, "Start from a named model shape (see `dmoe presets`)")->type_name("NAME");
   tile_opt_ = app.add_option("--tile", tile_, "Override the CTA tile, e.g. 64x64x32")->type_name("MxNxK");
-  warps_opt_ = add_int(app, "--warps", warps_, "Override the warps per CTA: 4|8 (simt)");
-  mma_opt_ = app.add_option("--mma", mma_, "Product kernel family: simt|wgmma (default: wgmma on sm_90a)")
+  warps_opt_ = add_int(app, "--warps", warps_, "Override the warps per CTA: 4|8 (simt, mma)");
+  mma_opt_ = app.add_option("--mma", mma_,
+                            "Product kernel family: simt|wgmma|mma (default: wgmma on sm_90a, mma (mma.sync) on "
+                            "sm_80/86/89)")
                  ->type_name("KIND");
-  stages_opt_ = add_int(app, "--stages", stages_, "Override the pipeline stages (wgmma: 2..8)");
+  stages_opt_ = add_int(app, "--stages", stages_, "Override the pipeline stages (wgmma: 2..8, mma: 2..5)");
   epilogue_opt_ = app.add_option("--epilogue", epilogue_,
                                  "Fused SDD epilogue: none|gelu|silu|relu (forward), dgelu|dsilu|drelu (backward)")
                       ->type_name("EPI");
@@ -130,12 +132,16 @@ std::vector<KernelSpec> SpecFlags::layer_specs() const {
 KernelSpec SpecFlags::with_tile(KernelSpec k) const {
   if (given(mma_opt_)) {
     const Mma m = parse_mma(mma_);
-    if (m != k.tile.mma) k.tile = m == Mma::Wgmma ? wgmma_tile(128, 128) : TileConfig{};
+    if (m != k.tile.mma)
+      k.tile = m == Mma::Wgmma     ? wgmma_tile(128, 128)
+               : m == Mma::MmaSync ? mma_sync_tile(128, 128, k.arch)
+                                   : TileConfig{};
   }
   if (given(tile_opt_)) {
     k.tile = parse_tile(tile_, k.tile);
-    // A new wgmma tile gets the deepest ring that fits unless --stages says otherwise.
+    // A new wgmma or mma tile gets the deepest ring that fits unless --stages says otherwise.
     if (k.tile.mma == Mma::Wgmma) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n).stages;
+    if (k.tile.mma == Mma::MmaSync) k.tile.stages = mma_sync_tile(k.tile.m, k.tile.n, k.arch, k.tile.k).stages;
   }
   if (given(stages_opt_)) {
     if (stages_ <= 0 || stages_ > std::numeric_limits<uint8_t>::max())

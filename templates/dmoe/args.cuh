@@ -79,6 +79,17 @@ DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages) {
   return stages * (bm + bn) * 64 * 2 + bm * bn * 2 + 1024 + (2 * stages + 1) * 8;
 }
 
+// The most dynamic shared memory one CTA may use: sm_80 (A100) 163 KiB, sm_86 / sm_89 99 KiB.
+constexpr int kSm80MaxSharedBytes = 166912;
+constexpr int kSm86MaxSharedBytes = 101376;
+
+// Dynamic shared memory of the Ampere (mma.sync) products: the cp.async ring (BM×BK and BN×BK 16-bit
+// tiles per stage, XOR-swizzled in 16-byte chunks, no padding), reused once the mainloop is done to
+// stage the BM×BN output tile for 16-byte stores.
+DMOE_HD constexpr int sm80_smem_bytes(int bm, int bn, int bk, int stages) {
+  return stages * (bm + bn) * bk * 2 > bm * bn * 2 ? stages * (bm + bn) * bk * 2 : bm * bn * 2;
+}
+
 DMOE_HD inline int64_t product_ctas(int32_t kind, bool sparse_t, int64_t block, int64_t hidden,
                                     int64_t ffn, int64_t experts, int64_t tile_m, int64_t tile_n,
                                     int64_t max_block_rows) {

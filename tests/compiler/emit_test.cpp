@@ -49,6 +49,12 @@ TEST_CASE("every field of the spec changes the source and the key") {
   vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 256); });
   vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 128); k.tile.stages = 3; });
   vary([](KernelSpec& k) { k.tile = wgmma_tile(64, 256); });
+  vary([](KernelSpec& k) { k.tile = mma_sync_tile(128, 128, Arch::SM90a); });
+  vary([](KernelSpec& k) { k.tile = mma_sync_tile(128, 128, Arch::SM90a); k.tile.stages = 3; });
+  vary([](KernelSpec& k) { k.tile = mma_sync_tile(128, 128, Arch::SM90a); k.tile.warps = 4; });
+  vary([](KernelSpec& k) { k.tile = mma_sync_tile(128, 128, Arch::SM90a, 64); });
+  vary([](KernelSpec& k) { k.tile = mma_sync_tile(64, 128, Arch::SM90a); });
+  vary([](KernelSpec& k) { k.tile = TileConfig{64, 64, 32, 8, 2, Mma::MmaSync}; });  // SIMT's m, n, k, warps
   vary([](KernelSpec& k) { k.arch = Arch::SM80; });
   vary([](KernelSpec& k) { k.arch = Arch::SM86; });
   vary([](KernelSpec& k) { k.arch = Arch::SM89; });
@@ -115,4 +121,27 @@ TEST_CASE("the wgmma source instantiates the Hopper kernel with its tensor maps 
   CHECK(src.find("const __grid_constant__ dmoe::Sm90ProductArgs args") != std::string::npos);
   CHECK(src.find("__launch_bounds__(384, 1)") != std::string::npos);
   CHECK(src.find("dmoe::sm90::product<dmoe::bf16_t, dmoe::kSDD, false, true, 128, 1024, 4096, 64,") != std::string::npos);
+}
+
+TEST_CASE("the mma source instantiates the Ampere-class kernel with the plain ProductArgs") {
+  KernelSpec k = base();
+  k.arch = Arch::SM80;
+  k.tile = mma_sync_tile(128, 128, Arch::SM80);
+  const std::string src = emit_source(k);
+  CHECK(src.find("#include \"dmoe/kernels/sm80_product.cuh\"") != std::string::npos);
+  CHECK(src.find("dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma128x128x32w8s5_sm80(const dmoe::ProductArgs args)") !=
+        std::string::npos);
+  // 8 warps: two CTAs per SM (128 registers a thread); 4 warps: one.
+  CHECK(src.find("__launch_bounds__(256, 2)") != std::string::npos);
+  CHECK(src.find("dmoe::sm80::product<dmoe::bf16_t, dmoe::kSDD, false, true, 128, 1024, 4096, 64,") !=
+        std::string::npos);
+  CHECK(src.find("128, 128, 32, 8, 5>(args);") != std::string::npos);
+  k.tile.warps = 4;
+  k.dtype = DType::FP16;
+  k.op = Op::DDS;
+  k.trans_b = false;
+  const std::string four = emit_source(k);
+  CHECK(four.find("__launch_bounds__(128, 1)") != std::string::npos);
+  CHECK(four.find("dmoe::sm80::product<dmoe::fp16_t, dmoe::kDDS, false, false,") != std::string::npos);
+  CHECK(four.find("128, 128, 32, 4, 5>(args);") != std::string::npos);
 }

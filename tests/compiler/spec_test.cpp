@@ -206,7 +206,7 @@ TEST_CASE("layer_kernels lists the schedule's products") {
   CHECK(kernel_name(ks[2]).starts_with("dmoe_dsd_tn_"));
 }
 
-TEST_CASE("sm_90a defaults to the wgmma kernel; other archs keep the SIMT kernel") {
+TEST_CASE("sm_90a defaults to the wgmma kernel; sm_80, sm_86 and sm_89 to the mma.sync kernel") {
   const MoeShape s = preset("mb-356m");
   const KernelSpec sdd = default_spec(s, Op::SDD, false, true, Arch::SM90a);
   CHECK(sdd.tile.mma == Mma::Wgmma);
@@ -215,7 +215,7 @@ TEST_CASE("sm_90a defaults to the wgmma kernel; other archs keep the SIMT kernel
   CHECK(threads_per_cta(sdd) == 384);
   CHECK(dynamic_shared_bytes(sdd) == sm90_smem_bytes(128, 256, 3));
   CHECK(default_spec(s, Op::DDS, false, false, Arch::SM90a).tile == TileConfig{128, 128, 64, 12, 6, Mma::Wgmma});
-  CHECK(default_spec(s, Op::SDD, false, true, Arch::SM80).tile.mma == Mma::Simt);
+  CHECK(default_spec(s, Op::SDD, false, true, Arch::SM80).tile.mma == Mma::MmaSync);
   // B = 64: tile rows stay within a block, so two consumer warpgroups split the columns.
   MoeShape small = s;
   small.block = 64;
@@ -283,4 +283,140 @@ TEST_CASE("epilogues: SDD only, named in the kernel, part of the key") {
   KernelSpec d = default_spec(preset("mb-356m"), Op::DSD, false, false, Arch::SM90a);
   d.epilogue = Epilogue::Silu;
   expect_error([&] { validate(d); }, {"epilogue silu applies to SDD only", "dsd"});
+  KernelSpec a = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
+  a.epilogue = Epilogue::Silu;
+  expect_error([&] { validate(a); }, {"epilogue silu is not implemented in the mma.sync kernel", "sm_80"});
+}
+
+TEST_CASE("sm_80, sm_86 and sm_89 default to 128x128x32 mma.sync tiles over 8 warps, the deepest ring that fits") {
+  const MoeShape s = preset("mb-356m");
+  for (Arch arch : {Arch::SM80, Arch::SM86, Arch::SM89}) {
+    INFO(to_string(arch));
+    for (auto [op, ta, tb] : {std::tuple{Op::SDD, false, true}, {Op::DSD, false, false}, {Op::DSD, true, false},
+                              {Op::DDS, false, false}, {Op::DDS, true, true}}) {
+      const KernelSpec k = default_spec(s, op, ta, tb, arch);
+      CHECK(k.tile == TileConfig{128, 128, 32, 8, 5, Mma::MmaSync});
+      CHECK_NOTHROW(validate(k));
+    }
+  }
+  const KernelSpec sdd = default_spec(s, Op::SDD, false, true, Arch::SM80);
+  CHECK(kernel_name(sdd) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma128x128x32w8s5_sm80");
+  CHECK(threads_per_cta(sdd) == 256);
+  CHECK(dynamic_shared_bytes(sdd) == sm80_smem_bytes(128, 128, 32, 5));
+  CHECK(sm80_smem_bytes(128, 128, 32, 5) == 5 * 256 * 32 * 2);
+  // The ring also holds the staged output tile, for every valid tile.
+  for (int m : {64, 128})
+    for (int n : {64, 128}) CHECK(sm80_smem_bytes(m, n, 32, 2) >= m * n * 2);
+  // B = 64: the tile stays within a block where it lives in one (SDD rows and columns, DSD rows, DDS
+  // columns) and spans hidden elsewhere.
+  MoeShape small = s;
+  small.block = 64;
+  CHECK(default_spec(small, Op::SDD, false, true, Arch::SM86).tile == TileConfig{64, 64, 32, 8, 5, Mma::MmaSync});
+  CHECK(default_spec(small, Op::DSD, false, false, Arch::SM86).tile == TileConfig{64, 128, 32, 8, 5, Mma::MmaSync});
+  CHECK(default_spec(small, Op::DDS, false, false, Arch::SM86).tile == TileConfig{128, 64, 32, 8, 5, Mma::MmaSync});
+  // hidden = 192: no 128 divides it, so DSD's columns and DDS's rows fall back to 64.
+  small.hidden = 192;
+  CHECK(default_spec(small, Op::DSD, false, false, Arch::SM89).tile == TileConfig{64, 64, 32, 8, 5, Mma::MmaSync});
+  CHECK(default_spec(small, Op::DDS, false, false, Arch::SM89).tile == TileConfig{64, 64, 32, 8, 5, Mma::MmaSync});
+  // sm_90a keeps the wgmma default; mma.sync tiles are still valid there.
+  CHECK(default_spec(s, Op::SDD, false, true, Arch::SM90a).tile.mma == Mma::Wgmma);
+  KernelSpec h = sdd;
+  h.arch = Arch::SM90a;
+  CHECK_NOTHROW(validate(h));
+  CHECK(kernel_name(h) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma128x128x32w8s5_sm90a");
+  // The deepest ring (at most 5) under each arch's limit.
+  CHECK(mma_sync_tile(128, 128, Arch::SM86).stages == 5);
+  CHECK(mma_sync_tile(128, 128, Arch::SM86, 64).stages == 3);
+  CHECK(mma_sync_tile(128, 128, Arch::SM89, 64).stages == 3);
+  CHECK(mma_sync_tile(128, 128, Arch::SM80, 64).stages == 5);
+  CHECK(mma_sync_tile(128, 128, Arch::SM90a, 64).stages == 5);
+  CHECK(sm80_smem_bytes(128, 128, 64, 3) <= kSm86MaxSharedBytes);
+  CHECK(sm80_smem_bytes(128, 128, 64, 4) > kSm86MaxSharedBytes);
+  CHECK(max_shared_bytes(Arch::SM80) == 163 * 1024);
+  CHECK(max_shared_bytes(Arch::SM86) == 99 * 1024);
+  CHECK(max_shared_bytes(Arch::SM89) == 99 * 1024);
+  CHECK(max_shared_bytes(Arch::SM90a) == 227 * 1024);
+}
+
+TEST_CASE("mma.sync tiles: bad configurations name the value and the limit") {
+  const KernelSpec good = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM86);
+  REQUIRE(good.tile.mma == Mma::MmaSync);
+  KernelSpec k = good;
+  k.tile.m = 32;
+  expect_error([&] { validate(k); }, {"mma tile 32x128x32", "m = 32", "64 or 128"});
+  k = good;
+  k.tile.n = 256;
+  expect_error([&] { validate(k); }, {"n = 256", "64 or 128"});
+  k = good;
+  k.tile.k = 16;
+  expect_error([&] { validate(k); }, {"k = 16", "32 or 64"});
+  k = good;
+  k.tile.warps = 12;
+  expect_error([&] { validate(k); }, {"warps = 12", "4 or 8"});
+  k = good;
+  k.tile.stages = 1;
+  expect_error([&] { validate(k); }, {"stages = 1", "2 to 5"});
+  k.tile.stages = 6;
+  expect_error([&] { validate(k); }, {"stages = 6", "2 to 5"});
+  // Shared memory: 4 stages of 128x128x64 need 128 KiB, over sm_86's and sm_89's 99 KiB but within
+  // sm_80's 163 KiB and sm_90a's 227 KiB.
+  k = good;
+  k.tile.k = 64;
+  k.tile.stages = 4;
+  expect_error([&] { validate(k); }, {"4 stages", "131072", "sm_86 limit 101376"});
+  k.arch = Arch::SM89;
+  expect_error([&] { validate(k); }, {"131072", "sm_89 limit 101376"});
+  k.arch = Arch::SM80;
+  CHECK_NOTHROW(validate(k));
+  k.tile.stages = 5;
+  k.tile.m = k.tile.n = 128;
+  CHECK_NOTHROW(validate(k));  // 160 KiB
+  k.arch = Arch::SM90a;
+  CHECK_NOTHROW(validate(k));
+  // The decomposition: SDD m|B and n|B; DSD m|B, n|H; DDS m|H, n|B.
+  k = good;
+  k.block = 64;
+  expect_error([&] { validate(k); }, {"m = 128", "block size = 64"});
+  k.tile.m = 64;
+  expect_error([&] { validate(k); }, {"n = 128", "block size = 64"});
+  k = good;
+  k.op = Op::DSD;
+  k.hidden = 192;
+  expect_error([&] { validate(k); }, {"n = 128", "hidden = 192"});
+  k.tile.n = 64;
+  CHECK_NOTHROW(validate(k));
+  k.block = 64;
+  expect_error([&] { validate(k); }, {"m = 128", "block size = 64"});
+  k = good;
+  k.op = Op::DDS;
+  k.hidden = 192;
+  expect_error([&] { validate(k); }, {"m = 128", "hidden = 192"});
+  k.tile.m = 64;
+  CHECK_NOTHROW(validate(k));
+  k.block = 64;
+  expect_error([&] { validate(k); }, {"n = 128", "block size = 64"});
+  // SDD reduces over hidden in k steps.
+  k = good;
+  k.hidden = 160;
+  k.tile.k = 64;
+  expect_error([&] { validate(k); }, {"k = 64", "hidden = 160"});
+  k.tile.k = 32;
+  CHECK_NOTHROW(validate(k));
+}
+
+TEST_CASE("mma is a kernel family of its own: parsed, printed and named apart from SIMT") {
+  CHECK(parse_mma("mma") == Mma::MmaSync);
+  CHECK(parse_mma("MMA") == Mma::MmaSync);
+  CHECK(to_string(Mma::MmaSync) == "mma");
+  expect_error([] { parse_mma("hmma"); }, {"hmma", "simt|wgmma|mma"});
+  KernelSpec simt = spec();
+  simt.arch = Arch::SM80;
+  simt.tile = TileConfig{64, 64, 32, 8, 2, Mma::Simt};
+  KernelSpec mma = simt;
+  mma.tile.mma = Mma::MmaSync;
+  CHECK_NOTHROW(validate(mma));
+  CHECK(kernel_name(mma) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma64x64x32w8s2_sm80");
+  CHECK(kernel_name(mma) != kernel_name(simt));
+  CHECK(KernelSpecHash{}(mma) != KernelSpecHash{}(simt));
+  CHECK(!(mma == simt));
 }

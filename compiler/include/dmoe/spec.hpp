@@ -83,9 +83,10 @@ void validate(const MoeShape&);
 // Upper bound on the padded row count: T·K + E·(B − 1), rounded up to a multiple of B.
 int64_t max_padded_rows(const MoeShape&);
 
-// Which kernel family computes a product: the portable SIMT reference kernel (every arch), or Hopper's
-// warp-specialized TMA + wgmma kernel (sm_90a only).
-enum class Mma : uint8_t { Simt, Wgmma };
+// Which kernel family computes a product: the portable SIMT reference kernel (every arch), Hopper's
+// warp-specialized TMA + wgmma kernel (sm_90a only), or the Ampere-class mma.sync kernel (ldmatrix,
+// multi-stage cp.async ring; every arch, sm_90a included).
+enum class Mma : uint8_t { Simt, Wgmma, MmaSync };
 std::string_view to_string(Mma);
 Mma parse_mma(std::string_view);
 
@@ -93,6 +94,8 @@ Mma parse_mma(std::string_view);
 //   Simt:  `warps` warps; stages must be 1.
 //   Wgmma: k = 64, warps = 12 (a producer warpgroup and two consumer warpgroups: m = 128 puts them on top
 //          of each other, m = 64 side by side), `stages` shared-memory stages in the TMA ring.
+//   MmaSync: m, n in {64, 128}, k in {32, 64}, 4 or 8 warps (2 along m, warps / 2 along n), 2 to 5
+//          `stages` in the cp.async ring.
 struct TileConfig {
   uint16_t m = 64, n = 64, k = 32;
   uint8_t warps = 8;
@@ -103,6 +106,13 @@ struct TileConfig {
 
 // The Hopper tile with the most pipeline stages that fit the shared memory an sm_90 CTA may use.
 TileConfig wgmma_tile(int m, int n);
+
+// The Ampere-class tile m×n×k over 8 warps with the most pipeline stages (at most 5) that fit the
+// shared memory a CTA may use on this arch (99 KiB on sm_86 / sm_89, 163 KiB on sm_80, 227 KiB on sm_90a).
+TileConfig mma_sync_tile(int m, int n, Arch, int k = 32);
+
+// The most dynamic shared memory one CTA may use on this arch.
+int max_shared_bytes(Arch);
 
 // One kernel. The sparse operand is always the MoE topology of [T_pad, E·F] with B×B blocks; T_pad is
 // the only size not fixed at compile time (it is read on the device at run time).
@@ -139,7 +149,9 @@ void validate(const KernelSpec&);
 KernelSpec routing_spec(const MoeShape&, Op, Arch, int renorm_p = 0);
 
 // Canonical, readable, unique name, used as the extern "C" entry point and in the cache's metadata:
-//   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_t64x64x32w8s1_sm90a
+//   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_t64x64x32w8s1_sm90a      (SIMT)
+//   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a     (wgmma)
+//   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma128x128x32w8s5_sm80   (mma.sync)
 std::string kernel_name(const KernelSpec&);
 
 // Threads per CTA and dynamic shared memory the kernel is launched with.
@@ -147,7 +159,8 @@ int threads_per_cta(const KernelSpec&);
 int dynamic_shared_bytes(const KernelSpec&);
 
 // The default spec for one product of a layer of this shape on this arch: the wgmma kernel on sm_90a
-// (128-row tiles, 256 columns where the shape allows), the SIMT kernel elsewhere.
+// (128-row tiles, 256 columns where the shape allows), the mma.sync kernel on sm_80 / sm_86 / sm_89
+// (128×128×32 over 8 warps where the shape allows), the SIMT kernel where no tile fits.
 KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch);
 
 // Every distinct kernel one layer's forward and backward passes need (SDD NT, DSD NN, DSD TN).

@@ -3,6 +3,25 @@
 
 namespace dmoe::ptx {
 
+// The 32-bit shared-memory address of a generic pointer into shared memory (what .shared operands take).
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  unsigned a;
+  asm("{\n.reg .u64 t;\ncvta.to.shared.u64 t, %1;\ncvt.u32.u64 %0, t;\n}\n" : "=r"(a) : "l"(p));
+  return a;
+}
+
+__device__ __forceinline__ void st_shared_u32(unsigned addr, unsigned v) {
+  asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+// 16-byte shared-memory load (addr 16-byte aligned).
+__device__ __forceinline__ void ld_shared_v4_u32(unsigned addr, unsigned (&v)[4]) {
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+               : "r"(addr)
+               : "memory");
+}
+
 // 16-bit load through the read-only (non-coherent) path: operands are never written by the kernel.
 __device__ __forceinline__ unsigned short ld_nc_u16(const void* p) {
   unsigned short v;

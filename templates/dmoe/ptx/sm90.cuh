@@ -2,14 +2,9 @@
 // (cp.async.bulk.tensor), wgmma fences and matrix descriptors, setmaxnreg. sm_90a only.
 #pragma once
 #include "dmoe/args.cuh"
+#include "dmoe/ptx/ptx.cuh"
 
 namespace dmoe::ptx {
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  uint32_t a;
-  asm("{\n.reg .u64 t;\ncvta.to.shared.u64 t, %1;\ncvt.u32.u64 %0, t;\n}\n" : "=r"(a) : "l"(p));
-  return a;
-}
 
 // ---- mbarrier --------------------------------------------------------------------------------------
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
@@ -96,10 +91,6 @@ __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t addr) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
   return v;
-}
-
-__device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
 }
 
 // ---- wgmma -------------------------------------------------------------------------------------------
