@@ -1,0 +1,148 @@
+// The dMoE layer on the CPU in fp64: router → top-k → each assignment through its expert's MLP →
+// weighted sum; and the analytic backward pass. Straightforward loops: the oracle, not a fast path.
+#include <fmt/format.h>
+
+#include "dmoe/layer_reference.hpp"
+#include "dmoe/reference.hpp"
+
+namespace dmoe::reference {
+namespace {
+
+Epilogue as_epilogue(Activation a) {
+  switch (a) {
+    case Activation::GeluTanh: return Epilogue::GeluTanh;
+    case Activation::Silu: return Epilogue::Silu;
+    case Activation::Relu: return Epilogue::Relu;
+    case Activation::None: return Epilogue::None;
+  }
+  return Epilogue::None;
+}
+
+void check(const LayerConfig& c, const LayerParams& p) {
+  if (c.tokens <= 0 || c.hidden <= 0 || c.ffn <= 0 || c.experts <= 0 || c.top_k <= 0 || c.top_k > c.experts)
+    throw InvalidArgument(fmt::format("layer config: tokens={} hidden={} ffn={} experts={} top_k={} (all positive, "
+                                      "top_k ≤ experts)", c.tokens, c.hidden, c.ffn, c.experts, c.top_k));
+  auto size = [](const char* what, std::span<const float> s, int64_t want) {
+    if (int64_t(s.size()) != want)
+      throw InvalidArgument(fmt::format("layer parameter {} has {} elements, expected {}", what, s.size(), want));
+  };
+  const int64_t ef = c.experts * c.ffn;
+  size("x", p.x, c.tokens * c.hidden);
+  size("router", p.router, c.experts * c.hidden);
+  size("w1", p.w1, ef * c.hidden);
+  size("w2", p.w2, ef * c.hidden);
+  if (c.gated) size("v1", p.v1, ef * c.hidden);
+}
+
+// Row r of a [rows, H] matrix dotted with a length-H vector.
+double dot(const float* row, const float* v, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(row[i]) * v[i];
+  return s;
+}
+
+}  // namespace
+
+double activate(Activation a, double x) { return activation(as_epilogue(a), x); }
+double activate_grad(Activation a, double x) { return activation_grad(as_epilogue(a), x); }
+
+LayerForward layer_forward(const LayerConfig& c, const LayerParams& p) {
+  check(c, p);
+  const int64_t T = c.tokens, H = c.hidden, F = c.ffn, E = c.experts, K = c.top_k;
+  LayerForward f;
+  f.logits.resize(T * E);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t e = 0; e < E; ++e) f.logits[t * E + e] = float(dot(&p.router[e * H], &p.x[t * H], H));
+  f.routing = route(f.logits, T, int(E), int(K), c.renorm_p, c.lbl_weight, c.z_weight);
+  f.y.assign(T * H, 0.0);
+  f.h.assign(T * K * F, 0.0);
+  if (c.gated) f.g.assign(T * K * F, 0.0);
+  f.o.assign(T * K * H, 0.0);
+  std::vector<double> a(F);
+  for (int64_t i = 0; i < T * K; ++i) {
+    const int64_t t = i / K, e = f.routing.expert_ids[i];
+    const float* xt = &p.x[t * H];
+    for (int64_t j = 0; j < F; ++j) {
+      const int64_t row = (e * F + j) * H;
+      f.h[i * F + j] = dot(&p.w1[row], xt, H);
+      a[j] = activate(c.activation, f.h[i * F + j]);
+      if (c.gated) {
+        f.g[i * F + j] = dot(&p.v1[row], xt, H);
+        a[j] *= f.g[i * F + j];
+      }
+    }
+    double* o = &f.o[i * H];
+    for (int64_t j = 0; j < F; ++j)
+      for (int64_t d = 0; d < H; ++d) o[d] += a[j] * p.w2[(e * F + j) * H + d];
+    for (int64_t d = 0; d < H; ++d) f.y[t * H + d] += f.routing.weights[i] * o[d];
+  }
+  return f;
+}
+
+LayerGrads layer_backward(const LayerConfig& c, const LayerParams& p, const LayerForward& f,
+                          std::span<const float> dy, double d_lbl, double d_z) {
+  check(c, p);
+  const int64_t T = c.tokens, H = c.hidden, F = c.ffn, E = c.experts, K = c.top_k;
+  if (int64_t(dy.size()) != T * H)
+    throw InvalidArgument(fmt::format("dy has {} elements, expected {}", dy.size(), T * H));
+  LayerGrads g;
+  g.dx.assign(T * H, 0.0);
+  g.drouter.assign(E * H, 0.0);
+  g.dw1.assign(E * F * H, 0.0);
+  g.dw2.assign(E * F * H, 0.0);
+  if (c.gated) g.dv1.assign(E * F * H, 0.0);
+  std::vector<double> dw(T * K), da(F);
+  for (int64_t i = 0; i < T * K; ++i) {
+    const int64_t t = i / K, e = f.routing.expert_ids[i];
+    const double w = f.routing.weights[i];
+    const float* dyt = &dy[t * H];
+    const float* xt = &p.x[t * H];
+    double s = 0;
+    for (int64_t d = 0; d < H; ++d) s += f.o[i * H + d] * dyt[d];
+    dw[i] = s;
+    // do = w · dy_t; da = W2_e · do; dW2_e[j] += a_j · do.
+    for (int64_t j = 0; j < F; ++j) {
+      const int64_t row = (e * F + j) * H;
+      const double hj = f.h[i * F + j];
+      const double act = activate(c.activation, hj);
+      const double aj = c.gated ? act * f.g[i * F + j] : act;
+      double acc = 0;
+      for (int64_t d = 0; d < H; ++d) {
+        acc += p.w2[row + d] * w * dyt[d];
+        g.dw2[row + d] += aj * w * dyt[d];
+      }
+      da[j] = acc;
+    }
+    for (int64_t j = 0; j < F; ++j) {
+      const int64_t row = (e * F + j) * H;
+      const double hj = f.h[i * F + j];
+      const double dh = c.gated ? da[j] * f.g[i * F + j] * activate_grad(c.activation, hj)
+                                : da[j] * activate_grad(c.activation, hj);
+      for (int64_t d = 0; d < H; ++d) {
+        g.dw1[row + d] += dh * xt[d];
+        g.dx[t * H + d] += dh * p.w1[row + d];
+      }
+      if (c.gated) {
+        const double dgate = da[j] * activate(c.activation, hj);
+        for (int64_t d = 0; d < H; ++d) {
+          g.dv1[row + d] += dgate * xt[d];
+          g.dx[t * H + d] += dgate * p.v1[row + d];
+        }
+      }
+    }
+  }
+  // The router: logits' gradient from dw and the losses, then through logits = x · routerᵀ.
+  const std::vector<double> dlogits = router_grad(f.logits, f.routing.expert_ids, dw, T, int(E), int(K),
+                                                  c.renorm_p, c.lbl_weight, c.z_weight, d_lbl, d_z);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t e = 0; e < E; ++e) {
+      const double gl = dlogits[t * E + e];
+      for (int64_t d = 0; d < H; ++d) {
+        g.drouter[e * H + d] += gl * p.x[t * H + d];
+        g.dx[t * H + d] += gl * p.router[e * H + d];
+      }
+    }
+  return g;
+}
+
+}  // namespace dmoe::reference
