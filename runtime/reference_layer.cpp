@@ -2,6 +2,9 @@
 // weighted sum; and the analytic backward pass. Straightforward loops: the oracle, not a fast path.
 #include <fmt/format.h>
 
+#include <cmath>
+#include <random>
+
 #include "dmoe/layer_reference.hpp"
 #include "dmoe/reference.hpp"
 
@@ -52,7 +55,7 @@ LayerForward layer_forward(const LayerConfig& c, const LayerParams& p) {
   LayerForward f;
   f.logits.resize(T * E);
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t e = 0; e < E; ++e) f.logits[t * E + e] = float(dot(&p.router[e * H], &p.x[t * H], H));
+    for (int64_t e = 0; e < E; ++e) f.logits[t * E + e] = dot(&p.router[e * H], &p.x[t * H], H);
   f.routing = route(f.logits, T, int(E), int(K), c.renorm_p, c.lbl_weight, c.z_weight);
   f.y.assign(T * H, 0.0);
   f.h.assign(T * K * F, 0.0);
@@ -143,6 +146,66 @@ LayerGrads layer_backward(const LayerConfig& c, const LayerParams& p, const Laye
       }
     }
   return g;
+}
+
+std::vector<DirectionalCheck> directional_check(const LayerConfig& c, const LayerParams& p, const LayerGrads& g,
+                                                std::span<const float> dy, uint64_t seed) {
+  // The loss, and whether it was evaluated in the unperturbed piece of the piecewise function: the same
+  // top-k selection (a switch is a jump) and, for ReLU, the same active units (a kink).
+  auto region = [&](const LayerForward& f) {
+    std::vector<int32_t> r = f.routing.expert_ids;
+    if (c.activation == Activation::Relu)
+      for (double h : f.h) r.push_back(h > 0);
+    return r;
+  };
+  const std::vector<int32_t> base_region = region(layer_forward(c, p));
+  auto loss = [&](const LayerParams& q, bool& same_routing) {
+    const LayerForward f = layer_forward(c, q);
+    same_routing = region(f) == base_region;
+    double l = f.routing.lbl + f.routing.z;
+    for (size_t i = 0; i < f.y.size(); ++i) l += f.y[i] * dy[i];
+    return l;
+  };
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  std::vector<DirectionalCheck> out;
+  const struct {
+    const char* name;
+    std::span<const float> LayerParams::*field;
+    const std::vector<double>* grad;
+  } tensors[] = {{"x", &LayerParams::x, &g.dx},     {"router", &LayerParams::router, &g.drouter},
+                 {"w1", &LayerParams::w1, &g.dw1}, {"w2", &LayerParams::w2, &g.dw2},
+                 {"v1", &LayerParams::v1, &g.dv1}};
+  for (const auto& t : tensors) {
+    const std::span<const float> base = p.*t.field;
+    if (base.empty() || t.grad->empty()) continue;
+    // ε relative to the tensor's scale keeps the step well above fp32 rounding; it shrinks until the step
+    // stays inside one piece (no top-k switch, no ReLU kink).
+    double scale = 0;
+    for (float v : base) scale = std::max(scale, double(std::abs(v)));
+    std::vector<float> dir(base.size()), plus(base.size()), minus(base.size());
+    for (float& d : dir) d = unit(rng);
+    double eps = 1e-3 * std::max(scale, 1e-3), analytic = 0, numeric = 0;
+    for (int attempt = 0; attempt < 8; ++attempt, eps /= 4) {
+      analytic = 0;
+      for (size_t i = 0; i < base.size(); ++i) {
+        plus[i] = float(base[i] + eps * dir[i]);
+        minus[i] = float(base[i] - eps * dir[i]);
+        analytic += (*t.grad)[i] * (double(plus[i]) - double(minus[i])) / 2;  // the step fp32 really took
+      }
+      LayerParams q = p;
+      bool same_plus = false, same_minus = false;
+      q.*t.field = plus;
+      const double lp = loss(q, same_plus);
+      q.*t.field = minus;
+      const double lm = loss(q, same_minus);
+      numeric = (lp - lm) / 2;
+      if (same_plus && same_minus) break;
+    }
+    const double rel = std::abs(analytic - numeric) / std::max(std::abs(numeric), 1e-12);
+    out.push_back({t.name, analytic / eps, numeric / eps, rel});
+  }
+  return out;
 }
 
 }  // namespace dmoe::reference

@@ -12,7 +12,8 @@
 namespace dmoe::reference {
 namespace {
 
-void check_shape(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p) {
+template <class L>
+void check_shape(std::span<const L> logits, int64_t tokens, int experts, int top_k, int renorm_p) {
   if (experts <= 0) throw InvalidArgument(fmt::format("experts must be positive, got {}", experts));
   if (top_k <= 0) throw InvalidArgument(fmt::format("top_k must be positive, got {}", top_k));
   if (top_k > experts)
@@ -26,7 +27,8 @@ void check_shape(std::span<const float> logits, int64_t tokens, int experts, int
 }
 
 // Softmax of one token's logits in fp64; returns logsumexp.
-double softmax(const float* logits, int experts, double* p) {
+template <class L>
+double softmax(const L* logits, int experts, double* p) {
   const double m = *std::max_element(logits, logits + experts);
   double sum = 0;
   for (int e = 0; e < experts; ++e) sum += p[e] = std::exp(double(logits[e]) - m);
@@ -40,10 +42,9 @@ double renorm(std::span<const double> selected, int renorm_p) {
   return renorm_p == 2 ? std::sqrt(s) : s;
 }
 
-}  // namespace
-
-RouterResult route(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p,
-                   double lbl_weight, double z_weight) {
+template <class L>
+RouterResult route_impl(std::span<const L> logits, int64_t tokens, int experts, int top_k, int renorm_p,
+                        double lbl_weight, double z_weight) {
   check_shape(logits, tokens, experts, top_k, renorm_p);
   RouterResult r;
   r.expert_ids.resize(tokens * top_k);
@@ -77,9 +78,10 @@ RouterResult route(std::span<const float> logits, int64_t tokens, int experts, i
   return r;
 }
 
-std::vector<double> router_grad(std::span<const float> logits, std::span<const int32_t> expert_ids,
-                                std::span<const double> dw, int64_t tokens, int experts, int top_k, int renorm_p,
-                                double lbl_weight, double z_weight, double d_lbl, double d_z) {
+template <class L>
+std::vector<double> router_grad_impl(std::span<const L> logits, std::span<const int32_t> expert_ids,
+                                     std::span<const double> dw, int64_t tokens, int experts, int top_k,
+                                     int renorm_p, double lbl_weight, double z_weight, double d_lbl, double d_z) {
   check_shape(logits, tokens, experts, top_k, renorm_p);
   const int64_t n = tokens * top_k;
   if (static_cast<int64_t>(expert_ids.size()) != n || static_cast<int64_t>(dw.size()) != n)
@@ -120,10 +122,32 @@ std::vector<double> router_grad(std::span<const float> logits, std::span<const i
   return grad;
 }
 
+}  // namespace
+
 std::vector<float> jitter(std::span<const float> x, float eps, uint32_t seed_lo, uint32_t seed_hi) {
   std::vector<float> y(x.size());
   for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * jitter_factor(seed_lo, seed_hi, uint64_t(i), eps);
   return y;
+}
+
+
+RouterResult route(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p,
+                   double lbl_weight, double z_weight) {
+  return route_impl(logits, tokens, experts, top_k, renorm_p, lbl_weight, z_weight);
+}
+RouterResult route(std::span<const double> logits, int64_t tokens, int experts, int top_k, int renorm_p,
+                   double lbl_weight, double z_weight) {
+  return route_impl(logits, tokens, experts, top_k, renorm_p, lbl_weight, z_weight);
+}
+std::vector<double> router_grad(std::span<const float> logits, std::span<const int32_t> expert_ids,
+                                std::span<const double> dw, int64_t tokens, int experts, int top_k, int renorm_p,
+                                double lbl_weight, double z_weight, double d_lbl, double d_z) {
+  return router_grad_impl(logits, expert_ids, dw, tokens, experts, top_k, renorm_p, lbl_weight, z_weight, d_lbl, d_z);
+}
+std::vector<double> router_grad(std::span<const double> logits, std::span<const int32_t> expert_ids,
+                                std::span<const double> dw, int64_t tokens, int experts, int top_k, int renorm_p,
+                                double lbl_weight, double z_weight, double d_lbl, double d_z) {
+  return router_grad_impl(logits, expert_ids, dw, tokens, experts, top_k, renorm_p, lbl_weight, z_weight, d_lbl, d_z);
 }
 
 }  // namespace dmoe::reference

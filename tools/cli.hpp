@@ -30,6 +30,7 @@ Command add_inspect_command(CLI::App& root);
 Command add_cache_command(CLI::App& root);
 Command add_presets_command(CLI::App& root);
 Command add_bench_command(CLI::App& root);
+Command add_run_command(CLI::App& root);
 
 // Runs the selected subcommand of `app` among `commands`; without one, prints app's help to stderr and
 // returns kExitUsage.

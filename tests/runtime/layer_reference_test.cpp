@@ -126,3 +126,25 @@ TEST_CASE("layer reference: forward equals the per-token definition; bad sizes a
   c.gated = true;  // v1 required
   CHECK_THROWS_AS(layer_forward(c, LayerParams{x, r, w1, w2, {}}), InvalidArgument);
 }
+
+TEST_CASE("layer reference: the directional check accepts the analytic gradients and catches a wrong one") {
+  LayerConfig c;
+  c.tokens = 40, c.hidden = 16, c.ffn = 8, c.experts = 4, c.top_k = 2, c.gated = true;
+  c.activation = Activation::Silu, c.z_weight = 0.01;
+  std::mt19937_64 rng(std::random_device{}());
+  auto x = random_vector(rng, 40 * 16, 1.f), r = random_vector(rng, 4 * 16, 0.5f), w1 = random_vector(rng, 32 * 16, 0.5f),
+       w2 = random_vector(rng, 32 * 16, 0.5f), v1 = random_vector(rng, 32 * 16, 0.5f), dy = random_vector(rng, 40 * 16, 1.f);
+  const LayerParams p{x, r, w1, w2, v1};
+  const LayerForward f = layer_forward(c, p);
+  LayerGrads g = layer_backward(c, p, f, dy);
+  const auto good = directional_check(c, p, g, dy, 11);
+  REQUIRE(good.size() == 5);
+  for (const auto& ch : good) {
+    INFO(ch.tensor << " rel err " << ch.rel_err);
+    CHECK(ch.rel_err < 1e-6);
+  }
+  for (double& v : g.dw1) v *= 1.01;  // a 1% error in one gradient
+  const auto bad = directional_check(c, p, g, dy, 11);
+  CHECK(bad[2].rel_err > 5e-3);
+  CHECK(std::string(bad[2].tensor) == "w1");
+}

@@ -101,7 +101,7 @@ TEST_CASE("route: losses") {
   for (int t = 0; t < 16; ++t) skew[t * 4] = 3.f;
   CHECK(reference::route(skew, 16, 4, 1, 0, 1.0, 0.0).lbl > 1.5);
   // T = 0: no tokens, no loss.
-  const auto empty = reference::route({}, 0, 4, 2, 0, 1.0, 1.0);
+  const auto empty = reference::route(std::span<const float>{}, 0, 4, 2, 0, 1.0, 1.0);
   CHECK(empty.lbl == 0);
   CHECK(empty.z == 0);
   CHECK(empty.counts == std::vector<int64_t>{0, 0, 0, 0});

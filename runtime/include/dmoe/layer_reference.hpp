@@ -28,7 +28,7 @@ struct LayerParams {
 // The forward pass and what the backward pass needs.
 struct LayerForward {
   std::vector<double> y;       // [T, H]
-  std::vector<float> logits;   // [T, E] (rounded to fp32, as the router sees them on the GPU)
+  std::vector<double> logits;  // [T, E] = x · routerᵀ
   RouterResult routing;        // expert ids, weights, counts, lbl, z
   std::vector<double> h, g;    // [T·K, F]: pre-activation x·W1ᵀ and (gated) x·V1ᵀ of each assignment
   std::vector<double> o;       // [T·K, H]: each assignment's expert output, before the routing weight
@@ -44,6 +44,16 @@ LayerForward layer_forward(const LayerConfig&, const LayerParams&);
 // selection is held fixed, as autograd does through top-k.
 LayerGrads layer_backward(const LayerConfig&, const LayerParams&, const LayerForward&, std::span<const float> dy,
                           double d_lbl = 1.0, double d_z = 1.0);
+
+// The backward pass checked along one random direction per parameter tensor: the analytic ⟨∇L, v⟩
+// against the central difference (L(θ + εv) − L(θ − εv)) / 2ε, with L as in layer_backward. Two forward
+// passes per tensor, so it scales to layers far too large for per-coordinate checks.
+struct DirectionalCheck {
+  const char* tensor;
+  double analytic, numeric, rel_err;
+};
+std::vector<DirectionalCheck> directional_check(const LayerConfig&, const LayerParams&, const LayerGrads&,
+                                                std::span<const float> dy, uint64_t seed);
 
 // The activation as an Epilogue-independent function (None: identity), and its derivative.
 double activate(Activation, double x);

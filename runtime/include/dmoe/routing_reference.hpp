@@ -22,10 +22,15 @@ struct RouterResult {
 };
 RouterResult route(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p,
                    double lbl_weight, double z_weight);
+RouterResult route(std::span<const double> logits, int64_t tokens, int experts, int top_k, int renorm_p,
+                   double lbl_weight, double z_weight);  // fp64 logits (the CPU layer)
 
 // Gradient of the logits [T, E] given dw = ∂L/∂weights [T·K] and the upstream gradients of the two
 // (weighted) losses, d_lbl and d_z; the expert selection is held fixed (as autograd does through top-k).
 std::vector<double> router_grad(std::span<const float> logits, std::span<const int32_t> expert_ids,
+                                std::span<const double> dw, int64_t tokens, int experts, int top_k, int renorm_p,
+                                double lbl_weight, double z_weight, double d_lbl, double d_z);
+std::vector<double> router_grad(std::span<const double> logits, std::span<const int32_t> expert_ids,
                                 std::span<const double> dw, int64_t tokens, int experts, int top_k, int renorm_p,
                                 double lbl_weight, double z_weight, double d_lbl, double d_z);
 
