@@ -31,6 +31,7 @@ Command add_cache_command(CLI::App& root);
 Command add_presets_command(CLI::App& root);
 Command add_bench_command(CLI::App& root);
 Command add_run_command(CLI::App& root);
+Command add_tune_command(CLI::App& root);
 
 // Runs the selected subcommand of `app` among `commands`; without one, prints app's help to stderr and
 // returns kExitUsage.

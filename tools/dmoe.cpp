@@ -52,7 +52,7 @@ int run(int argc, char** argv) {
   const std::vector<dmoe::cli::Command> commands = {
       dmoe::cli::add_emit_command(app),  dmoe::cli::add_compile_command(app), dmoe::cli::add_inspect_command(app),
       dmoe::cli::add_cache_command(app), dmoe::cli::add_presets_command(app), dmoe::cli::add_bench_command(app),
-      dmoe::cli::add_run_command(app),
+      dmoe::cli::add_run_command(app),   dmoe::cli::add_tune_command(app),
   };
   // Set after the subcommands exist, which would otherwise inherit it.
   app.footer("Run `dmoe <command> --help` for a command's flags.");

@@ -1,0 +1,75 @@
+// dmoe/tuning.hpp — what the autotuner searches and where it remembers the answers.
+//
+// The search space of a product spec is its tile configuration (the kernel family, tile shape, warps and
+// pipeline depth); the block size is a property of the layer and is searched by running the layer's
+// products at each block size. Results live in a small JSON database under the cache directory, keyed by
+// the device (GPU name, SM count, driver and NVRTC versions), the spec without its tile, and a bucket of
+// token counts.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dmoe/spec.hpp"
+
+namespace dmoe {
+
+// Every valid tile for the spec's op, shape and arch, the spec's own tile first: the wgmma family on
+// sm_90a (m 64/128, n 64/128/256, every ring depth from 2 to the deepest that fits), mma.sync on every
+// arch (m, n 64/128, k 32/64, 4 or 8 warps, rings 2..5 that fit), and the SIMT default. Invalid
+// combinations are filtered by validate(); the list has no duplicates.
+std::vector<KernelSpec> tuning_candidates(const KernelSpec& base);
+
+// The spec with its tile left out: what a tuned tile applies to, e.g. "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a".
+std::string tuning_problem(const KernelSpec&);
+
+// Token counts share a tuned tile within a power-of-two bucket (at least 1024).
+int64_t token_bucket(int64_t tokens);
+
+struct TuningKey {
+  std::string gpu;       // device name, e.g. "NVIDIA H200"
+  int sm_count = 0;
+  int driver = 0;        // e.g. 13000
+  std::string nvrtc;     // e.g. "13.0"
+  std::string problem;   // tuning_problem(spec)
+  int64_t tokens = 0;    // token_bucket(T)
+  std::string str() const;  // the database key
+};
+
+struct TuningRecord {
+  TileConfig tile;
+  double ms = 0;          // median time of the chosen tile
+  double default_ms = 0;  // the default tile's, same run
+  std::string kernel;     // kernel_name of the chosen spec
+};
+
+// The database: one JSON object {"version": 1, "entries": {key: record}} in a file. Loading a missing
+// file gives an empty database; a malformed one throws InvalidArgument naming the file and the problem.
+// save() writes a temporary file and renames it over the target, so readers never see half a file.
+class TuningDb {
+ public:
+  explicit TuningDb(std::filesystem::path file);
+  static std::filesystem::path default_path();  // <DiskCache::default_root()>/tuning.json
+
+  const std::filesystem::path& file() const { return file_; }
+  std::optional<TuningRecord> find(const TuningKey&) const;
+  void put(const TuningKey&, const TuningRecord&);
+  // Adds the other database's entries; where both have a key, the faster record wins. Returns how many
+  // entries were added or replaced.
+  size_t merge(const TuningDb& other);
+  void save() const;
+  void save_as(const std::filesystem::path&) const;
+  const std::map<std::string, TuningRecord>& entries() const { return entries_; }
+
+  static std::string tile_string(const TileConfig&);  // "wgmma 128x256x64 s3", "mma 128x128x32 w8 s5", …
+
+ private:
+  std::filesystem::path file_;
+  std::map<std::string, TuningRecord> entries_;
+};
+
+}  // namespace dmoe

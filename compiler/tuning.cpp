@@ -1,0 +1,176 @@
+#include "dmoe/tuning.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+#include "dmoe/args.cuh"
+#include "dmoe/disk_cache.hpp"
+#include "json.hpp"
+
+namespace dmoe {
+namespace {
+
+json::Value tile_json(const TileConfig& t) {
+  json::Value v = json::Object{};
+  v.set("mma", std::string(to_string(t.mma)));
+  v.set("m", int64_t{t.m});
+  v.set("n", int64_t{t.n});
+  v.set("k", int64_t{t.k});
+  v.set("warps", int64_t{t.warps});
+  v.set("stages", int64_t{t.stages});
+  return v;
+}
+
+TileConfig tile_from_json(const json::Value& v) {
+  TileConfig t;
+  t.mma = parse_mma(v["mma"].get_string());
+  auto u16 = [&](const char* k) { return static_cast<uint16_t>(v[k].get_int()); };
+  auto u8 = [&](const char* k) { return static_cast<uint8_t>(v[k].get_int()); };
+  t.m = u16("m"), t.n = u16("n"), t.k = u16("k"), t.warps = u8("warps"), t.stages = u8("stages");
+  return t;
+}
+
+}  // namespace
+
+std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
+  validate(base);
+  std::vector<KernelSpec> out{base};
+  auto add = [&](const TileConfig& t) {
+    KernelSpec k = base;
+    k.tile = t;
+    try {
+      validate(k);
+    } catch (const InvalidArgument&) {
+      return;
+    }
+    if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
+  };
+  if (base.arch == Arch::SM90a)
+    for (int m : {128, 64})
+      for (int n : {256, 128, 64}) {
+        const TileConfig deepest = wgmma_tile(m, n);
+        for (int s = 2; s <= deepest.stages; ++s) {
+          TileConfig t = deepest;
+          t.stages = static_cast<uint8_t>(s);
+          add(t);
+        }
+      }
+  for (int m : {128, 64})
+    for (int n : {128, 64})
+      for (int k : {32, 64})
+        for (int warps : {8, 4}) {
+          TileConfig deepest = mma_sync_tile(m, n, base.arch, k);
+          deepest.warps = static_cast<uint8_t>(warps);
+          for (int s = 2; s <= deepest.stages; ++s) {
+            TileConfig t = deepest;
+            t.stages = static_cast<uint8_t>(s);
+            add(t);
+          }
+        }
+  add(TileConfig{64, 64, 32, 8, 1, Mma::Simt});
+  return out;
+}
+
+std::string tuning_problem(const KernelSpec& k) {
+  const std::string epi = k.epilogue == Epilogue::None ? "" : fmt::format("_{}", to_string(k.epilogue));
+  return fmt::format("{}_{}{}_{}_b{}_h{}_f{}_e{}{}_sm{}", to_string(k.op), k.trans_a ? 't' : 'n',
+                     k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden, k.ffn, k.experts, epi,
+                     to_string(k.arch).substr(3));
+}
+
+int64_t token_bucket(int64_t tokens) {
+  int64_t b = 1024;
+  while (b < tokens) b *= 2;
+  return b;
+}
+
+std::string TuningKey::str() const {
+  return fmt::format("{}|{}sm|drv{}|nvrtc{}|{}|t{}", gpu, sm_count, driver, nvrtc, problem, tokens);
+}
+
+std::string TuningDb::tile_string(const TileConfig& t) {
+  if (t.mma == Mma::Wgmma) return fmt::format("wgmma {}x{}x{} s{}", t.m, t.n, t.k, t.stages);
+  return fmt::format("{} {}x{}x{} w{} s{}", t.mma == Mma::MmaSync ? "mma" : "simt", t.m, t.n, t.k, t.warps, t.stages);
+}
+
+std::filesystem::path TuningDb::default_path() { return DiskCache::default_root() / "tuning.json"; }
+
+TuningDb::TuningDb(std::filesystem::path file) : file_(std::move(file)) {
+  std::ifstream in(file_, std::ios::binary);
+  if (!in) return;  // no database yet
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    const json::Value root = json::parse(text.str());
+    if (root["version"].get_int() != 1)
+      throw InvalidArgument(fmt::format("version {} is not supported (expected 1)", root["version"].get_int()));
+    for (const auto& [key, v] : root["entries"].get_object()) {
+      TuningRecord r;
+      r.tile = tile_from_json(v["tile"]);
+      r.ms = v["ms"].get_double();
+      r.default_ms = v["default_ms"].get_double();
+      r.kernel = v["kernel"].get_string();
+      entries_[key] = r;
+    }
+  } catch (const std::exception& e) {
+    throw InvalidArgument(fmt::format("tuning database {} is not readable: {}", file_.string(), e.what()));
+  }
+}
+
+std::optional<TuningRecord> TuningDb::find(const TuningKey& key) const {
+  const auto it = entries_.find(key.str());
+  if (it == entries_.end()) return std::nullopt;
+  return it->second;
+}
+
+void TuningDb::put(const TuningKey& key, const TuningRecord& r) { entries_[key.str()] = r; }
+
+size_t TuningDb::merge(const TuningDb& other) {
+  size_t changed = 0;
+  for (const auto& [key, r] : other.entries_) {
+    auto it = entries_.find(key);
+    if (it == entries_.end() || r.ms < it->second.ms) {
+      entries_[key] = r;
+      ++changed;
+    }
+  }
+  return changed;
+}
+
+void TuningDb::save() const { save_as(file_); }
+
+void TuningDb::save_as(const std::filesystem::path& target) const {
+  json::Value entries = json::Object{};
+  for (const auto& [key, r] : entries_) {
+    json::Value v = json::Object{};
+    v.set("tile", tile_json(r.tile));
+    v.set("ms", r.ms);
+    v.set("default_ms", r.default_ms);
+    v.set("kernel", r.kernel);
+    entries.set(key, std::move(v));
+  }
+  json::Value root = json::Object{};
+  root.set("version", int64_t{1});
+  root.set("entries", std::move(entries));
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  const std::filesystem::path tmp = target.string() + fmt::format(".tmp.{}", ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << root.dump(2) << '\n';
+    out.flush();
+    if (!out) throw std::runtime_error(fmt::format("cannot write the tuning database {}", tmp.string()));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, target, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw std::runtime_error(fmt::format("cannot publish the tuning database {}: {}", target.string(), ec.message()));
+  }
+}
+
+}  // namespace dmoe

@@ -1,0 +1,89 @@
+// The tuner's search space and its database (the CPU-side parts of autotuning).
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <set>
+#include <unistd.h>
+
+#include "dmoe/tuning.hpp"
+#include "test_dirs.hpp"
+
+using namespace dmoe;
+
+TEST_CASE("tuning candidates: the default first, every family that runs on the arch, all valid, no duplicates") {
+  const KernelSpec base = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  const std::vector<KernelSpec> c = tuning_candidates(base);
+  REQUIRE(!c.empty());
+  CHECK(c.front() == base);
+  std::set<std::string> names;
+  int wgmma = 0, mma = 0, simt = 0;
+  for (const KernelSpec& k : c) {
+    CHECK_NOTHROW(validate(k));
+    CHECK(tuning_problem(k) == tuning_problem(base));  // only the tile varies
+    names.insert(kernel_name(k));
+    wgmma += k.tile.mma == Mma::Wgmma, mma += k.tile.mma == Mma::MmaSync, simt += k.tile.mma == Mma::Simt;
+  }
+  CHECK(names.size() == c.size());
+  CHECK(wgmma >= 10);  // 128x256 s2..3, 128x128 s2..6, 128x64, 64x256, 64x128 …
+  CHECK(mma >= 16);
+  CHECK(simt == 1);
+  // Ampere: no wgmma; DDS keeps its tile within a block.
+  const KernelSpec a = default_spec(preset("mb-356m"), Op::DDS, false, false, Arch::SM86);
+  for (const KernelSpec& k : tuning_candidates(a)) {
+    CHECK(k.tile.mma != Mma::Wgmma);
+    CHECK(k.tile.n <= 128);
+  }
+}
+
+TEST_CASE("tuning keys: problem without the tile, power-of-two token buckets") {
+  KernelSpec k = default_spec(preset("mb-356m"), Op::DSD, true, false, Arch::SM90a);
+  CHECK(tuning_problem(k) == "dsd_tn_bf16_b128_h1024_f4096_e64_sm90a");
+  k.epilogue = Epilogue::None;
+  CHECK(token_bucket(1) == 1024);
+  CHECK(token_bucket(1024) == 1024);
+  CHECK(token_bucket(1025) == 2048);
+  CHECK(token_bucket(16384) == 16384);
+  TuningKey key{"NVIDIA H200", 132, 13000, "13.0", tuning_problem(k), token_bucket(16000)};
+  CHECK(key.str() == "NVIDIA H200|132sm|drv13000|nvrtc13.0|dsd_tn_bf16_b128_h1024_f4096_e64_sm90a|t16384");
+}
+
+TEST_CASE("tuning database: save, reload, merge keeps the faster record, corrupt files are named") {
+  const test::TempDir tmp;
+  const std::filesystem::path dir = tmp.path;
+  const std::filesystem::path file = dir / "tuning.json";
+  const TuningKey a{"NVIDIA H200", 132, 13000, "13.0", "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a", 16384};
+  TuningKey b = a;
+  b.tokens = 65536;
+  {
+    TuningDb db(file);  // missing file: empty
+    CHECK(db.entries().empty());
+    db.put(a, {wgmma_tile(128, 128), 0.21, 0.25, "k1"});
+    db.put(b, {TileConfig{128, 128, 32, 8, 3, Mma::MmaSync}, 0.9, 1.0, "k2"});
+    db.save();
+  }
+  for (const auto& e : std::filesystem::directory_iterator(dir))  // no temporary left behind
+    CHECK(e.path().filename() == "tuning.json");
+  TuningDb loaded(file);
+  REQUIRE(loaded.find(a));
+  CHECK(loaded.find(a)->tile == wgmma_tile(128, 128));
+  CHECK(loaded.find(a)->ms == doctest::Approx(0.21));
+  CHECK(loaded.find(b)->tile == TileConfig{128, 128, 32, 8, 3, Mma::MmaSync});
+  TuningKey other = a;
+  other.gpu = "NVIDIA A100";
+  CHECK_FALSE(loaded.find(other));
+
+  TuningDb incoming(dir / "other.json");
+  incoming.put(a, {wgmma_tile(128, 256), 0.30, 0.25, "slower"});  // slower: ignored
+  incoming.put(b, {wgmma_tile(64, 256), 0.50, 1.0, "faster"});    // faster: wins
+  incoming.put(other, {wgmma_tile(128, 128), 0.4, 0.4, "new"});   // new key: added
+  CHECK(loaded.merge(incoming) == 2);
+  CHECK(loaded.find(a)->kernel == "k1");
+  CHECK(loaded.find(b)->kernel == "faster");
+  CHECK(loaded.find(other)->kernel == "new");
+
+  std::ofstream(dir / "bad.json") << "{\"version\": 1, \"entries\": {\"x\": {\"tile\": 3}}}";
+  CHECK_THROWS_WITH_AS(TuningDb(dir / "bad.json"), doctest::Contains("bad.json"), InvalidArgument);
+  std::ofstream(dir / "v2.json") << "{\"version\": 2, \"entries\": {}}";
+  CHECK_THROWS_WITH_AS(TuningDb(dir / "v2.json"), doctest::Contains("version 2"), InvalidArgument);
+  CHECK(TuningDb::tile_string(wgmma_tile(128, 256)) == "wgmma 128x256x64 s3");
+}
