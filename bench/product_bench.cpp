@@ -30,6 +30,7 @@
 #include "dmoe/reference.hpp"
 #include "dmoe_commit.hpp"
 #include "dmoe_version.hpp"
+#include "bench_util.hpp"
 
 namespace dmoe::bench {
 namespace {
@@ -117,71 +118,10 @@ std::vector<int64_t> expert_counts(const Problem& p) {
   return counts;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// splitmix64 of a counter: any range of draws is generated independently, so threads split the work
-// (tens of GiB per run).
-uint64_t splitmix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-// A 24-bit integer · 2^−23 − 1 is exact in fp32; truncating to bf16 rounds toward zero, inside [−1, 1).
-uint16_t uniform_bf16(uint64_t bits) {
-  return uint16_t(std::bit_cast<uint32_t>(float(bits & 0xffffff) * 0x1p-23f - 1.0f) >> 16);
-}
-
-// Uniform in [−1, 1), two values per draw.
-void fill_random(const Device& dev, void* dst, int64_t bytes, uint64_t seed) {
-  constexpr int64_t kChunk = int64_t{64} << 20;
-  const int64_t threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<uint16_t> host(std::min(bytes, kChunk) / 2);
-  for (int64_t offset = 0; offset < bytes; offset += kChunk) {
-    const int64_t n = std::min(bytes - offset, kChunk) / 2, draws = (n + 1) / 2, first = offset / 4;
-    {
-      std::vector<std::jthread> pool;
-      for (int64_t t = 0; t < threads; ++t)
-        pool.emplace_back([&, t] {
-          for (int64_t d = draws * t / threads; d < draws * (t + 1) / threads; ++d) {
-            const uint64_t z = splitmix(seed + uint64_t(first + d + 1) * 0x9e3779b97f4a7c15ULL);
-            host[2 * d] = uniform_bf16(z);
-            if (2 * d + 1 < n) host[2 * d + 1] = uniform_bf16(z >> 32);
-          }
-        });
-    }
-    dev.copy_to_device(static_cast<char*>(dst) + offset, host.data(), n * 2);
-  }
-}
-
 struct Timing {
   double ms = NAN;
   int reps = 0, sets = 0;
   std::string error;
-};
-
-// The topology on the device: its seven arrays and the block_rows scalar.
-struct DeviceTopology {
-  std::vector<DeviceBuffer> arrays;
-  Topology view{};
-
-  DeviceTopology(const Device& dev, const reference::HostTopology& t) {
-    auto put = [&](std::span<const int32_t> v) {
-      arrays.emplace_back(dev, v.size_bytes());
-      dev.copy_to_device(arrays.back().get(), v.data(), v.size_bytes());
-      return static_cast<const int32_t*>(arrays.back().get());
-    };
-    view.row_indices = put(t.row_indices);
-    view.column_indices = put(t.column_indices);
-    view.offsets = put(t.offsets);
-    view.column_indices_t = put(t.column_indices_t);
-    view.offsets_t = put(t.offsets_t);
-    view.block_offsets_t = put(t.block_offsets_t);
-    view.block_rows = put(std::span(&t.block_rows, 1));
-  }
 };
 
 // Bytes a row-major [rows, cols] operand with row stride ld spans over `batch` copies `stride` apart.
@@ -455,7 +395,8 @@ void Bench::run_problem(const Problem& p, Json fields) {
     std::string kernel;
     Timing dmoe;
     try {
-      KernelSpec spec = default_spec(shape, prod.op, prod.trans_a, prod.trans_b, device_arch(dev_.properties()));
+      KernelSpec spec = opt_.tuned ? tuned_spec(dev_, shape, prod.op, prod.trans_a, prod.trans_b)
+                                   : default_spec(shape, prod.op, prod.trans_a, prod.trans_b, device_arch(dev_.properties()));
       spec.epilogue = prod.epilogue;
       kernel = kernel_name(spec);
       DeviceBuffer aux;

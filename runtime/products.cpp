@@ -3,6 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+
+#include "dmoe/tuning.hpp"
 
 namespace dmoe {
 namespace {
@@ -95,7 +100,39 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   launch(fn, static_cast<unsigned>(grid), 1, 1, static_cast<unsigned>(threads_per_cta(k)), params, stream);
 }
 
+// The process's tuning database, loaded on first use.
+const TuningDb* tuning_db() {
+  static std::once_flag once;
+  static std::optional<TuningDb> db;
+  std::call_once(once, [] {
+    try {
+      db.emplace(TuningDb::default_path());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dmoe: warning: %s; using the default tiles\n", e.what());
+    }
+  });
+  return db ? &*db : nullptr;
+}
+
 }  // namespace
+
+KernelSpec tuned_spec(const Device& dev, const MoeShape& s, Op op, bool trans_a, bool trans_b) {
+  const DeviceProperties& p = dev.properties();
+  KernelSpec k = default_spec(s, op, trans_a, trans_b, device_arch(p));
+  const TuningDb* db = tuning_db();
+  if (!db) return k;
+  const TuningKey key{p.name, p.sm_count, p.driver_version, nvrtc_version(), tuning_problem(k), token_bucket(s.tokens)};
+  if (const auto r = db->find(key)) {
+    KernelSpec t = k;
+    t.tile = r->tile;
+    try {
+      validate(t);
+      return t;
+    } catch (const InvalidArgument&) {  // a record from another dmoe version: keep the default
+    }
+  }
+  return k;
+}
 
 int64_t product_grid(const KernelSpec& k, int32_t max_block_rows) {
   if (k.tile.mma == Mma::Wgmma) return wgmma_tiles(k, max_block_rows);

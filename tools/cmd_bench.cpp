@@ -14,23 +14,25 @@ namespace dmoe::cli {
 Command add_bench_command(CLI::App& root) {
   CLI::App* app = root.add_subcommand("bench", "Benchmark kernels on the GPU (tables on stdout, JSON with --json)");
   auto opt = std::make_shared<bench::RoutingBenchOptions>();
-  auto routing = std::make_shared<bool>(false), products = std::make_shared<bool>(false);
+  auto routing = std::make_shared<bool>(false), products = std::make_shared<bool>(false),
+       tuned = std::make_shared<bool>(false);
   app->add_flag("--routing", *routing, "The routing chain: router, bins, permutation, topology, gather, scatter");
   app->add_flag("--products", *products, "The block-sparse products against cuBLASLt and the GPU's ceilings");
+  app->add_flag("--tuned", *tuned, "--products: dmoe's tiles from the tuning database (dmoe tune) instead of the defaults");
   app->add_flag("--json", opt->json, "Also print one JSON object per problem");
   app->add_flag("--quick", opt->quick, "Only the smallest problems");
   app->add_option("--filter", opt->filter, "Only problems whose label contains TEXT, e.g. 'E=64'")->type_name("TEXT");
   CLI::Option* reps = app->add_option("--reps", opt->reps,
                                       "Launches per timed batch, the median of 7 batches reported (default: 20 for "
                                       "--routing, about 10 ms of launches for --products)");
-  return {app, [opt, routing, products, reps] {
+  return {app, [opt, routing, products, tuned, reps] {
             if (!*routing && !*products) throw InvalidArgument("choose what to benchmark: --routing or --products");
             if (opt->reps < 1) throw InvalidArgument(fmt::format("--reps must be positive, got {}", opt->reps));
             try {
               int rc = 0;
               if (*routing) rc = bench::routing(*opt);
               if (*products && rc == 0)
-                rc = bench::products({opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick});
+                rc = bench::products({opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned});
               return rc;
             } catch (const NoGpu& e) {  // nothing to measure here: like a usage error, not a failed run
               fmt::print(stderr, "dmoe: error: {}\n", e.what());

@@ -1,6 +1,6 @@
-// dmoe tune: the autotuner's command line. What runs here today: candidate generation and their parallel
-// compilation with refusals (--dry-run, no GPU needed), and the tuning database (--show, --export,
-// --import). Timing candidates on the GPU is the part still to come; without --dry-run the command says so.
+// dmoe tune: the autotuner's command line. --dry-run generates every candidate tile and compiles them in
+// parallel with refusals (no GPU needed); without it, bench/tune.cpp checks and times them on the GPU and
+// records the winners; --show, --export and --import manage the tuning database.
 #include <fmt/format.h>
 
 #include <atomic>
@@ -13,13 +13,17 @@
 
 #include "cli.hpp"
 #include "dmoe/compiler.hpp"
+#include "dmoe/driver.hpp"
 #include "dmoe/tuning.hpp"
+#include "tune.hpp"
 
 namespace dmoe::cli {
 namespace {
 
 struct TuneFlags {
-  std::string ops = "sdd_nt,dsd_nn,dsd_tn", blocks = "128", export_file, import_file, db_file;
+  std::string ops = "sdd_nt,dsd_nn,dsd_tn", blocks = "128", export_file, import_file, db_file, routing = "uniform",
+              plot;
+  int64_t tokens = 0;
   bool dry_run = false, show = false;
   double budget = 300;
   int jobs = 0;
@@ -118,12 +122,29 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     }
     return 0;
   }
-  if (!f.dry_run)
-    throw std::runtime_error("timing candidates on the GPU is not built yet (the autotuning issue is open); "
-                             "--dry-run generates and compiles the candidates, --show/--export/--import manage "
-                             "the database");
   if (f.budget <= 0) throw InvalidArgument(fmt::format("--budget must be positive, got {}", f.budget));
+  if (f.routing != "uniform" && f.routing != "zipf")
+    throw InvalidArgument(fmt::format("--routing {} is not supported (expected uniform|zipf)", f.routing));
   MoeShape s = shape_flags.shape();
+  if (f.tokens) s.tokens = f.tokens;
+  if (!f.dry_run) {
+    if (s.tokens <= 0) throw InvalidArgument("--tokens is required without --preset (the routing's token count)");
+    bench::TuneOptions o;
+    o.shape = s;
+    for (const std::string& text : split(f.ops)) o.ops.push_back(parse_op_layout(text));
+    o.blocks.clear();
+    for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
+    o.zipf = f.routing == "zipf";
+    o.budget_s = f.budget;
+    o.db = db_path;
+    o.plot = f.plot;
+    try {
+      return bench::tune(o);
+    } catch (const NoGpu& e) {  // nothing to time here: like a usage error, not a failed run
+      fmt::print(stderr, "dmoe: error: {} (--dry-run compiles the candidates without a GPU)\n", e.what());
+      return kExitUsage;
+    }
+  }
   const Arch arch = shape_flags.arch();
   const int jobs = f.jobs > 0 ? f.jobs : int(std::max(1u, std::thread::hardware_concurrency()));
   int total = 0, ok = 0;
@@ -155,6 +176,9 @@ Command add_tune_command(CLI::App& root) {
   app->add_option("--blocks", f->blocks, "Block sizes to try, comma-separated: 64,128,256")->capture_default_str();
   app->add_flag("--dry-run", f->dry_run, "List and compile the candidates (no GPU needed)");
   app->add_option("--budget", f->budget, "Seconds to spend timing candidates")->capture_default_str();
+  app->add_option("--tokens", f->tokens, "Tokens of the routing to tune for (default: the preset's)");
+  app->add_option("--routing", f->routing, "uniform|zipf")->capture_default_str();
+  app->add_option("--plot", f->plot, "Draw every candidate's time per product into FILE.svg")->type_name("FILE");
   app->add_option("--jobs", f->jobs, "Parallel compiles (default: every core)");
   app->add_option("--db", f->db_file, "Tuning database file (default: <cache dir>/tuning.json)");
   app->add_flag("--show", f->show, "Print the tuning database");

@@ -10,6 +10,11 @@ namespace dmoe {
 // persistent wgmma kernel, the number of output tiles (it launches min(tiles, SMs) CTAs).
 int64_t product_grid(const KernelSpec&, int32_t max_block_rows);
 
+// The spec dmoe runs for a product on this device: default_spec, with the tile `dmoe tune` recorded in
+// the tuning database (TuningDb::default_path(), read once per process) for this device, problem and
+// token bucket, if any. A database that cannot be read is reported once on stderr and ignored.
+KernelSpec tuned_spec(const Device&, const MoeShape&, Op, bool trans_a, bool trans_b);
+
 // Launches spec over args on stream. The operand roles and shapes are documented on KernelSpec and
 // ProductArgs. Nothing is read back from the device: the true T_pad is read by the kernel from
 // args.topo.block_rows. Throws InvalidArgument for null pointers, a negative capacity or a grid over the

@@ -1,0 +1,26 @@
+// Autotuning on the GPU: every candidate tile of a layer's products, checked against the SIMT reference
+// kernel on the same inputs, timed, the fastest recorded in the tuning database.
+#pragma once
+#include <filesystem>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dmoe/spec.hpp"
+
+namespace dmoe::bench {
+
+struct TuneOptions {
+  MoeShape shape;                                 // tokens: the routing's T
+  std::vector<std::tuple<Op, bool, bool>> ops;    // products (op, trans_a, trans_b)
+  std::vector<int64_t> blocks{128};
+  bool zipf = false;                              // Zipf-skewed routing instead of uniform
+  double budget_s = 300;                          // stop timing new candidates after this long
+  std::filesystem::path db;                       // the tuning database file
+  std::string plot;                               // SVG of every candidate's time per product ("": none)
+};
+
+// Prints progress and a final table; returns a process exit code. Throws NoGpu without a GPU.
+int tune(const TuneOptions&);
+
+}  // namespace dmoe::bench
