@@ -13,8 +13,8 @@ std::string_view product_kind(Op op) {
     case Op::SDD: return "dmoe::kSDD";
     case Op::DSD: return "dmoe::kDSD";
     case Op::DDS: return "dmoe::kDDS";
+    default: throw InvalidArgument(fmt::format("{} is not a block-sparse product", to_string(op)));
   }
-  return "?";
 }
 
 // The epilogue as the kernels' last template argument (dmoe::EpilogueKind), omitted when there is none.

@@ -109,6 +109,7 @@ ProductShapes product_shapes(const KernelSpec& k, const HostTopology& t, int64_t
         s.c_rows = H, s.c_cols = capacity, s.valid_rows = H, s.valid_cols = tp;
       }
       break;
+    default: throw InvalidArgument(fmt::format("{} is not a block-sparse product", to_string(k.op)));
   }
   return s;
 }
