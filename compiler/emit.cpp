@@ -101,7 +101,7 @@ std::string emit_sm80_product(const KernelSpec& k) {
       "extern \"C\" __global__ void __launch_bounds__({threads}, {min_ctas})\n"
       "{name}(const dmoe::ProductArgs args) {{\n"
       "  dmoe::sm80::product<dmoe::{elem}, {kind}, {ta_b}, {tb_b}, {block}, {hidden}, {ffn}, {experts},\n"
-      "                      {tm}, {tn}, {tk}, {warps}, {stages}>(args);\n"
+      "                      {tm}, {tn}, {tk}, {warps}, {stages}{epi_arg}>(args);\n"
       "}}\n",
       fmt::arg("name", name), fmt::arg("op", to_string(k.op)), fmt::arg("ta", k.trans_a ? 't' : 'n'),
       fmt::arg("tb", k.trans_b ? 't' : 'n'), fmt::arg("dtype", to_string(k.dtype)), fmt::arg("block", k.block),
@@ -111,7 +111,8 @@ std::string emit_sm80_product(const KernelSpec& k) {
       fmt::arg("arch", to_string(k.arch)), fmt::arg("threads", threads_per_cta(k)),
       fmt::arg("min_ctas", k.tile.warps == 8 ? 2 : 1),
       fmt::arg("elem", k.dtype == DType::BF16 ? "bf16_t" : "fp16_t"), fmt::arg("kind", product_kind(k.op)),
-      fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"));
+      fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"),
+      fmt::arg("epi_arg", epilogue_arg(k)));
 }
 
 }  // namespace

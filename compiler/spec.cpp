@@ -349,9 +349,6 @@ void validate(const KernelSpec& k) {
   if (k.epilogue != Epilogue::None && k.op != Op::SDD)
     throw InvalidArgument(fmt::format("epilogue {} applies to SDD only (the hidden activation), not {}",
                                       to_string(k.epilogue), to_string(k.op)));
-  if (k.epilogue != Epilogue::None && k.tile.mma == Mma::MmaSync)
-    throw InvalidArgument(fmt::format("epilogue {} is not implemented in the mma.sync kernel yet (use --mma simt on "
-                                      "{}, or wgmma on sm_90a)", to_string(k.epilogue), to_string(k.arch)));
   if (k.ffn % k.block != 0)
     throw InvalidArgument(fmt::format("ffn = {} is not a multiple of the block size {}", k.ffn, k.block));
   require_int32("experts * ffn", int64_t{k.experts} * k.ffn);

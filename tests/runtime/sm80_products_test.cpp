@@ -173,3 +173,17 @@ TEST_CASE("sm80 products: more than 65536 padded rows") {
     run_default(c);
   }
 }
+
+TEST_CASE("sm80 products: fused activation epilogues and their gradients (SDD)") {
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu, Epilogue::GeluTanhGrad,
+                     Epilogue::SiluGrad, Epilogue::ReluGrad})
+    for (bool save_pre : {false, true}) {
+      if (is_gradient(e) && save_pre) continue;
+      Case c{Op::SDD, false, true};
+      c.hidden = 512;
+      c.counts = {700, 0, 129, 1000};
+      c.epilogue = e;
+      c.save_pre = save_pre;
+      run_default(c);
+    }
+}

@@ -16,6 +16,7 @@
 // conflicts.
 #pragma once
 #include "dmoe/args.cuh"
+#include "dmoe/common/activation.cuh"
 #include "dmoe/common/types.cuh"
 #include "dmoe/ptx/ptx.cuh"
 #include "dmoe/ptx/sm80.cuh"
@@ -255,8 +256,11 @@ struct WarpTile {
   }
 
   // Writes the accumulators, converted, into a BM×BN tile in shared memory (rows of BN elements,
-  // swizzled): lane (g, t) holds rows g and g + 8, columns 2t and 2t + 1 of each m16n8 piece.
-  __device__ __forceinline__ void stage_out(uint32_t tile) const {
+  // swizzled): lane (g, t) holds rows g and g + 8, columns 2t and 2t + 1 of each m16n8 piece. With an
+  // epilogue, in fp32 before the rounding: Mode 1 applies act, Mode 2 multiplies by act'(pre), pre read
+  // from global memory at the tile's own positions (row stride ldc).
+  template <int Epi = kEpiNone, int Mode = 0>
+  __device__ __forceinline__ void stage_out(uint32_t tile, const Elem* pre = nullptr, int64_t ldc = 0) const {
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < MI; ++i)
@@ -265,15 +269,24 @@ struct WarpTile {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int row = wm * TM + i * 16 + g + 8 * h, col = wn * TN + j * 8;
-          ptx::st_shared_u32(tile + swizzle<BN / 8>(row, col / 8) + t * 4,
-                             Elem::pack2(acc[i][j][2 * h], acc[i][j][2 * h + 1]));
+          float x = acc[i][j][2 * h], y = acc[i][j][2 * h + 1];
+          if constexpr (Mode == 1) {
+            x = apply_act<Epi>(x);
+            y = apply_act<Epi>(y);
+          } else if constexpr (Mode == 2) {
+            const Elem* p = pre + row * ldc + col + 2 * t;
+            x = apply_grad<Epi>(x, Elem::to_float(ptx::ld_nc_u16(p)));
+            y = apply_grad<Epi>(y, Elem::to_float(ptx::ld_nc_u16(p + 1)));
+          }
+          ptx::st_shared_u32(tile + swizzle<BN / 8>(row, col / 8) + t * 4, Elem::pack2(x, y));
         }
   }
 };
 
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int BK,
-          int WARPS, int STAGES>
+          int WARPS, int STAGES, int Epi = kEpiNone>
 __device__ __forceinline__ void product(const ProductArgs& args) {
+  static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   constexpr int THREADS = 32 * WARPS;
   static_assert(STAGES >= 2, "a ring of at least two stages");
   using T = Task<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, BK>;
@@ -338,19 +351,37 @@ __device__ __forceinline__ void product(const ProductArgs& args) {
   }
 
   // Epilogue: the ring is free once every warp is past its last mma; the tile goes through it.
-  ptx::cp_async_wait<0>();
-  __syncthreads();
-  warp.stage_out(smem_base);
-  __syncthreads();
   constexpr int CPR = BN / 8;
   static_assert(BM * CPR % THREADS == 0, "the output tile's chunks are spread evenly");
+  // The staged tile → global memory in 16-byte rows, at `dst` (C, or the same place in aux).
+  auto write_out = [&](Elem* dst) {
 #pragma unroll
-  for (int it = 0; it < BM * CPR / THREADS; ++it) {
-    const int i = threadIdx.x + it * THREADS, row = i / CPR, chunk = i % CPR;
-    unsigned v[4];
-    ptx::ld_shared_v4_u32(smem_base + swizzle<CPR>(row, chunk), v);
-    ptx::st_v4_u32(task.C + row * task.ldc + chunk * 8, v);
+    for (int it = 0; it < BM * CPR / THREADS; ++it) {
+      const int i = threadIdx.x + it * THREADS, row = i / CPR, chunk = i % CPR;
+      unsigned v[4];
+      ptx::ld_shared_v4_u32(smem_base + swizzle<CPR>(row, chunk), v);
+      ptx::st_v4_u32(dst + row * task.ldc + chunk * 8, v);
+    }
+  };
+  // The epilogue operand sits where the tile sits in C (same layout).
+  Elem* const aux = args.aux ? static_cast<Elem*>(args.aux) + (task.C - static_cast<Elem*>(args.c)) : nullptr;
+  ptx::cp_async_wait<0>();
+  __syncthreads();
+  if constexpr (epilogue_is_gradient(Epi)) {
+    warp.template stage_out<Epi, 2>(smem_base, aux, task.ldc);
+  } else if constexpr (Epi != kEpiNone) {
+    if (aux) {  // keep the pre-activation for the backward pass
+      warp.stage_out(smem_base);
+      __syncthreads();
+      write_out(aux);
+      __syncthreads();
+    }
+    warp.template stage_out<Epi, 1>(smem_base);
+  } else {
+    warp.stage_out(smem_base);
   }
+  __syncthreads();
+  write_out(task.C);
 }
 
 }  // namespace dmoe::sm80
