@@ -14,11 +14,12 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=cs
 passed=0; failed=0; skipped=0
 for t in "$build"/tests/*_test; do
   name=$(basename "$t")
-  "$t" --duration=true > "$logs/$name.log" 2>&1
+  timeout "${DMOE_TEST_TIMEOUT:-400}" "$t" --duration=true > "$logs/$name.log" 2>&1
   rc=$?
   case $rc in
     0) passed=$((passed + 1)); echo "PASS $name: $(grep -E '^\[doctest\] test cases' "$logs/$name.log")";;
     77) skipped=$((skipped + 1)); echo "SKIP $name: $(head -1 "$logs/$name.log")";;
+    124) failed=$((failed + 1)); echo "FAIL $name: timed out after ${DMOE_TEST_TIMEOUT:-400} s"; tail -5 "$logs/$name.log";;
     *) failed=$((failed + 1)); echo "FAIL $name (exit $rc)"; tail -40 "$logs/$name.log";;
   esac
 done
