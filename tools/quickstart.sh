@@ -10,6 +10,7 @@ ninja -C build
 preset="${1:-mixtral-8x7b}"
 ./build/tools/dmoe compile --all --preset "$preset"
 ./build/bench/jit_bench
+./build/tools/dmoe run --device cpu --preset tiny   # one layer step on the fp64 reference, gradients checked
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   ./build/tools/dmoe bench --products --quick
   ./build/tools/dmoe bench --routing --quick
