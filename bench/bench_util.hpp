@@ -1,6 +1,8 @@
 // Pieces the GPU benchmarks share: random operands, the topology on the device, medians.
 #pragma once
 #include <algorithm>
+#include <cmath>
+#include <random>
 #include <bit>
 #include <cstdint>
 #include <span>
@@ -73,5 +75,30 @@ struct DeviceTopology {
   }
 };
 
+
+constexpr double kZipfS = 1.0;
+
+// Tokens per expert, summing to T·K. Zipf: each token picks K distinct experts, expert e with weight
+// (e + 1)^−s; a fixed seed, so every run measures the same skew.
+inline std::vector<int64_t> expert_counts(int64_t tokens, int64_t top_k, int64_t experts, bool zipf) {
+  const int64_t total = tokens * top_k;
+  std::vector<int64_t> counts(experts, zipf ? 0 : total / experts);
+  if (!zipf) {
+    for (int64_t e = 0; e < total % experts; ++e) ++counts[e];
+    return counts;
+  }
+  std::vector<double> weights(experts);
+  for (int64_t e = 0; e < experts; ++e) weights[e] = std::pow(double(e + 1), -kZipfS);
+  std::discrete_distribution<int64_t> pick(weights.begin(), weights.end());
+  std::mt19937_64 rng(4);
+  std::vector<int64_t> chosen;
+  for (int64_t t = 0; t < tokens; ++t) {
+    chosen.clear();
+    while (int64_t(chosen.size()) < top_k)
+      if (int64_t e = pick(rng); std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+    for (int64_t e : chosen) ++counts[e];
+  }
+  return counts;
+}
 
 }  // namespace dmoe::bench

@@ -40,7 +40,6 @@ constexpr int kBatches = 7;
 constexpr int kMaxSets = 8;
 constexpr int64_t kMemoryCap = int64_t{40} << 30;  // operand bytes of one measurement, all sets
 constexpr double kBatchTargetMs = 10;               // automatic --reps: batches of about this long
-constexpr double kZipfS = 1.0;
 // Fallback when cuBLASLt cannot be loaded: ../shared/bench/h200-baselines.md (H200, cuBLAS bf16 8192³).
 constexpr double kBaselineGemmFlopsPerSec = 794e12;
 
@@ -95,28 +94,6 @@ std::vector<Problem> problems(const ProductBenchOptions& opt) {
   return out;
 }
 
-// Tokens per expert, summing to T·K. Zipf: each token picks K distinct experts, expert e with weight
-// (e + 1)^−s; a fixed seed, so every run measures the same skew.
-std::vector<int64_t> expert_counts(const Problem& p) {
-  const int64_t total = p.tokens * p.top_k;
-  std::vector<int64_t> counts(p.experts, p.zipf ? 0 : total / p.experts);
-  if (!p.zipf) {
-    for (int64_t e = 0; e < total % p.experts; ++e) ++counts[e];
-    return counts;
-  }
-  std::vector<double> weights(p.experts);
-  for (int64_t e = 0; e < p.experts; ++e) weights[e] = std::pow(double(e + 1), -kZipfS);
-  std::discrete_distribution<int64_t> pick(weights.begin(), weights.end());
-  std::mt19937_64 rng(4);
-  std::vector<int64_t> chosen;
-  for (int64_t t = 0; t < p.tokens; ++t) {
-    chosen.clear();
-    while (int64_t(chosen.size()) < p.top_k)
-      if (int64_t e = pick(rng); std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
-    for (int64_t e : chosen) ++counts[e];
-  }
-  return counts;
-}
 
 struct Timing {
   double ms = NAN;
@@ -355,7 +332,7 @@ void Bench::measure_ceilings() {
 }
 
 void Bench::run_problem(const Problem& p, Json fields) {
-  const std::vector<int64_t> counts = expert_counts(p);
+  const std::vector<int64_t> counts = expert_counts(p.tokens, p.top_k, p.experts, p.zipf);
   const reference::HostTopology topo = reference::topology_from_counts(counts, kBlock, int32_t(p.ffn));
   const DeviceTopology device_topo(dev_, topo);
   const int64_t t_pad = topo.padded_rows(), rows = p.tokens * p.top_k;

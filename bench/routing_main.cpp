@@ -1,34 +1,10 @@
 // routing_bench — see routing_bench.cpp. Usage: routing_bench [--json] [--quick] [--filter TEXT]
-#include <fmt/format.h>
-
-#include <execinfo.h>
-#include <unistd.h>
-
-#include <csignal>
 #include <cstring>
-#include <exception>
 
+#include "bench_main.hpp"
 #include "routing_bench.hpp"
 
-namespace {
-
-// A crash prints its stack (symbols need -rdynamic) before dying: benchmark runs happen on machines
-// without a debugger at hand.
-void on_fatal_signal(int sig) {
-  void* frames[64];
-  const int n = backtrace(frames, 64);
-  const char msg[] = "routing_bench: fatal signal; stack:\n";
-  (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
-  backtrace_symbols_fd(frames, n, STDERR_FILENO);
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  std::signal(SIGSEGV, on_fatal_signal);
-  std::signal(SIGABRT, on_fatal_signal);
   dmoe::bench::RoutingBenchOptions opt;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json")) opt.json = true;
@@ -39,10 +15,5 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  try {
-    return dmoe::bench::routing(opt);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "routing_bench: error: {}\n", e.what());
-    return 1;
-  }
+  return dmoe::bench::bench_main("routing_bench", [&] { return dmoe::bench::routing(opt); });
 }

@@ -26,36 +26,17 @@ constexpr int kBatches = 7;
 constexpr double kBatchMs = 5;
 constexpr double kTolerance = 1e-2;
 
-std::vector<int64_t> routing_counts(const MoeShape& s, bool zipf) {
-  const int64_t total = s.tokens * s.top_k;
-  std::vector<int64_t> counts(s.experts, total / s.experts);
-  for (int64_t e = 0; e < total % s.experts; ++e) ++counts[e];
-  if (!zipf) return counts;
-  std::fill(counts.begin(), counts.end(), 0);
-  std::vector<double> w(s.experts);
-  for (int64_t e = 0; e < s.experts; ++e) w[e] = 1.0 / double(e + 1);
-  std::discrete_distribution<int64_t> pick(w.begin(), w.end());
-  std::mt19937_64 rng(4);
-  for (int64_t t = 0; t < s.tokens; ++t) {
-    std::vector<int64_t> chosen;
-    while (int64_t(chosen.size()) < s.top_k)
-      if (int64_t e = pick(rng); std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
-    for (int64_t e : chosen) ++counts[e];
-  }
-  return counts;
-}
-
 struct Result {
   KernelSpec spec;
   double ms = NAN;
   std::string error;  // compile refusal or wrong result
 };
 
-double bf16_value(uint16_t b) { return reference::from_bf16(b); }
-
 }  // namespace
 
 int tune(const TuneOptions& opt) {
+  if (opt.shape.dtype != DType::BF16)  // fill_random draws bf16 values
+    throw InvalidArgument(fmt::format("dmoe tune times bf16 products only, got {}", to_string(opt.shape.dtype)));
   Device dev(0);
   KernelCache cache(dev);
   OwnedStream stream(dev);
@@ -78,7 +59,7 @@ int tune(const TuneOptions& opt) {
     MoeShape s = opt.shape;
     s.block = block;
     validate(s);
-    const std::vector<int64_t> counts = routing_counts(s, opt.zipf);
+    const std::vector<int64_t> counts = expert_counts(s.tokens, s.top_k, s.experts, opt.zipf);
     const reference::HostTopology topo = reference::topology_from_counts(counts, int32_t(block), int32_t(s.ffn));
     const DeviceTopology dtopo(dev, topo);
     const int64_t t_pad = topo.padded_rows();
@@ -104,6 +85,7 @@ int tune(const TuneOptions& opt) {
         return ProductArgs{bufs[3 * set].get(), bufs[3 * set + 1].get(), bufs[3 * set + 2].get(), dtopo.view,
                            topo.block_rows, nullptr};
       };
+      auto value = [&](uint16_t b) { return s.dtype == DType::BF16 ? reference::from_bf16(b) : reference::from_fp16(b); };
       // The reference: the SIMT kernel on set 0.
       KernelSpec simt = base;
       simt.tile = TileConfig{64, 64, 32, 8, 1};
@@ -128,7 +110,7 @@ int tune(const TuneOptions& opt) {
           double num = 0, den = 0;
           int64_t unwritten = 0;
           for (int64_t j = 0; j < c_elems; ++j) {
-            const double o = bf16_value(out[j]), e = bf16_value(ref[j]);
+            const double o = value(out[j]), e = value(ref[j]);
             if (std::isnan(o) && !std::isnan(e)) ++unwritten;
             if (std::isnan(o) || std::isnan(e)) continue;
             num += (o - e) * (o - e), den += e * e;

@@ -380,6 +380,20 @@ void validate(const KernelSpec& k) {
     throw InvalidArgument(fmt::format("tile stages = {} is not supported by this kernel (expected 1)", t.stages));
 }
 
+namespace {
+
+// What names a product apart from its tile, epilogue and arch: sdd_nt_bf16_b128_h1024_f4096_e64.
+std::string product_stem(const KernelSpec& k) {
+  return fmt::format("{}_{}{}_{}_b{}_h{}_f{}_e{}", to_string(k.op), k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n',
+                     to_string(k.dtype), k.block, k.hidden, k.ffn, k.experts);
+}
+
+std::string epilogue_suffix(const KernelSpec& k) {
+  return k.epilogue == Epilogue::None ? "" : fmt::format("_{}", to_string(k.epilogue));
+}
+
+}  // namespace
+
 std::string kernel_name(const KernelSpec& k) {
   if (!is_product(k.op)) {
     const RoutingFields f = routing_fields(k.op);
@@ -393,16 +407,18 @@ std::string kernel_name(const KernelSpec& k) {
     if (f.renorm) name += fmt::format("_p{}", k.renorm_p);
     return name + fmt::format("_sm{}", to_string(k.arch).substr(3));
   }
-  const std::string epi = k.epilogue == Epilogue::None ? "" : fmt::format("_{}", to_string(k.epilogue));
-  if (k.tile.mma == Mma::Wgmma)
-    return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_wg{}x{}x{}s{}{}_sm{}", to_string(k.op), k.trans_a ? 't' : 'n',
-                       k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden, k.ffn, k.experts, k.tile.m,
-                       k.tile.n, k.tile.k, k.tile.stages, epi, to_string(k.arch).substr(3));
-  // SIMT tiles are t{m}x{n}x{k}w{warps}s{stages}, mma.sync tiles mma{m}x{n}x{k}w{warps}s{stages}.
-  return fmt::format("dmoe_{}_{}{}_{}_b{}_h{}_f{}_e{}_{}{}x{}x{}w{}s{}{}_sm{}", to_string(k.op),
-                     k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden,
-                     k.ffn, k.experts, k.tile.mma == Mma::MmaSync ? "mma" : "t", k.tile.m, k.tile.n, k.tile.k,
-                     k.tile.warps, k.tile.stages, epi, to_string(k.arch).substr(3));
+  // The product's stem, then its tile: wg{m}x{n}x{k}s{stages} (wgmma), mma{m}x{n}x{k}w{warps}s{stages}
+  // (mma.sync), t{m}x{n}x{k}w{warps}s{stages} (SIMT), then the epilogue and the arch.
+  const TileConfig& t = k.tile;
+  const std::string tile = t.mma == Mma::Wgmma
+                               ? fmt::format("wg{}x{}x{}s{}", t.m, t.n, t.k, t.stages)
+                               : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
+                                             t.warps, t.stages);
+  return fmt::format("dmoe_{}_{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), to_string(k.arch).substr(3));
+}
+
+std::string tuning_problem(const KernelSpec& k) {
+  return fmt::format("{}{}_sm{}", product_stem(k), epilogue_suffix(k), to_string(k.arch).substr(3));
 }
 
 int threads_per_cta(const KernelSpec& k) {

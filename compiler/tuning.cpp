@@ -76,13 +76,6 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
   return out;
 }
 
-std::string tuning_problem(const KernelSpec& k) {
-  const std::string epi = k.epilogue == Epilogue::None ? "" : fmt::format("_{}", to_string(k.epilogue));
-  return fmt::format("{}_{}{}_{}_b{}_h{}_f{}_e{}{}_sm{}", to_string(k.op), k.trans_a ? 't' : 'n',
-                     k.trans_b ? 't' : 'n', to_string(k.dtype), k.block, k.hidden, k.ffn, k.experts, epi,
-                     to_string(k.arch).substr(3));
-}
-
 int64_t token_bucket(int64_t tokens) {
   int64_t b = 1024;
   while (b < tokens) b *= 2;

@@ -16,15 +16,9 @@ bool sparse_transposed(const KernelSpec& k) {
   return k.op == Op::DSD ? k.trans_a : k.op == Op::DDS ? k.trans_b : false;
 }
 
-// Output tiles of the wgmma kernel for a row capacity (templates/dmoe/kernels/sm90_product.cuh, Tiles).
 int64_t wgmma_tiles(const KernelSpec& k, int64_t max_block_rows) {
-  const int64_t block_cols = int64_t{k.experts} * k.ffn / k.block;
-  const int m = k.tile.m, n = k.tile.n;
-  switch (k.op) {
-    case Op::SDD: return max_block_rows * (k.block / m) * (k.ffn / n);
-    case Op::DSD: return (k.trans_a ? block_cols : max_block_rows) * (k.block / m) * (k.hidden / n);
-    default: return (k.trans_b ? max_block_rows : block_cols) * (k.hidden / m) * (k.block / n);
-  }
+  return sm90_product_tiles(static_cast<int32_t>(k.op), k.trans_a, k.trans_b, k.block, k.hidden, k.ffn, k.experts,
+                            k.tile.m, k.tile.n, max_block_rows);
 }
 
 // One TMA operand: a dense row-major [rows, cols] tensor, or the sparse data [blocks, B, B].

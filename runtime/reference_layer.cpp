@@ -2,6 +2,7 @@
 // weighted sum; and the analytic backward pass. Straightforward loops: the oracle, not a fast path.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -148,20 +149,30 @@ LayerGrads layer_backward(const LayerConfig& c, const LayerParams& p, const Laye
   return g;
 }
 
+std::vector<int32_t> layer_piece(const LayerConfig& c, const LayerForward& f) {
+  const int64_t K = c.top_k, F = c.ffn;
+  std::vector<int32_t> piece;
+  std::vector<int64_t> slots(K);
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    for (int64_t k = 0; k < K; ++k) slots[k] = t * K + k;
+    std::sort(slots.begin(), slots.end(),
+              [&](int64_t a, int64_t b) { return f.routing.expert_ids[a] < f.routing.expert_ids[b]; });
+    for (int64_t i : slots) {
+      piece.push_back(f.routing.expert_ids[i]);
+      if (c.activation == Activation::Relu)
+        for (int64_t j = 0; j < F; ++j) piece.push_back(f.h[i * F + j] > 0);
+    }
+  }
+  return piece;
+}
+
 std::vector<DirectionalCheck> directional_check(const LayerConfig& c, const LayerParams& p, const LayerGrads& g,
                                                 std::span<const float> dy, uint64_t seed) {
-  // The loss, and whether it was evaluated in the unperturbed piece of the piecewise function: the same
-  // top-k selection (a switch is a jump) and, for ReLU, the same active units (a kink).
-  auto region = [&](const LayerForward& f) {
-    std::vector<int32_t> r = f.routing.expert_ids;
-    if (c.activation == Activation::Relu)
-      for (double h : f.h) r.push_back(h > 0);
-    return r;
-  };
-  const std::vector<int32_t> base_region = region(layer_forward(c, p));
+  // The loss, and whether it was evaluated in the unperturbed piece (no top-k switch, no ReLU kink).
+  const std::vector<int32_t> base_piece = layer_piece(c, layer_forward(c, p));
   auto loss = [&](const LayerParams& q, bool& same_routing) {
     const LayerForward f = layer_forward(c, q);
-    same_routing = region(f) == base_region;
+    same_routing = layer_piece(c, f) == base_piece;
     double l = f.routing.lbl + f.routing.z;
     for (size_t i = 0; i < f.y.size(); ++i) l += f.y[i] * dy[i];
     return l;
@@ -185,7 +196,7 @@ std::vector<DirectionalCheck> directional_check(const LayerConfig& c, const Laye
     for (float v : base) scale = std::max(scale, double(std::abs(v)));
     std::vector<float> dir(base.size()), plus(base.size()), minus(base.size());
     for (float& d : dir) d = unit(rng);
-    double eps = 1e-3 * std::max(scale, 1e-3), analytic = 0, numeric = 0;
+    double eps = 1e-4 * std::max(scale, 1e-3), analytic = 0, numeric = 0;
     for (int attempt = 0; attempt < 8; ++attempt, eps /= 4) {
       analytic = 0;
       for (size_t i = 0; i < base.size(); ++i) {

@@ -70,6 +70,19 @@ struct Sm90ProductArgs {
   ProductArgs p;
 };
 
+// Output tiles of the wgmma product (kernels/sm90_product.cuh) for `block_rows` block rows: the outer
+// index (block rows; block columns for DSD Sᵀ and DDS S, which reduce down a column) times the tiles of
+// one outer index. The launcher sizes the grid with it, the kernel's scheduler walks it.
+DMOE_HD inline int64_t sm90_product_tiles(int32_t kind, bool trans_a, bool trans_b, int64_t block, int64_t hidden,
+                                          int64_t ffn, int64_t experts, int64_t tile_m, int64_t tile_n,
+                                          int64_t block_rows) {
+  const bool by_column = kind == kDSD ? trans_a : kind == kDDS ? !trans_b : false;
+  const int64_t outers = by_column ? experts * ffn / block : block_rows;
+  const int64_t mt = (kind == kDDS ? hidden : block) / tile_m;
+  const int64_t nt = (kind == kSDD ? ffn : kind == kDSD ? hidden : block) / tile_n;
+  return outers * mt * nt;
+}
+
 constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared memory an sm_90 CTA may use
 
 // Dynamic shared memory of the Hopper products: the stage ring ((BM + BN) × 64 elements per stage,

@@ -6,11 +6,21 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "dmoe/products.hpp"
 #include "test_util.hpp"
 
 namespace dmoe::test {
+
+// Every operand layout (trans_a, trans_b), and the layouts the dMoE schedule uses: SDD NT, DSD NN,
+// DSD TN, DDS NN, DDS NT.
+inline const std::vector<std::pair<bool, bool>> kAllTrans = {{false, false}, {false, true}, {true, false}, {true, true}};
+inline const std::vector<std::tuple<Op, bool, bool>> kSchedule = {{Op::SDD, false, true}, {Op::DSD, false, false},
+                                                                  {Op::DSD, true, false}, {Op::DDS, false, false},
+                                                                  {Op::DDS, false, true}};
 
 struct Case {
   Op op;

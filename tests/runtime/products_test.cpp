@@ -6,23 +6,14 @@
 using namespace dmoe;
 
 using test::Case;
+using test::kAllTrans;
+using test::kSchedule;
 using test::run;
-
-namespace {
-
-const std::vector<std::pair<bool, bool>> kAllTrans = {{false, false}, {false, true}, {true, false}, {true, true}};
-
-}  // namespace
 
 TEST_CASE("products: every op in every operand layout (bf16, B=128)") {
   for (Op op : {Op::SDD, Op::DSD, Op::DDS})
     for (auto [ta, tb] : kAllTrans) run(Case{op, ta, tb});
 }
-
-// The layouts the dMoE schedule uses: SDD NT, DSD NN, DSD TN, DDS NN, DDS NT.
-const std::vector<std::tuple<Op, bool, bool>> kSchedule = {{Op::SDD, false, true}, {Op::DSD, false, false},
-                                                           {Op::DSD, true, false}, {Op::DDS, false, false},
-                                                           {Op::DDS, false, true}};
 
 TEST_CASE("products: fp16") {
   for (auto [op, ta, tb] : kSchedule) {

@@ -8,13 +8,10 @@
 
 using namespace dmoe;
 using test::Case;
+using test::kAllTrans;
+using test::kSchedule;
 
 namespace {
-
-const std::vector<std::pair<bool, bool>> kAllTrans = {{false, false}, {false, true}, {true, false}, {true, true}};
-const std::vector<std::tuple<Op, bool, bool>> kSchedule = {{Op::SDD, false, true}, {Op::DSD, false, false},
-                                                           {Op::DSD, true, false}, {Op::DDS, false, false},
-                                                           {Op::DDS, false, true}};
 
 // The arch whose default mma.sync tile the cases use: the device's own on sm_80/86/89; sm_80's on
 // Hopper, where the default is the wgmma kernel.

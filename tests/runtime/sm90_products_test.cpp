@@ -7,13 +7,10 @@
 
 using namespace dmoe;
 using test::Case;
+using test::kAllTrans;
+using test::kSchedule;
 
 namespace {
-
-const std::vector<std::pair<bool, bool>> kAllTrans = {{false, false}, {false, true}, {true, false}, {true, true}};
-const std::vector<std::tuple<Op, bool, bool>> kSchedule = {{Op::SDD, false, true}, {Op::DSD, false, false},
-                                                           {Op::DSD, true, false}, {Op::DDS, false, false},
-                                                           {Op::DDS, false, true}};
 
 bool hopper() {
   if (test::arch() == Arch::SM90a) return true;

@@ -153,6 +153,9 @@ KernelSpec routing_spec(const MoeShape&, Op, Arch, int renorm_p = 0);
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a     (wgmma)
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma128x128x32w8s5_sm80   (mma.sync)
 std::string kernel_name(const KernelSpec&);
+// A product spec with its tile left out: what a tuned tile applies to, e.g.
+// "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a" (kernel_name without "dmoe_" and the tile).
+std::string tuning_problem(const KernelSpec&);
 
 // Threads per CTA and dynamic shared memory the kernel is launched with.
 int threads_per_cta(const KernelSpec&);

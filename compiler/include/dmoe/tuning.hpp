@@ -24,9 +24,6 @@ namespace dmoe {
 // combinations are filtered by validate(); the list has no duplicates.
 std::vector<KernelSpec> tuning_candidates(const KernelSpec& base);
 
-// The spec with its tile left out: what a tuned tile applies to, e.g. "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a".
-std::string tuning_problem(const KernelSpec&);
-
 // Token counts share a tuned tile within a power-of-two bucket (at least 1024).
 int64_t token_bucket(int64_t tokens);
 

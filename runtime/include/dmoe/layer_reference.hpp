@@ -45,6 +45,11 @@ LayerForward layer_forward(const LayerConfig&, const LayerParams&);
 LayerGrads layer_backward(const LayerConfig&, const LayerParams&, const LayerForward&, std::span<const float> dy,
                           double d_lbl = 1.0, double d_z = 1.0);
 
+// Which piece of the piecewise-smooth loss a forward pass evaluated: each token's selected experts (as a
+// set: the order of the K slots does not change the loss) and, for ReLU, the active units of each
+// selected expert. Two passes with equal pieces lie where the loss is differentiable between them.
+std::vector<int32_t> layer_piece(const LayerConfig&, const LayerForward&);
+
 // The backward pass checked along one random direction per parameter tensor: the analytic ⟨∇L, v⟩
 // against the central difference (L(θ + εv) − L(θ − εv)) / 2ε, with L as in layer_backward. Two forward
 // passes per tensor, so it scales to layers far too large for per-coordinate checks.

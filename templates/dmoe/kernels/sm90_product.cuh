@@ -45,7 +45,9 @@ struct Tiles {
   int col0;         // SDD: global column of the expert's first block column
 
   __device__ static int outers(int block_rows) { return kByColumn ? kBlockCols : block_rows; }
-  __device__ static int64_t count(int block_rows) { return int64_t(outers(block_rows)) * MT * NT; }
+  __device__ static int64_t count(int block_rows) {
+    return sm90_product_tiles(Kind, TransA, TransB, B, H, F, E, BM, BN, block_rows);
+  }
 
   // Tiles are taken in groups of kGroup outer indices, the outer index fastest: the CTAs running at the
   // same time share operand tiles (the weights' tile across kGroup block rows, a block row across the
