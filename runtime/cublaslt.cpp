@@ -144,17 +144,19 @@ GemmPlan CublasLt::plan(const Gemm& g, int algorithm) {
   DMOE_LT_CHECK(api, cublasLtMatmulDescSetAttribute, s.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b);
 
   // A row-major [rows, cols] matrix as cuBLAS's column-major [cols, rows].
-  auto layout = [&](cublasLtMatrixLayout_t& l, int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
-    DMOE_LT_CHECK(api, cublasLtMatrixLayoutCreate, &l, data_type(g.dtype), uint64_t(cols), uint64_t(rows), ld);
+  auto layout = [&](cublasLtMatrixLayout_t& l, int64_t rows, int64_t cols, int64_t ld, int64_t stride,
+                    cudaDataType_t type) {
+    DMOE_LT_CHECK(api, cublasLtMatrixLayoutCreate, &l, type, uint64_t(cols), uint64_t(rows), ld);
     if (g.batch == 1) return;
     DMOE_LT_CHECK(api, cublasLtMatrixLayoutSetAttribute, l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &g.batch,
                   sizeof g.batch);
     DMOE_LT_CHECK(api, cublasLtMatrixLayoutSetAttribute, l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
                   sizeof stride);
   };
-  layout(s.a, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb, g.stride_b);
-  layout(s.b, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda, g.stride_a);
-  layout(s.c, g.m, g.n, g.ldc, g.stride_c);
+  layout(s.a, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb, g.stride_b, data_type(g.dtype));
+  layout(s.b, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda, g.stride_a, data_type(g.dtype));
+  layout(s.c, g.m, g.n, g.ldc, g.stride_c, g.out_fp32 ? CUDA_R_32F : data_type(g.dtype));
+  plan.accumulate_ = g.accumulate;
 
   cublasLtMatmulPreference_t pref = nullptr;
   DMOE_LT_CHECK(api, cublasLtMatmulPreferenceCreate, &pref);
@@ -186,7 +188,7 @@ GemmPlan CublasLt::plan(const Gemm& g, int algorithm) {
 void CublasLt::run(const GemmPlan& plan, const void* a, const void* b, void* c, Stream stream) {
   if (!plan.state_) throw InvalidArgument("CublasLt::run: the plan is empty");
   const GemmPlan::State& s = *plan.state_;
-  const float alpha = 1, beta = 0;
+  const float alpha = 1, beta = plan.accumulate_ ? 1.f : 0.f;
   device_.make_current();
   DMOE_LT_CHECK(impl_->api, cublasLtMatmul, impl_->handle, s.desc, &alpha, b, s.a, a, s.b, &beta, c, s.c, c, s.c,
                 &s.algo, impl_->workspace.get(), s.workspace, stream);

@@ -20,7 +20,8 @@ namespace dmoe {
 // A (strided-)batched GEMM in row-major terms: for each of `batch` problems,
 //   C[m, n] = op(A) · op(B),  op(A) [m, k], op(B) [k, n],
 // with A stored [m, k] (or [k, m] when trans_a) and row stride lda, likewise B and C; batch i's operands
-// start stride_* elements after batch i − 1's. Inputs and output in `dtype`, fp32 accumulation.
+// start stride_* elements after batch i − 1's. Inputs in `dtype`, fp32 accumulation; the output in
+// `dtype`, or fp32 when out_fp32. With accumulate, C += op(A)·op(B) (C is read: beta = 1).
 struct Gemm {
   int64_t m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
@@ -28,6 +29,8 @@ struct Gemm {
   int32_t batch = 1;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
   DType dtype = DType::BF16;
+  bool out_fp32 = false;
+  bool accumulate = false;
 };
 
 // One Gemm's descriptors and the algorithm the heuristic chose: built once, so a timing loop does no
@@ -42,6 +45,7 @@ class GemmPlan {
  private:
   friend class CublasLt;
   struct State;
+  bool accumulate_ = false;
   std::unique_ptr<State> state_;
 };
 

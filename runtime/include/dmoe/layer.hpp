@@ -1,0 +1,122 @@
+// dmoe/layer.hpp — the dropless MoE layer on the GPU: forward and backward as a fixed sequence of
+// dmoe's JIT kernels and three small cuBLASLt GEMMs (the router), with no host synchronization.
+//
+//   forward:  logits = x·Wrᵀ → router, bins, permutation, topology → padded gather → SDD x·W1ᵀ with the
+//             activation fused (gated: two SDDs and the GLU product) → DSD act·W2 → weighted scatter.
+//   backward: scatter's gradient (and dw) → router gradient → SDD dy·W2ᵀ with the activation gradient
+//             fused (gated: the GLU gradient) → DSD TN for dW2, dW1 (dV1) → DSD NN for dX → gather's
+//             gradient → dWr = dlogitsᵀ·x and dx += dlogits·Wr.
+//
+// Semantics, layouts and oracles: dmoe-semantics.md (MegaBlocks' layout: w1, w2, v1 are [E·F, H], the
+// router weight is [E, H]). Every tensor is a caller-owned device pointer in the shape's dtype, 16-byte
+// aligned, except what the layer owns (the saved activations in a LayerContext and the backward scratch).
+//
+// Ordering: the calls of one Layer share its backward scratch and its cuBLASLt workspace, so they must be
+// ordered: one stream, or the caller's own synchronization between streams. Nothing is read back on the
+// host, so forward and backward can be captured in a CUDA graph and replayed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "dmoe/driver.hpp"
+#include "dmoe/kernel_cache.hpp"
+#include "dmoe/spec.hpp"
+
+namespace dmoe {
+
+// Router options; the rest of the layer's description is the MoeShape (H, F, E, K, B, the token count T,
+// dtype, activation, gated).
+struct LayerOptions {
+  int renorm_p = 0;          // renormalize the top-k weights by their p-norm (0: raw softmax weights; 1, 2)
+  float lbl_weight = 0.01f;  // load-balancing loss weight
+  float z_weight = 0.0f;     // router z-loss weight
+};
+
+// Device memory for the layer's own buffers. Without one, dmoe allocates with cuMemAlloc. Every buffer
+// is taken when the Layer or LayerContext is constructed and given back when it is destroyed: forward
+// and backward allocate nothing.
+struct Allocator {
+  void* (*allocate)(size_t bytes, void* user) = nullptr;  // must return 256-byte aligned memory or null
+  void (*deallocate)(void* ptr, size_t bytes, void* user) = nullptr;
+  void* user = nullptr;
+};
+
+struct LayerWeights {
+  const void* router = nullptr;  // [E, H]
+  const void* w1 = nullptr;      // [E·F, H]
+  const void* w2 = nullptr;      // [E·F, H]
+  const void* v1 = nullptr;      // [E·F, H], gated layers only (must be null otherwise)
+};
+
+struct LayerGradients {
+  void* dx = nullptr;       // [T, H]
+  void* drouter = nullptr;  // [E, H]
+  void* dw1 = nullptr;      // [E·F, H]
+  void* dw2 = nullptr;      // [E·F, H]
+  void* dv1 = nullptr;      // [E·F, H], gated layers only
+};
+
+class Layer;
+
+// What one forward pass saves for its backward pass: the routing (ids, weights, permutation, topology),
+// the permuted input, the pre-activation (and the gated branch), the hidden activation and the expert
+// outputs, plus a pointer to the caller's x, which must stay unchanged until backward. backward uses the
+// saved activations as scratch, so it runs once per forward (a second call throws).
+class LayerContext {
+ public:
+  explicit LayerContext(const Layer&);
+  ~LayerContext();
+  LayerContext(const LayerContext&) = delete;
+  LayerContext& operator=(const LayerContext&) = delete;
+
+  // Device pointer to the two (already weighted) router losses of the last forward: [load-balancing, z].
+  const float* losses() const;
+  // Device pointers to the last forward's routing: expert ids and weights [T·K], counts per expert [E].
+  const int32_t* expert_ids() const;
+  const float* weights() const;
+  const int32_t* counts() const;
+  size_t bytes() const;  // device memory this context holds
+
+ private:
+  friend class Layer;
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+class Layer {
+ public:
+  // Validates the shape (T = shape.tokens is the token count of every call), loads cuBLASLt, plans the
+  // router GEMMs, allocates the backward scratch and compiles every kernel the layer needs in parallel
+  // (from the compiler's caches when warm). Throws InvalidArgument for a bad shape or options, NoGpu
+  // when cuBLASLt is missing, CompileError, CudaError.
+  Layer(const Device&, const MoeShape&, const LayerOptions& = {}, Allocator = {});
+  ~Layer();
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  // y [T, H] = the layer applied to x [T, H]; ctx receives what backward needs.
+  void forward(const void* x, const LayerWeights&, void* y, LayerContext& ctx, Stream);
+  // Gradients of ⟨dy, y⟩ + lbl + z (the losses already carry their weights) for ctx's forward. Every
+  // gradient is overwritten, not accumulated.
+  void backward(const void* dy, const LayerWeights&, LayerContext& ctx, const LayerGradients&, Stream);
+
+  const MoeShape& shape() const;
+  const LayerOptions& options() const;
+  const Device& device() const;
+  size_t bytes() const;  // device memory the layer itself holds (scratch, cuBLASLt workspace)
+  // Every JIT kernel spec the layer launches, in launch order of forward then backward (for inspection).
+  std::vector<KernelSpec> kernels() const;
+  // 2·T·K·H·F multiply-adds per expert GEMM: the useful FLOPs of the expert products of one forward
+  // (2 products, 3 when gated) and one backward (4, 6 when gated), padding excluded.
+  double forward_flops() const;
+  double backward_flops() const;
+
+ private:
+  friend class LayerContext;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dmoe
