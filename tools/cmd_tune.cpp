@@ -111,6 +111,7 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
     o.zipf = f.routing == "zipf";
     o.budget_s = f.budget;
+    o.jobs = f.jobs;
     o.db = db_path;
     o.plot = f.plot;
     try {
