@@ -1,17 +1,30 @@
-// dmoe tune on the GPU. For each block size and product: a routing of the shape's T tokens (uniform or
-// Zipf), its topology, random operands (rotated past 2× L2), the SIMT reference kernel's output once, then
-// each candidate: poisoned output, one checked run (relative error against the reference below 1e-2,
-// every element written), and the median of 7 timed batches. The default tile is timed first; the
-// fastest correct candidate is recorded when it beats the default, and the database is saved after each
-// product, so an interruption keeps what finished.
+// dmoe tune on the GPU.
+//
+// First every candidate tile of every product (tuning_candidates: the default first), with each product's
+// SIMT reference, is compiled in one pool on every core (compile_candidates; a refused candidate is
+// reported, never timed). Then for each block size and product: a routing of the shape's T tokens (uniform
+// or Zipf), its topology, random operands (rotated past 2× L2) and the SIMT reference kernel's output, once
+// (it must write every element). Then each candidate: its output poisoned (0xff… is NaN in bf16), one
+// checked run (the whole output copied to the host and compared on every core: every element finite,
+// i.e. written, and the relative Frobenius error against the reference below 1e-2), then batches of
+// back-to-back launches over the rotating operand sets, ~5 ms each, timed with events: 3 batches, ending
+// there when their median is over 1.3× the fastest correct candidate so far (it cannot win), else 7; the
+// time is the median. The default tile is timed first; the fastest correct candidate is recorded when it
+// beats the default, and the database is saved after each product, so an interruption keeps what
+// finished. Once --budget seconds have passed since the start (compiles included) no new candidate is
+// timed, except each product's default. The ETA on each progress line covers every product's remaining
+// candidates at the rate so far, or the budget's end when that comes first.
 #include "tune.hpp"
 
 #include <fmt/format.h>
 
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <random>
+#include <span>
+#include <thread>
 
 #include "bench_util.hpp"
 #include "dmoe/compiler.hpp"
@@ -22,14 +35,60 @@
 namespace dmoe::bench {
 namespace {
 
-constexpr int kBatches = 7;
+constexpr int kMinBatches = 3, kMaxBatches = 7;
 constexpr double kBatchMs = 5;
+constexpr double kSlower = 1.3;  // after kMinBatches, a candidate this much slower than the best stops
 constexpr double kTolerance = 1e-2;
 
 struct Result {
   KernelSpec spec;
   double ms = NAN;
-  std::string error;  // compile refusal or wrong result
+  int batches = 0;
+  std::string error;  // compile refusal, wrong result or "budget spent"
+};
+
+// Σ (out − ref)² over the finite elements of out, and how many are not finite (unwritten: still the NaN
+// poison). An empty ref compares against zeros: Σ out². bf16 only (tune refuses fp16). On every core.
+struct Comparison {
+  double squares = 0;
+  int64_t nonfinite = 0;
+};
+Comparison compare(std::span<const uint16_t> out, std::span<const uint16_t> ref) {
+  auto value = [](uint16_t bits) { return double(std::bit_cast<float>(uint32_t{bits} << 16)); };
+  const int64_t n = int64_t(out.size());
+  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
+  std::vector<Comparison> parts(threads);
+  {
+    std::vector<std::jthread> pool;
+    for (int64_t t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        Comparison c;
+        for (int64_t j = n * t / threads; j < n * (t + 1) / threads; ++j) {
+          const double o = value(out[j]), e = ref.empty() ? 0.0 : value(ref[j]);
+          if (!std::isfinite(o)) {
+            ++c.nonfinite;
+            continue;
+          }
+          c.squares += (o - e) * (o - e);
+        }
+        parts[t] = c;
+      });
+  }  // joins
+  Comparison total;
+  for (const Comparison& c : parts) total.squares += c.squares, total.nonfinite += c.nonfinite;
+  return total;
+}
+
+// One product to tune: its shape (block set), candidates and their compile refusals.
+struct Product {
+  MoeShape shape;
+  Op op;
+  bool trans_a, trans_b;
+  std::vector<KernelSpec> candidates;
+  std::vector<std::string> refused;  // per candidate: "" or why it did not compile
+  KernelSpec reference;              // the SIMT kernel whose output is the reference
+  std::string reference_refused;
+  std::string label;
 };
 
 }  // namespace
@@ -48,6 +107,57 @@ int tune(const TuneOptions& opt) {
   fmt::print("dmoe tune on {} ({} SMs), database {}, budget {:.0f} s\n", props.name, props.sm_count,
              opt.db.string(), opt.budget_s);
 
+  // Every product's candidates, compiled up front in one pool.
+  std::vector<Product> products;
+  for (int64_t block : opt.blocks) {
+    MoeShape s = opt.shape;
+    s.block = block;
+    validate(s);
+    for (const auto& [op, ta, tb] : opt.ops) {
+      Product p{s, op, ta, tb, tuning_candidates(default_spec(s, op, ta, tb, arch)), {}, {}, {}, {}};
+      p.reference = p.candidates.front();
+      p.reference.tile = TileConfig{64, 64, 32, 8, 1, Mma::Simt};
+      p.label = fmt::format("{}_{}{} b{}", to_string(op), ta ? 't' : 'n', tb ? 't' : 'n', block);
+      products.push_back(std::move(p));
+    }
+  }
+  {
+    std::vector<KernelSpec> all;
+    for (const Product& p : products) {
+      all.insert(all.end(), p.candidates.begin(), p.candidates.end());
+      all.push_back(p.reference);
+    }
+    const size_t step = std::max<size_t>(1, all.size() / 10);
+    fmt::print("compiling {} kernels ({} products)\n", all.size(), products.size());
+    std::fflush(stdout);
+    const std::vector<CandidateBuild> builds =
+        compile_candidates(cache.compiler(), all, opt.jobs, [&](size_t done, size_t n) {
+          if (done % step && done != n) return;
+          fmt::print("  [{}/{}] compiled, {:.0f} s elapsed, eta {:.0f} s\n", done, n, elapsed(),
+                     elapsed() / double(done) * double(n - done));
+          std::fflush(stdout);
+        });
+    size_t next = 0, refused = 0;
+    for (Product& p : products) {
+      for (size_t i = 0; i < p.candidates.size(); ++i, ++next) {
+        p.refused.push_back(builds[next].error);
+        refused += !builds[next].error.empty();
+      }
+      p.reference_refused = builds[next++].error;
+    }
+    fmt::print("compiled in {:.1f} s: {} refused (spills, serialized wgmma or compile errors)\n", elapsed(), refused);
+    std::fflush(stdout);
+  }
+  // Progress over every product: candidates to time, and those timed so far since `timing_start`.
+  int64_t to_time = 0, timed = 0;
+  for (const Product& p : products)
+    for (const std::string& r : p.refused) to_time += r.empty();
+  const double timing_start = elapsed();
+  auto eta = [&] {
+    const double rate = (elapsed() - timing_start) / double(std::max<int64_t>(timed, 1));
+    return std::min(rate * double(to_time - timed), std::max(0.0, opt.budget_s - elapsed()) + rate);
+  };
+
   struct Row {
     std::string label;
     std::vector<Result> results;
@@ -55,18 +165,20 @@ int tune(const TuneOptions& opt) {
     double waste = 0;
   };
   std::vector<Row> rows;
+  EventTimer timer(dev);
+  size_t product_index = 0;
   for (int64_t block : opt.blocks) {
     MoeShape s = opt.shape;
     s.block = block;
-    validate(s);
     const std::vector<int64_t> counts = expert_counts(s.tokens, s.top_k, s.experts, opt.zipf);
     const reference::HostTopology topo = reference::topology_from_counts(counts, int32_t(block), int32_t(s.ffn));
     const DeviceTopology dtopo(dev, topo);
     const int64_t t_pad = topo.padded_rows();
     const double waste = double(t_pad - s.tokens * s.top_k) / double(s.tokens * s.top_k);
-    for (const auto& [op, ta, tb] : opt.ops) {
-      const KernelSpec base = default_spec(s, op, ta, tb, arch);
-      const std::vector<KernelSpec> candidates = tuning_candidates(base);
+    for (size_t product_in_block = 0; product_in_block < opt.ops.size(); ++product_in_block) {
+      const Product& p = products.at(product_index++);
+      const KernelSpec& base = p.candidates.front();
+      const Op op = p.op;
       const reference::ProductShapes shp = reference::product_shapes(base, topo, t_pad);
       const int64_t a_elems = reference::elements(base, topo, shp.a_rows, shp.a_cols, op == Op::DSD);
       const int64_t b_elems = reference::elements(base, topo, shp.b_rows, shp.b_cols, op == Op::DDS);
@@ -85,64 +197,72 @@ int tune(const TuneOptions& opt) {
         return ProductArgs{bufs[3 * set].get(), bufs[3 * set + 1].get(), bufs[3 * set + 2].get(), dtopo.view,
                            topo.block_rows, nullptr};
       };
-      auto value = [&](uint16_t b) { return s.dtype == DType::BF16 ? reference::from_bf16(b) : reference::from_fp16(b); };
-      // The reference: the SIMT kernel on set 0.
-      KernelSpec simt = base;
-      simt.tile = TileConfig{64, 64, 32, 8, 1};
-      launch_product(cache, simt, args(0), stream.get());
+      // The reference: the SIMT kernel on set 0, into a poisoned output it must fill.
+      if (!p.reference_refused.empty())
+        throw std::runtime_error(fmt::format("{}: the SIMT reference did not compile: {}", p.label,
+                                             p.reference_refused));
       std::vector<uint16_t> ref(c_elems), out(c_elems);
+      dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
+      launch_product(cache, p.reference, args(0), stream.get());
       dev.copy_to_host(ref.data(), bufs[2].get(), c_elems * 2, stream.get());
+      const Comparison ref_norm = compare(ref, {});
+      if (ref_norm.nonfinite)
+        throw std::runtime_error(fmt::format("{}: the SIMT reference left {} of {} elements unwritten or non-finite",
+                                             p.label, ref_norm.nonfinite, c_elems));
 
-      Row row{fmt::format("{}_{}{} b{}", to_string(op), ta ? 't' : 'n', tb ? 't' : 'n', block), {}, 0, waste};
-      fmt::print("{}: {} candidates, padding waste {:.1f}%\n", row.label, candidates.size(), 100 * waste);
+      Row row{p.label, {}, 0, waste};
+      fmt::print("{}: {} candidates, padding waste {:.1f}%\n", row.label, p.candidates.size(), 100 * waste);
       std::fflush(stdout);
-      for (size_t i = 0; i < candidates.size(); ++i) {
-        Result r{candidates[i]};
-        if (i > 0 && elapsed() > opt.budget_s) {
+      auto best_ms = [&] { return row.results.empty() ? NAN : row.results[row.best].ms; };
+      for (size_t i = 0; i < p.candidates.size(); ++i) {
+        Result r{p.candidates[i]};
+        if (!p.refused[i].empty()) {
+          r.error = "refused: " + p.refused[i];
+        } else if (i > 0 && elapsed() > opt.budget_s) {
           r.error = "budget spent";
           row.results.push_back(r);
           continue;
-        }
-        try {
-          dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
-          launch_product(cache, r.spec, args(0), stream.get());
-          dev.copy_to_host(out.data(), bufs[2].get(), c_elems * 2, stream.get());
-          double num = 0, den = 0;
-          int64_t unwritten = 0;
-          for (int64_t j = 0; j < c_elems; ++j) {
-            const double o = value(out[j]), e = value(ref[j]);
-            if (std::isnan(o) && !std::isnan(e)) ++unwritten;
-            if (std::isnan(o) || std::isnan(e)) continue;
-            num += (o - e) * (o - e), den += e * e;
-          }
-          const double err = std::sqrt(num / std::max(den, 1e-30));
-          if (unwritten || !(err < kTolerance))
-            throw std::runtime_error(fmt::format("wrong result: rel err {:.2e}, {} elements unwritten", err, unwritten));
-          // Time: batches of back-to-back launches over the rotating sets, median of kBatches.
-          EventTimer timer(dev);
-          int reps = 1;
-          timer.start(stream.get());
-          launch_product(cache, r.spec, args(0), stream.get());
-          timer.stop(stream.get());
-          reps = std::max(1, int(kBatchMs / std::max<double>(timer.elapsed_ms(), 1e-3)));
-          std::vector<double> ms;
-          for (int b = 0, next = 0; b < kBatches; ++b) {
+        } else {
+          try {
+            // The check: the whole poisoned output written, close to the reference.
+            dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
+            launch_product(cache, r.spec, args(0), stream.get());
+            dev.copy_to_host(out.data(), bufs[2].get(), c_elems * 2, stream.get());
+            const Comparison c = compare(out, ref);
+            const double err = std::sqrt(c.squares / std::max(ref_norm.squares, 1e-30));
+            if (c.nonfinite || !(err < kTolerance))
+              throw std::runtime_error(
+                  fmt::format("wrong result: rel err {:.2e}, {} elements unwritten", err, c.nonfinite));
+            // Time: batches of back-to-back launches over the rotating sets, ~kBatchMs each; the median.
             timer.start(stream.get());
-            for (int k = 0; k < reps; ++k) launch_product(cache, r.spec, args(next++ % sets), stream.get());
+            launch_product(cache, r.spec, args(0), stream.get());
             timer.stop(stream.get());
-            ms.push_back(timer.elapsed_ms() / reps);
+            const int reps = std::max(1, int(kBatchMs / std::max<double>(timer.elapsed_ms(), 1e-3)));
+            const double best = best_ms();  // NaN before the first correct candidate: never stops early
+            std::vector<double> ms;
+            for (int b = 0, next = 0; b < kMaxBatches; ++b) {
+              if (b == kMinBatches && median(ms) > kSlower * best) break;
+              timer.start(stream.get());
+              for (int k = 0; k < reps; ++k) launch_product(cache, r.spec, args(next++ % sets), stream.get());
+              timer.stop(stream.get());
+              ms.push_back(timer.elapsed_ms() / reps);
+            }
+            r.ms = median(ms);
+            r.batches = int(ms.size());
+          } catch (const std::exception& e) {
+            r.error = std::string(e.what()).substr(0, std::string(e.what()).find('\n'));
           }
-          r.ms = median(ms);
-        } catch (const std::exception& e) {
-          r.error = std::string(e.what()).substr(0, std::string(e.what()).find('\n'));
+          ++timed;
         }
-        fmt::print("  [{}/{}] {:<26} {}   eta {:.0f} s\n", i + 1, candidates.size(), TuningDb::tile_string(r.spec.tile),
-                   r.error.empty() ? fmt::format("{:.4f} ms", r.ms) : r.error,
-                   elapsed() / double(i + 1) * double(candidates.size() - i - 1));
+        fmt::print("  [{}/{}] {:<26} {}   eta {:.0f} s\n", i + 1, p.candidates.size(),
+                   TuningDb::tile_string(r.spec.tile),
+                   !r.error.empty()            ? r.error
+                   : r.batches < kMaxBatches ? fmt::format("{:.4f} ms ({} batches: over {}x the best)", r.ms,
+                                                             r.batches, kSlower)
+                                               : fmt::format("{:.4f} ms", r.ms),
+                   eta());
         std::fflush(stdout);
-        if (r.error.empty() && (std::isnan(row.results.empty() ? NAN : row.results[row.best].ms) ||
-                                r.ms < row.results[row.best].ms))
-          row.best = row.results.size();
+        if (r.error.empty() && (std::isnan(best_ms()) || r.ms < best_ms())) row.best = row.results.size();
         row.results.push_back(r);
       }
       const Result& best = row.results[row.best];

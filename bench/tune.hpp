@@ -16,6 +16,7 @@ struct TuneOptions {
   std::vector<int64_t> blocks{128};
   bool zipf = false;                              // Zipf-skewed routing instead of uniform
   double budget_s = 300;                          // stop timing new candidates after this long
+  int jobs = 0;                                   // parallel compiles (0: every core)
   std::filesystem::path db;                       // the tuning database file
   std::string plot;                               // SVG of every candidate's time per product ("": none)
 };

@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 #include "dmoe/args.cuh"
@@ -73,6 +76,33 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
           }
         }
   add(TileConfig{64, 64, 32, 8, 1, Mma::Simt});
+  return out;
+}
+
+std::vector<CandidateBuild> compile_candidates(Compiler& compiler, std::span<const KernelSpec> specs, int jobs,
+                                               const std::function<void(size_t, size_t)>& progress) {
+  std::vector<CandidateBuild> out(specs.size());
+  std::atomic<size_t> next{0};
+  size_t done = 0;
+  std::mutex progress_mutex;
+  auto worker = [&] {
+    for (size_t i; (i = next++) < specs.size();) {
+      try {
+        out[i].kernel = compiler.get(specs[i]);
+      } catch (const std::exception& e) {
+        const std::string what = e.what();
+        out[i].error = what.substr(0, what.find('\n'));
+      }
+      std::lock_guard lock(progress_mutex);
+      ++done;
+      if (progress) progress(done, specs.size());
+    }
+  };
+  const int n = jobs > 0 ? jobs : int(std::max(1u, std::thread::hardware_concurrency()));
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < std::min<int>(n, int(specs.size())); ++t) pool.emplace_back(worker);
+  }  // joins
   return out;
 }
 

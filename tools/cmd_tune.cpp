@@ -1,13 +1,13 @@
-// dmoe tune: the autotuner's command line. --dry-run generates every candidate tile and compiles them in
-// parallel with refusals (no GPU needed); without it, bench/tune.cpp checks and times them on the GPU and
-// records the winners; --show, --export and --import manage the tuning database.
+// dmoe tune: the autotuner's command line. --dry-run generates every candidate tile of every product and
+// compiles them all in one parallel pool, reporting refusals (no GPU needed); without it, bench/tune.cpp
+// compiles them the same way, then checks and times them on the GPU and records the winners; --show,
+// --export and --import manage the tuning database.
 #include <fmt/format.h>
 
-#include <atomic>
 #include <chrono>
 #include <iostream>
 #include <memory>
-#include <mutex>
+#include <span>
 #include <sstream>
 #include <thread>
 
@@ -47,52 +47,27 @@ std::tuple<Op, bool, bool> parse_op_layout(const std::string& text) {
   return {op, ta, tb};
 }
 
-// Compiles every candidate on `jobs` threads; prints a progress line with an ETA to stderr and one row per
-// candidate. Returns the number that compiled.
-int compile_candidates(const std::vector<KernelSpec>& specs, int jobs) {
-  struct Row {
-    std::string status;
-    int registers = 0, smem = 0;
-    double ms = 0;
-  };
-  std::vector<Row> rows(specs.size());
-  std::atomic<size_t> next{0}, done{0};
-  std::mutex progress;
-  const auto start = std::chrono::steady_clock::now();
-  auto worker = [&] {
-    for (size_t i; (i = next++) < specs.size();) {
-      Row& r = rows[i];
-      try {
-        const auto c = Compiler::global().get(specs[i]);
-        r.status = "ok";
-        r.registers = c->meta.registers;
-        r.smem = c->meta.dynamic_shared_bytes + c->meta.static_shared_bytes;
-        r.ms = c->meta.compile_ms;
-      } catch (const std::exception& e) {
-        const std::string what = e.what();
-        r.status = "refused: " + what.substr(0, what.find('\n'));
-      }
-      const size_t n = ++done;
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::lock_guard lock(progress);
-      std::cerr << fmt::format("\r  [{}/{}] compiled, {:.0f} s elapsed, eta {:.0f} s   ", n, specs.size(), elapsed,
-                               elapsed / n * (specs.size() - n))
-                << std::flush;
-    }
-  };
-  std::vector<std::jthread> pool;
-  for (int t = 0; t < jobs; ++t) pool.emplace_back(worker);
-  pool.clear();
-  std::cerr << '\n';
+// Prints the progress line (stderr, rewritten in place) of a compile of `total` specs with an ETA.
+void print_compile_progress(size_t done, size_t total, std::chrono::steady_clock::time_point start) {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cerr << fmt::format("\r  [{}/{}] compiled, {:.0f} s elapsed, eta {:.0f} s   ", done, total, elapsed,
+                           elapsed / double(done) * double(total - done))
+            << std::flush;
+}
+
+// One row per candidate of a product: registers, shared memory and compile time, or the refusal. Returns
+// the number that compiled.
+int print_candidates(std::span<const KernelSpec> specs, std::span<const CandidateBuild> builds) {
   int ok = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const Row& r = rows[i];
-    ok += r.status == "ok";
-    if (r.status == "ok")
-      fmt::print("  {:<26} {:>4} regs {:>7} B smem {:>8.1f} ms  {}\n", TuningDb::tile_string(specs[i].tile), r.registers,
-                 r.smem, r.ms, i == 0 ? "(default)" : "");
-    else
-      fmt::print("  {:<26} {}\n", TuningDb::tile_string(specs[i].tile), r.status);
+    if (const auto& c = builds[i].kernel) {
+      ++ok;
+      fmt::print("  {:<26} {:>4} regs {:>7} B smem {:>8.1f} ms  {}\n", TuningDb::tile_string(specs[i].tile),
+                 c->meta.registers, c->meta.dynamic_shared_bytes + c->meta.static_shared_bytes, c->meta.compile_ms,
+                 i == 0 ? "(default)" : "");
+    } else {
+      fmt::print("  {:<26} refused: {}\n", TuningDb::tile_string(specs[i].tile), builds[i].error);
+    }
   }
   return ok;
 }
@@ -136,6 +111,7 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
     o.zipf = f.routing == "zipf";
     o.budget_s = f.budget;
+    o.jobs = f.jobs;
     o.db = db_path;
     o.plot = f.plot;
     try {
@@ -147,18 +123,34 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
   }
   const Arch arch = shape_flags.arch();
   const int jobs = f.jobs > 0 ? f.jobs : int(std::max(1u, std::thread::hardware_concurrency()));
-  int total = 0, ok = 0;
+  // Every product's candidates in one pool (no idle cores between products), then one table per product.
+  struct Product {
+    std::string label;
+    size_t first, count;
+  };
+  std::vector<Product> products;
+  std::vector<KernelSpec> all;
   for (const std::string& b : split(f.blocks)) {
     s.block = std::stoll(b);
     validate(s);
     for (const std::string& text : split(f.ops)) {
       const auto [op, ta, tb] = parse_op_layout(text);
       const std::vector<KernelSpec> c = tuning_candidates(default_spec(s, op, ta, tb, arch));
-      fmt::print("{} block {}: {} candidates ({})\n", text, s.block, c.size(), tuning_problem(c.front()));
-      std::cout << std::flush;
-      ok += compile_candidates(c, jobs);
-      total += int(c.size());
+      products.push_back({fmt::format("{} block {}: {} candidates ({})", text, s.block, c.size(),
+                                      tuning_problem(c.front())),
+                          all.size(), c.size()});
+      all.insert(all.end(), c.begin(), c.end());
     }
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<CandidateBuild> builds = compile_candidates(
+      Compiler::global(), all, jobs, [&](size_t done, size_t n) { print_compile_progress(done, n, start); });
+  std::cerr << '\n';
+  const int total = int(all.size());
+  int ok = 0;
+  for (const Product& p : products) {
+    fmt::print("{}\n", p.label);
+    ok += print_candidates(std::span(all).subspan(p.first, p.count), std::span(builds).subspan(p.first, p.count));
   }
   fmt::print("dry run: {} candidates, {} compiled, {} refused (spills, serialized wgmma or compile errors)\n", total,
              ok, total - ok);

@@ -87,3 +87,33 @@ TEST_CASE("tuning database: save, reload, merge keeps the faster record, corrupt
   CHECK_THROWS_WITH_AS(TuningDb(dir / "v2.json"), doctest::Contains("version 2"), InvalidArgument);
   CHECK(TuningDb::tile_string(wgmma_tile(128, 256)) == "wgmma 128x256x64 s3");
 }
+
+TEST_CASE("compile_candidates: input order, refusals reported not thrown, progress once per spec") {
+  const test::TempDir tmp;
+  Compiler compiler({tmp.path});
+  KernelSpec simt = default_spec(preset("tiny"), Op::SDD, false, true, Arch::SM86);
+  simt.tile = TileConfig{64, 64, 32, 8, 1, Mma::Simt};
+  KernelSpec invalid = simt;
+  invalid.tile.m = 48;  // not a tile validate() accepts
+  KernelSpec other = simt;
+  other.tile.n = 32;
+  REQUIRE_NOTHROW(validate(other));
+  const std::vector<KernelSpec> specs{simt, invalid, other, simt};
+  std::vector<size_t> seen;
+  const std::vector<CandidateBuild> builds =
+      compile_candidates(compiler, specs, 2, [&](size_t done, size_t n) {
+        CHECK(n == specs.size());
+        seen.push_back(done);
+      });
+  REQUIRE(builds.size() == specs.size());
+  CHECK(seen == std::vector<size_t>{1, 2, 3, 4});
+  for (size_t i : {0, 2, 3}) {
+    REQUIRE(builds[i].kernel);
+    CHECK(builds[i].error.empty());
+    CHECK(builds[i].kernel->spec == specs[i]);
+  }
+  CHECK(builds[0].kernel == builds[3].kernel);  // one compile per spec
+  CHECK_FALSE(builds[1].kernel);
+  CHECK(!builds[1].error.empty());
+  CHECK(builds[1].error.find('\n') == std::string::npos);
+}

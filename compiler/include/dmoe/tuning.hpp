@@ -9,11 +9,15 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "dmoe/compiler.hpp"
 #include "dmoe/spec.hpp"
 
 namespace dmoe {
@@ -23,6 +27,20 @@ namespace dmoe {
 // arch (m, n 64/128, k 32/64, 4 or 8 warps, rings 2..5 that fit), and the SIMT default. Invalid
 // combinations are filtered by validate(); the list has no duplicates.
 std::vector<KernelSpec> tuning_candidates(const KernelSpec& base);
+
+// One candidate's build: the compiled kernel, or why it was refused (the first line of the error: spills,
+// serialized wgmma, an NVRTC error, an invalid spec).
+struct CandidateBuild {
+  std::shared_ptr<const CompiledKernel> kernel;  // null when refused
+  std::string error;
+};
+
+// Compiles (or loads from the compiler's memory and disk caches) every spec on `jobs` threads (0: every
+// core); results follow the input order, and a refusal is reported in its entry, never thrown. NVRTC is
+// most of a tuning run's set-up, so `dmoe tune` builds all its candidates this way before timing any.
+// `progress(done, total)`, when given, is called after each spec, one call at a time; it must not throw.
+std::vector<CandidateBuild> compile_candidates(Compiler&, std::span<const KernelSpec>, int jobs = 0,
+                                               const std::function<void(size_t, size_t)>& progress = {});
 
 // Token counts share a tuned tile within a power-of-two bucket (at least 1024).
 int64_t token_bucket(int64_t tokens);
