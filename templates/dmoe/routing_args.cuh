@@ -56,6 +56,8 @@ struct RoutingArgs {
   void* y;                // Jitter: output [T, H]; Gather: permuted rows [max_rows, H]; Scatter: y [T, H];
                           // ScatterGrad: gradient of the expert output rows [max_rows, H]
   const void* aux;        // ScatterGrad: the forward expert output rows [max_rows, H] (for dw)
+  const void* x2;         // Scatter (optional, null: none): second rows [max_rows, H], y[t] = Σ_k w·(x +
+                          // x2)[row(t, k)] (gated dX = dA·W1 + dG·V1)
   const float* logits;    // Router, RouterGrad: router logits [T, E], fp32
   float* dlogits;         // RouterGrad: gradient of the logits [T, E]
   float* dweights;        // ScatterGrad: writes dw [T·K]; RouterGrad: reads it
