@@ -185,7 +185,7 @@ RoutingFields routing_fields(Op op) {
     case Op::Gather: return {true, true, true, true, false, false, false};
     case Op::Scatter: return {true, true, false, true, false, false, false};
     case Op::ScatterGrad: return {true, true, true, true, false, false, false};
-    case Op::RouterGrad: return {false, false, true, true, false, false, true};
+    case Op::RouterGrad: return {true, false, true, true, false, false, true};
     default: return {};
   }
 }

@@ -59,7 +59,8 @@ struct RoutingArgs {
   const void* x2;         // Scatter (optional, null: none): second rows [max_rows, H], y[t] = Σ_k w·(x +
                           // x2)[row(t, k)] (gated dX = dA·W1 + dG·V1)
   const float* logits;    // Router, RouterGrad: router logits [T, E], fp32
-  float* dlogits;         // RouterGrad: gradient of the logits [T, E]
+  float* dlogits;         // RouterGrad: gradient of the logits [T, E] (null: not written)
+  void* dlogits_lp;       // RouterGrad (optional, null: not written): the same rounded to the dtype [T, E]
   float* dweights;        // ScatterGrad: writes dw [T·K]; RouterGrad: reads it
   RoutingState s;
   TopologyOut topo;       // Topology

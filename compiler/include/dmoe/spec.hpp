@@ -31,7 +31,7 @@ enum class Op : uint8_t {
   Gather,       // x → rows in expert order, padding rows zero
   Scatter,      // expert rows → y[t] = Σ_k w[t,k] · out[row(t,k)] (or unweighted: gather's backward)
   ScatterGrad,  // dy → gradient of the expert rows (padding zero) and dw[t,k]
-  RouterGrad,   // dw, losses → gradient of the logits
+  RouterGrad,   // dw, losses → gradient of the logits (fp32, and optionally in the layer's dtype)
 };
 bool is_product(Op);
 enum class DType : uint8_t { BF16, FP16 };
@@ -144,7 +144,8 @@ struct KernelSpec {
 // its op does not use at their zero defaults (one kernel, one spec).
 void validate(const KernelSpec&);
 
-// The spec of one routing kernel for a layer shape: only the fields the op uses are set.
+// The spec of one routing kernel for a layer shape: only the fields the op uses are set (the dtype of
+// the kernels that move activations, RouterGrad included).
 // renorm_p: 0 (raw softmax weights), 1 or 2.
 KernelSpec routing_spec(const MoeShape&, Op, Arch, int renorm_p = 0);
 
