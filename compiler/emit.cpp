@@ -45,6 +45,10 @@ RoutingEntry routing_entry(const KernelSpec& k) {
       return {"permute", "scatter_grad_kernel", fmt::format("{}, {}, {}, {}", elem, k.hidden, k.experts, k.top_k)};
     case Op::Topology:
       return {"topology", "topology_kernel", fmt::format("{}, {}, {}", k.experts, k.block, k.ffn)};
+    case Op::Glu:  // the activation as a dmoe::EpilogueKind
+      return {"glu", "glu_kernel", fmt::format("{}, {}, {}, {}", elem, k.block, k.ffn, int(k.epilogue))};
+    case Op::GluGrad:
+      return {"glu", "glu_grad_kernel", fmt::format("{}, {}, {}, {}", elem, k.block, k.ffn, int(k.epilogue))};
     default: throw InvalidArgument(fmt::format("{} is not a routing kernel", to_string(k.op)));
   }
 }
