@@ -1,4 +1,5 @@
-// Routing benchmark: T ∈ {16K, 64K, 256K} × E ∈ {8, 64, 256} × K ∈ {1, 2, 8}, hidden 2048.
+// Routing benchmark: T ∈ {16K, 64K, 256K} × E ∈ {8, 64, 256} × K ∈ {1, 2, 8}, hidden 2048; with the
+// gated experts' elementwise kernels (Glu, GluGrad; the default GELU activation) on the sparse data.
 // Per kernel: median over batches of back-to-back launches rotating input sets larger than L2 (CUDA
 // events, after warm-up), the
 // minimum bytes it must move, achieved bandwidth and its fraction of the measured copy bandwidth.
@@ -139,6 +140,22 @@ int routing(const RoutingBenchOptions& opt) {
     rows.push_back({"topology", time_kernel(Op::Topology, none), blocks * 16.0});
     rows.push_back({"gather", time_kernel(Op::Gather, gather_in), T * H * 2.0 + t_pad * H * 2.0 + T * K * 4.0});
     rows.push_back({"scatter", time_kernel(Op::Scatter, scatter_in), t_pad * H * 2.0 + T * H * 2.0 + T * K * 8.0});
+
+    // The gated experts' elementwise kernels on the sparse data [blocks, B, B] of the routed block rows
+    // (Bins above left them in the workspace): Glu reads a and g and writes h; GluGrad reads dh, a and g
+    // and writes da and dg (here in place, into dh's and g's buffers). Buffers far larger than L2.
+    const int64_t sparse_bytes = int64_t(ws.max_rows()) * p.ffn * 2;
+    DeviceBuffer sa(dev, sparse_bytes), sg(dev, sparse_bytes), sh(dev, sparse_bytes);
+    for (DeviceBuffer* b : {&sa, &sg, &sh}) dev.fill_u8(b->get(), 0x3f, sparse_bytes);  // bf16 0.746
+    auto glu_in = [&](int) { a.x = sa.get(); a.aux = sg.get(); a.y = sh.get(); };
+    auto glu_grad_in = [&](int) {
+      a.x = sh.get(); a.aux = sa.get(); a.x2 = sg.get(); a.y = sh.get(); a.y2 = sg.get();
+    };
+    const double sparse_elements = t_pad * double(p.ffn);
+    rows.push_back({"glu", time_kernel(Op::Glu, glu_in), 3 * sparse_elements * 2});
+    rows.push_back({"glu_grad", time_kernel(Op::GluGrad, glu_grad_in), 5 * sparse_elements * 2});
+    a.x2 = nullptr;
+    a.y2 = nullptr;
 
     // The chain as one graph: router → gather, then the scatter.
     a.logits = static_cast<const float*>(logits[0].get());

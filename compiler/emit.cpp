@@ -35,7 +35,8 @@ RoutingEntry routing_entry(const KernelSpec& k) {
     case Op::Jitter: return {"router", "jitter_kernel", fmt::format("{}, {}", elem, k.hidden)};
     case Op::Router: return {"router", "router_kernel", fmt::format("{}, {}, {}", k.experts, k.top_k, p)};
     case Op::Bins: return {"router", "bins_kernel", fmt::format("{}, {}, {}", k.experts, k.top_k, k.block)};
-    case Op::RouterGrad: return {"router", "router_grad_kernel", fmt::format("{}, {}, {}", k.experts, k.top_k, p)};
+    case Op::RouterGrad:
+      return {"router", "router_grad_kernel", fmt::format("{}, {}, {}, {}", elem, k.experts, k.top_k, p)};
     case Op::Permute: return {"permute", "permute_kernel", fmt::format("{}, {}", k.experts, k.top_k)};
     case Op::Gather:
       return {"permute", "gather_kernel", fmt::format("{}, {}, {}, {}", elem, k.hidden, k.experts, k.top_k)};
@@ -44,6 +45,10 @@ RoutingEntry routing_entry(const KernelSpec& k) {
       return {"permute", "scatter_grad_kernel", fmt::format("{}, {}, {}, {}", elem, k.hidden, k.experts, k.top_k)};
     case Op::Topology:
       return {"topology", "topology_kernel", fmt::format("{}, {}, {}", k.experts, k.block, k.ffn)};
+    case Op::Glu:  // the activation as a dmoe::EpilogueKind
+      return {"glu", "glu_kernel", fmt::format("{}, {}, {}, {}", elem, k.block, k.ffn, int(k.epilogue))};
+    case Op::GluGrad:
+      return {"glu", "glu_grad_kernel", fmt::format("{}, {}, {}, {}", elem, k.block, k.ffn, int(k.epilogue))};
     default: throw InvalidArgument(fmt::format("{} is not a routing kernel", to_string(k.op)));
   }
 }

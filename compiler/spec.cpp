@@ -62,6 +62,8 @@ std::string_view to_string(Op op) {
     case Op::Scatter: return "scatter";
     case Op::ScatterGrad: return "scatter_grad";
     case Op::RouterGrad: return "router_grad";
+    case Op::Glu: return "glu";
+    case Op::GluGrad: return "glu_grad";
   }
   return "?";
 }
@@ -101,6 +103,15 @@ std::string_view to_string(Epilogue e) {
 bool is_gradient(Epilogue e) {
   return e == Epilogue::GeluTanhGrad || e == Epilogue::SiluGrad || e == Epilogue::ReluGrad;
 }
+Epilogue epilogue_of(Activation a) {
+  switch (a) {
+    case Activation::GeluTanh: return Epilogue::GeluTanh;
+    case Activation::Silu: return Epilogue::Silu;
+    case Activation::Relu: return Epilogue::Relu;
+    case Activation::None: return Epilogue::None;
+  }
+  return Epilogue::None;
+}
 Epilogue parse_epilogue(std::string_view s) {
   return parse_enum("epilogue", s,
                     std::array{Epilogue::None, Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu,
@@ -110,7 +121,8 @@ Epilogue parse_epilogue(std::string_view s) {
 Op parse_op(std::string_view s) {
   return parse_enum("op", s,
                     std::array{Op::SDD, Op::DSD, Op::DDS, Op::Jitter, Op::Router, Op::Bins, Op::Permute,
-                               Op::Topology, Op::Gather, Op::Scatter, Op::ScatterGrad, Op::RouterGrad});
+                               Op::Topology, Op::Gather, Op::Scatter, Op::ScatterGrad, Op::RouterGrad, Op::Glu,
+                               Op::GluGrad});
 }
 DType parse_dtype(std::string_view s) { return parse_enum("dtype", s, std::array{DType::BF16, DType::FP16}); }
 Arch parse_arch(std::string_view s) {
@@ -170,22 +182,24 @@ void validate(const MoeShape& s) {
 
 namespace {
 
-// Which spec fields a routing kernel is specialized on.
+// Which spec fields a routing kernel is specialized on (activation: the epilogue field).
 struct RoutingFields {
-  bool dtype, hidden, experts, top_k, block, ffn, renorm;
+  bool dtype, hidden, experts, top_k, block, ffn, renorm, activation;
 };
 
 RoutingFields routing_fields(Op op) {
   switch (op) {
-    case Op::Jitter: return {true, true, false, false, false, false, false};
-    case Op::Router: return {false, false, true, true, false, false, true};
-    case Op::Bins: return {false, false, true, true, true, false, false};
-    case Op::Permute: return {false, false, true, true, false, false, false};
-    case Op::Topology: return {false, false, true, false, true, true, false};
-    case Op::Gather: return {true, true, true, true, false, false, false};
-    case Op::Scatter: return {true, true, false, true, false, false, false};
-    case Op::ScatterGrad: return {true, true, true, true, false, false, false};
-    case Op::RouterGrad: return {false, false, true, true, false, false, true};
+    case Op::Jitter: return {true, true, false, false, false, false, false, false};
+    case Op::Router: return {false, false, true, true, false, false, true, false};
+    case Op::Bins: return {false, false, true, true, true, false, false, false};
+    case Op::Permute: return {false, false, true, true, false, false, false, false};
+    case Op::Topology: return {false, false, true, false, true, true, false, false};
+    case Op::Gather: return {true, true, true, true, false, false, false, false};
+    case Op::Scatter: return {true, true, false, true, false, false, false, false};
+    case Op::ScatterGrad: return {true, true, true, true, false, false, false, false};
+    case Op::RouterGrad: return {true, false, true, true, false, false, true, false};
+    case Op::Glu:
+    case Op::GluGrad: return {true, false, false, false, true, true, false, true};
     default: return {};
   }
 }
@@ -204,6 +218,7 @@ void validate_routing(const KernelSpec& k) {
   unused("block", f.block || k.block == 0);
   unused("ffn", f.ffn || k.ffn == 0);
   unused("renorm_p", f.renorm || k.renorm_p == 0);
+  unused("epilogue", f.activation || k.epilogue == Epilogue::None);
   unused("trans", !k.trans_a && !k.trans_b);
   unused("tile", k.tile == TileConfig{});
   if (f.hidden) {
@@ -231,6 +246,9 @@ void validate_routing(const KernelSpec& k) {
   }
   if (f.renorm && k.renorm_p > 2)
     throw InvalidArgument(fmt::format("renorm_p = {} is not supported (expected 0, 1 or 2)", k.renorm_p));
+  if (f.activation && is_gradient(k.epilogue))
+    throw InvalidArgument(fmt::format("{} takes the layer's activation as a forward epilogue (none|gelu|silu|relu), "
+                                      "not {}", op, to_string(k.epilogue)));
 }
 
 // The Hopper kernel's constraints (templates/dmoe/kernels/sm90_product.cuh).
@@ -405,6 +423,7 @@ std::string kernel_name(const KernelSpec& k) {
     if (f.hidden) name += fmt::format("_h{}", k.hidden);
     if (f.ffn) name += fmt::format("_f{}", k.ffn);
     if (f.renorm) name += fmt::format("_p{}", k.renorm_p);
+    if (f.activation) name += fmt::format("_{}", to_string(k.epilogue));
     return name + fmt::format("_sm{}", to_string(k.arch).substr(3));
   }
   // The product's stem, then its tile: wg{m}x{n}x{k}s{stages} (wgmma), mma{m}x{n}x{k}w{warps}s{stages}
@@ -499,6 +518,7 @@ KernelSpec routing_spec(const MoeShape& s, Op op, Arch arch, int renorm_p) {
   k.top_k = f.top_k ? int32_t(s.top_k) : 0;
   k.dtype = f.dtype ? s.dtype : DType::BF16;
   k.renorm_p = f.renorm ? uint8_t(renorm_p) : 0;
+  k.epilogue = f.activation ? epilogue_of(s.activation) : Epilogue::None;
   if (f.renorm && (renorm_p < 0 || renorm_p > 2))
     throw InvalidArgument(fmt::format("renorm_p = {} is not supported (expected 0, 1 or 2)", renorm_p));
   validate(k);

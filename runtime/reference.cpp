@@ -164,6 +164,38 @@ double activation_grad(Epilogue e, double x) {
   return 1.0;
 }
 
+namespace {
+
+void check_glu(Epilogue act, std::initializer_list<std::pair<const char*, size_t>> sizes) {
+  if (is_gradient(act))
+    throw InvalidArgument(fmt::format("glu takes a forward activation (none|gelu|silu|relu), not {}", to_string(act)));
+  const auto& first = *sizes.begin();
+  for (const auto& [name, n] : sizes)
+    if (n != first.second)
+      throw InvalidArgument(fmt::format("glu operand {} has {} elements, {} has {}", name, n, first.first, first.second));
+}
+
+}  // namespace
+
+std::vector<double> glu(Epilogue act, std::span<const float> a, std::span<const float> g) {
+  check_glu(act, {{"a", a.size()}, {"g", g.size()}});
+  std::vector<double> h(a.size());
+  for (size_t i = 0; i < a.size(); ++i) h[i] = activation(act, a[i]) * double(g[i]);
+  return h;
+}
+
+GluGrad glu_grad(Epilogue act, std::span<const float> dh, std::span<const float> a, std::span<const float> g) {
+  check_glu(act, {{"dh", dh.size()}, {"a", a.size()}, {"g", g.size()}});
+  GluGrad r;
+  r.da.resize(a.size());
+  r.dg.resize(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    r.da[i] = double(dh[i]) * double(g[i]) * activation_grad(act, a[i]);
+    r.dg[i] = double(dh[i]) * activation(act, a[i]);
+  }
+  return r;
+}
+
 std::vector<double> product(const KernelSpec& k, const HostTopology& t, int64_t capacity,
                             std::span<const float> a, std::span<const float> b) {
   const ProductShapes s = product_shapes(k, t, capacity);

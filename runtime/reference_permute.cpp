@@ -131,10 +131,12 @@ std::vector<double> gather(std::span<const float> x, const Permutation& p, int t
 }
 
 std::vector<double> scatter(std::span<const float> rows, const Permutation& p, std::span<const double> weights,
-                            int64_t tokens, int top_k, int hidden) {
+                            int64_t tokens, int top_k, int hidden, std::span<const float> rows2) {
   require_positive("hidden", hidden);
   require_tokens(p, tokens, top_k);
   require_rows("rows", rows, p, hidden);
+  if (!rows2.empty() && rows2.size() != rows.size())
+    throw InvalidArgument(fmt::format("rows2 has {} elements, expected as many as rows ({})", rows2.size(), rows.size()));
   require_weights(weights, tokens * top_k, true);
   const int64_t H = hidden, K = top_k;
   const int64_t capacity = static_cast<int64_t>(rows.size()) / H;
@@ -147,7 +149,12 @@ std::vector<double> scatter(std::span<const float> rows, const Permutation& p, s
         throw InvalidArgument(fmt::format("row {} of assignment {} is out of range [0, {})", r, i, capacity));
       const double w = weights.empty() ? 1.0 : weights[i];
       const float* in = rows.data() + r * H;
-      for (int64_t h = 0; h < H; ++h) out[h] += w * double(in[h]);
+      if (rows2.empty()) {
+        for (int64_t h = 0; h < H; ++h) out[h] += w * double(in[h]);
+      } else {
+        const float* in2 = rows2.data() + r * H;
+        for (int64_t h = 0; h < H; ++h) out[h] += w * (double(in[h]) + double(in2[h]));
+      }
     }
   }
   return y;

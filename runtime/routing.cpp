@@ -26,6 +26,8 @@ int64_t routing_grid(const KernelSpec& k, const RoutingArgs& a) {
     case Op::ScatterGrad: return ceil_div(a.max_rows, kWarpsPerCta);
     case Op::Scatter:
     case Op::RouterGrad: return ceil_div(T, kWarpsPerCta);
+    case Op::Glu:
+    case Op::GluGrad: return ceil_div(int64_t{a.max_rows} * k.ffn / 8, 256 * kGluVectors);  // the capacity's vectors
     default: throw InvalidArgument(fmt::format("{} is not a routing kernel", to_string(k.op)));
   }
 }
@@ -83,7 +85,7 @@ RoutingWorkspace::RoutingWorkspace(const Device& dev, const MoeShape& shape, int
   topo_out_.offsets_t = ints(E * fb + 1);
   topo_out_.block_offsets_t = ints(max_blocks);
   const Arch arch = device_arch(dev.properties());
-  for (size_t i = 0; i < specs_.size(); ++i) specs_[i] = spec(Op(size_t(Op::Jitter) + i), arch);
+  for (size_t i = 0; i < specs_.size(); ++i) specs_[i] = spec(Op(size_t(kFirstRoutingOp) + i), arch);
 }
 
 Topology RoutingWorkspace::topology() const {
@@ -95,7 +97,7 @@ KernelSpec RoutingWorkspace::spec(Op op, Arch arch) const { return routing_spec(
 
 const KernelSpec& RoutingWorkspace::spec(Op op) const {
   if (is_product(op)) throw InvalidArgument(fmt::format("{} is not a routing kernel", to_string(op)));
-  return specs_[size_t(op) - size_t(Op::Jitter)];
+  return specs_[size_t(op) - size_t(kFirstRoutingOp)];
 }
 
 RoutingArgs RoutingWorkspace::args() const {

@@ -54,7 +54,8 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   if (with_op) {
     op_opt_ = app.add_option("--op", op_,
                              "Kernel: sdd|dsd|dds, or a routing kernel: jitter|router|bins|permute|topology|"
-                             "gather|scatter|scatter_grad|router_grad")
+                             "gather|scatter|scatter_grad|router_grad, or a gated experts' elementwise kernel: "
+                             "glu|glu_grad")
                   ->type_name("OP")
                   ->capture_default_str();
     renorm_opt_ = add_int(app, "--renorm", renorm_, "Router weights renormalized by their p-norm: 0 (off), 1, 2");
@@ -80,7 +81,8 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
                  ->type_name("KIND");
   stages_opt_ = add_int(app, "--stages", stages_, "Override the pipeline stages (wgmma: 2..8, mma: 2..5)");
   epilogue_opt_ = app.add_option("--epilogue", epilogue_,
-                                 "Fused SDD epilogue: none|gelu|silu|relu (forward), dgelu|dsilu|drelu (backward)")
+                                 "Fused SDD epilogue: none|gelu|silu|relu (forward), dgelu|dsilu|drelu (backward); "
+                                 "glu and glu_grad: the activation, none|gelu|silu|relu (default: the preset's)")
                       ->type_name("EPI");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_, dtype_opt_,
               arch_opt_,   preset_opt_, tile_opt_,  warps_opt_, mma_opt_,   stages_opt_, epilogue_opt_};
@@ -114,7 +116,9 @@ KernelSpec SpecFlags::spec() const {
     if (given(trans_opt_)) throw InvalidArgument(fmt::format("--trans does not apply to {} kernels", op_));
     if (renorm_ < 0 || renorm_ > 2)
       throw InvalidArgument(fmt::format("--renorm {} is not supported (expected 0, 1 or 2)", renorm_));
-    return with_tile(routing_spec(s, op, arch(), static_cast<int>(renorm_)));
+    KernelSpec k = routing_spec(s, op, arch(), static_cast<int>(renorm_));
+    if (given(epilogue_opt_)) k.epilogue = parse_epilogue(epilogue_);  // glu, glu_grad: the activation
+    return with_tile(k);
   }
   if (given(renorm_opt_)) throw InvalidArgument(fmt::format("--renorm does not apply to {} kernels", op_));
   const auto [trans_a, trans_b] = parse_trans(given(trans_opt_) ? trans_ : op == Op::SDD ? "nt" : "nn");

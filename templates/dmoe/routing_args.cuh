@@ -1,5 +1,6 @@
 // dmoe/routing_args.cuh — the kernel ABI of the routing chain (router → bins → permutation → topology →
-// gather, and scatter on the way back), shared by host C++ and device code.
+// gather, and scatter on the way back) and of the gated experts' elementwise kernels (Glu, GluGrad),
+// shared by host C++ and device code.
 //
 // No kernel's size depends on a value only the device knows: grids are sized from host-known upper
 // bounds (tokens T, padded-row capacity), and kernels read the true sizes (counts, padded_bins,
@@ -17,7 +18,9 @@ namespace dmoe {
 // assignments [c·kRouteChunkTokens·K, (c+1)·kRouteChunkTokens·K). kMaxRoutingExperts: the largest
 // expert count the routing kernels support (Bins runs one thread per expert). An enum, not constexpr
 // variables, so NVRTC emits no global symbols for them.
-enum : int32_t { kRouteChunkTokens = 256, kMaxRoutingExperts = 1024 };
+// kGluVectors: 16-byte vectors (8 elements) each thread of Glu and GluGrad moves per operand, all loads
+// in flight before the first store; a CTA of 256 threads covers 256·kGluVectors vectors.
+enum : int32_t { kRouteChunkTokens = 256, kMaxRoutingExperts = 1024, kGluVectors = 4 };
 
 // Device buffers of one routing pass, sized from upper bounds. Assignment i = t·K + k.
 struct RoutingState {
@@ -50,14 +53,24 @@ struct TopologyOut {
 };
 
 // One argument struct for every routing kernel; each reads the fields its comment names.
+// Glu and GluGrad work on the sparse data [blocks, B, B] of the hidden activation (SDD outputs): the
+// valid blocks are the first *s.block_rows · F/B (read on the device); blocks past them are not touched.
+// Glu's h must not overlap a or g; GluGrad's da and dg may each be one of its inputs' buffers (e.g. da
+// in dh's, dg in g's), element for element, but not each other's (templates/dmoe/kernels/glu.cuh).
 struct RoutingArgs {
   const void* x;          // Jitter: input [T, H]; Gather: tokens x [T, H]; Scatter: expert output rows
-                          // [max_rows, H]; ScatterGrad: dy [T, H]
+                          // [max_rows, H]; ScatterGrad: dy [T, H]; Glu: a = x·W1ᵀ; GluGrad: dh
   void* y;                // Jitter: output [T, H]; Gather: permuted rows [max_rows, H]; Scatter: y [T, H];
-                          // ScatterGrad: gradient of the expert output rows [max_rows, H]
-  const void* aux;        // ScatterGrad: the forward expert output rows [max_rows, H] (for dw)
+                          // ScatterGrad: gradient of the expert output rows [max_rows, H]; Glu: h;
+                          // GluGrad: da
+  const void* aux;        // ScatterGrad: the forward expert output rows [max_rows, H] (for dw); Glu: g =
+                          // x·V1ᵀ; GluGrad: a
+  const void* x2;         // Scatter (optional, null: none): second rows [max_rows, H], y[t] = Σ_k w·(x +
+                          // x2)[row(t, k)] (gated dX = dA·W1 + dG·V1); GluGrad: g
+  void* y2;               // GluGrad: dg
   const float* logits;    // Router, RouterGrad: router logits [T, E], fp32
-  float* dlogits;         // RouterGrad: gradient of the logits [T, E]
+  float* dlogits;         // RouterGrad: gradient of the logits [T, E] (null: not written)
+  void* dlogits_lp;       // RouterGrad (optional, null: not written): the same rounded to the dtype [T, E]
   float* dweights;        // ScatterGrad: writes dw [T·K]; RouterGrad: reads it
   RoutingState s;
   TopologyOut topo;       // Topology

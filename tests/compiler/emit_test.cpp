@@ -145,3 +145,18 @@ TEST_CASE("the mma source instantiates the Ampere-class kernel with the plain Pr
   CHECK(four.find("dmoe::sm80::product<dmoe::fp16_t, dmoe::kDDS, false, false,") != std::string::npos);
   CHECK(four.find("128, 128, 32, 4, 5>(args);") != std::string::npos);
 }
+
+TEST_CASE("the gated experts' kernels instantiate glu.cuh with the dtype, block, ffn and activation") {
+  MoeShape s = preset("mixtral-8x7b");
+  const std::string glu = emit_source(routing_spec(s, Op::Glu, Arch::SM90a));
+  CHECK(glu.find("#include \"dmoe/kernels/glu.cuh\"") != std::string::npos);
+  CHECK(glu.find("dmoe_glu_bf16_b128_f14336_silu_sm90a(const dmoe::RoutingArgs args)") != std::string::npos);
+  CHECK(glu.find("dmoe::glu_kernel<dmoe::bf16_t, 128, 14336, 2>(args);") != std::string::npos);  // kEpiSilu
+  s.activation = Activation::GeluTanh;
+  s.dtype = DType::FP16;
+  const std::string grad = emit_source(routing_spec(s, Op::GluGrad, Arch::SM80));
+  CHECK(grad.find("dmoe::glu_grad_kernel<dmoe::fp16_t, 128, 14336, 1>(args);") != std::string::npos);  // kEpiGelu
+  CHECK(grad.find("__launch_bounds__(256)") != std::string::npos);
+  const std::string rg = emit_source(routing_spec(s, Op::RouterGrad, Arch::SM90a, 2));
+  CHECK(rg.find("dmoe::router_grad_kernel<dmoe::fp16_t, 8, 2, 2>(args);") != std::string::npos);
+}

@@ -421,3 +421,56 @@ TEST_CASE("mma is a kernel family of its own: parsed, printed and named apart fr
   CHECK(KernelSpecHash{}(mma) != KernelSpecHash{}(simt));
   CHECK(!(mma == simt));
 }
+
+TEST_CASE("routing specs: Glu and GluGrad carry the shape's activation, RouterGrad its dtype") {
+  MoeShape s = preset("mixtral-8x7b");  // SiLU, gated
+  const KernelSpec glu = routing_spec(s, Op::Glu, Arch::SM90a);
+  CHECK(glu.epilogue == Epilogue::Silu);
+  CHECK(glu.dtype == DType::BF16);
+  CHECK(glu.block == 128);
+  CHECK(glu.ffn == 14336);
+  CHECK(glu.hidden == 0);
+  CHECK(glu.experts == 0);
+  CHECK(glu.top_k == 0);
+  CHECK(kernel_name(glu) == "dmoe_glu_bf16_b128_f14336_silu_sm90a");
+  CHECK(kernel_name(routing_spec(s, Op::GluGrad, Arch::SM80)) == "dmoe_glu_grad_bf16_b128_f14336_silu_sm80");
+  s.activation = Activation::None;
+  s.dtype = DType::FP16;
+  CHECK(kernel_name(routing_spec(s, Op::Glu, Arch::SM90a)) == "dmoe_glu_fp16_b128_f14336_none_sm90a");
+  CHECK(kernel_name(routing_spec(s, Op::RouterGrad, Arch::SM90a, 1)) == "dmoe_router_grad_fp16_e8_k2_p1_sm90a");
+  s.dtype = DType::BF16;
+  CHECK(kernel_name(routing_spec(s, Op::RouterGrad, Arch::SM90a, 1)) == "dmoe_router_grad_bf16_e8_k2_p1_sm90a");
+  CHECK(parse_op("glu") == Op::Glu);
+  CHECK(parse_op("GLU_GRAD") == Op::GluGrad);
+  CHECK(to_string(Op::GluGrad) == "glu_grad");
+  for (Activation a : {Activation::None, Activation::GeluTanh, Activation::Silu, Activation::Relu})
+    CHECK(to_string(epilogue_of(a)) == to_string(a));
+
+  // Every activation is a distinct kernel; a gradient epilogue, or an activation on another routing
+  // kernel, is refused by name.
+  std::unordered_set<std::string> names;
+  std::unordered_set<KernelSpec> specs;
+  for (Op op : {Op::Glu, Op::GluGrad})
+    for (Epilogue e : {Epilogue::None, Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu}) {
+      KernelSpec k = glu;
+      k.op = op;
+      k.epilogue = e;
+      CHECK_NOTHROW(validate(k));
+      names.insert(kernel_name(k));
+      specs.insert(k);
+    }
+  CHECK(names.size() == 8);
+  CHECK(specs.size() == 8);
+  KernelSpec bad = glu;
+  bad.epilogue = Epilogue::SiluGrad;
+  expect_error([&] { validate(bad); }, {"glu", "forward epilogue", "dsilu"});
+  bad = glu;
+  bad.hidden = 1024;
+  expect_error([&] { validate(bad); }, {"hidden is not used by glu"});
+  bad = glu;
+  bad.ffn = 1000;
+  expect_error([&] { validate(bad); }, {"ffn = 1000", "block size 128"});
+  KernelSpec scatter = routing_spec(s, Op::Scatter, Arch::SM90a);
+  scatter.epilogue = Epilogue::Silu;
+  expect_error([&] { validate(scatter); }, {"epilogue is not used by scatter"});
+}

@@ -289,6 +289,31 @@ TEST_CASE("scatter: a buffer of the padded-row capacity is accepted; rows past T
   CHECK(y1 == y2);
 }
 
+TEST_CASE("scatter: a second source is added to every row (the gated experts' dX)") {
+  for (const Routing& r : routings()) {
+    INFO(describe(r));
+    const int H = 8, K = r.top_k;
+    const int64_t T = r.tokens;
+    const auto ids = make_routing(r.kind, T, r.experts, K);
+    const Permutation p = permute(ids, r.experts, K, r.block);
+    const auto rows = random_values(p.padded_rows * H), rows2 = random_values(p.padded_rows * H);
+    const auto w = random_weights(T * K);
+    for (bool weighted : {false, true}) {
+      const std::span<const double> ws = weighted ? std::span<const double>(w) : std::span<const double>{};
+      const auto y = scatter(rows, p, ws, T, K, H, rows2);
+      const auto y1 = scatter(rows, p, ws, T, K, H), y2 = scatter(rows2, p, ws, T, K, H);
+      double worst = 0;
+      for (int64_t e = 0; e < T * H; ++e) worst = std::max(worst, std::abs(y[e] - (y1[e] + y2[e])));
+      CHECK(worst < 1e-12);
+    }
+  }
+  const auto ids = make_routing(Kind::Uniform, 10, 4, 2);
+  const Permutation p = permute(ids, 4, 2, 64);
+  const auto rows = random_values(p.padded_rows * 8);
+  CHECK_THROWS_WITH_AS(scatter(rows, p, {}, 10, 2, 8, std::vector<float>(7)),
+                       doctest::Contains("rows2 has 7 elements"), InvalidArgument);
+}
+
 TEST_CASE("scatter_grad: the adjoint of scatter, and finite differences of the weights") {
   for (const Routing& r : routings()) {
     INFO(describe(r));

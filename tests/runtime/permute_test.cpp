@@ -1,6 +1,7 @@
-// GPU tests of Permute, Topology, Gather, Scatter and ScatterGrad (templates/dmoe/kernels/permute.cuh,
-// topology.cuh) against the CPU references. The Router's and Bins' outputs are computed on the host from
-// reference::permute and uploaded, so these tests depend on no other routing kernel.
+// GPU tests of Permute, Topology, Gather, Scatter (with one source and two) and ScatterGrad
+// (templates/dmoe/kernels/permute.cuh, topology.cuh) against the CPU references. The Router's and Bins'
+// outputs are computed on the host from reference::permute and uploaded, so these tests depend on no
+// other routing kernel.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -305,6 +306,33 @@ void run(const Case& c) {
     CHECK(err <= tol);
   }
   args.weighted = 0;
+
+  // Scatter with a second source (the gated experts' dX = dA·W1 + dG·V1): each row is x[r] + x2[r].
+  {
+    Operand rows2 = random_operand(t_pad * H, c.dtype, g);
+    rows2.bits.resize(max_rows * H, 0xffff);
+    rows2.values.resize(max_rows * H, std::numeric_limits<float>::quiet_NaN());
+    DeviceBuffer drows2(dev, max_rows * H * 2);
+    upload(drows2.get(), rows2.bits);
+    for (int weighted : {0, 1}) {
+      INFO("two sources, weighted = " << weighted);
+      dev.fill_u8(dy_tok.get(), 0xff, T * H * 2);
+      args.x = drows.get();
+      args.x2 = drows2.get();
+      args.y = dy_tok.get();
+      args.weighted = weighted;
+      launch(Op::Scatter);
+      const auto y = download<uint16_t>(dy_tok.get(), T * H);
+      const auto ref = reference::scatter(rows.values, p,
+                                          weighted ? std::span<const double>(w64) : std::span<const double>{}, T,
+                                          int(K), int(H), rows2.values);
+      const double err = relative_error(ref, y, T * H, c.dtype);
+      INFO("scatter (two sources) relative Frobenius error " << err);
+      CHECK(err <= tol);
+    }
+    args.x2 = nullptr;
+    args.weighted = 0;
+  }
 
   // ScatterGrad: dy [T, H] → the rows' gradient (padding rows zero, past T_pad untouched) and dw.
   {

@@ -1,5 +1,6 @@
 // The CPU references themselves: topology closed form against the generic construction and the
-// semantics' oracles, and the fp64 products against a dense product over the densified topology.
+// semantics' oracles, the fp64 products against a dense product over the densified topology, the
+// activations and the gated experts' elementwise ops.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -171,4 +172,43 @@ TEST_CASE("activation derivatives match central finite differences") {
   }
   CHECK(reference::activation(Epilogue::GeluTanh, 1.0) == doctest::Approx(0.8411919906));  // tanh-GELU(1)
   CHECK(reference::activation(Epilogue::Silu, 1.0) == doctest::Approx(0.7310585786));
+}
+
+TEST_CASE("glu and glu_grad: the definition, and the gradient of ⟨dh, h⟩ by finite differences") {
+  std::uniform_real_distribution<float> d(-2.f, 2.f);
+  const int64_t n = 64;
+  std::vector<float> a(n), g(n), dh(n);
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = d(rng), g[i] = d(rng), dh[i] = d(rng);
+    if (std::abs(a[i]) < 0.01f) a[i] = 0.5f;  // away from ReLU's kink, which a difference would straddle
+  }
+  for (Epilogue e : {Epilogue::None, Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu}) {
+    INFO(to_string(e));
+    const auto h = glu(e, a, g);
+    const GluGrad r = glu_grad(e, dh, a, g);
+    REQUIRE(h.size() == size_t(n));
+    REQUIRE(r.da.size() == size_t(n));
+    REQUIRE(r.dg.size() == size_t(n));
+    // L = ⟨dh, glu(a, g)⟩: ∂L/∂a[i] and ∂L/∂g[i] by central differences of the reference itself.
+    auto loss = [&](const std::vector<float>& aa, const std::vector<float>& gg) {
+      const auto hh = glu(e, aa, gg);
+      double l = 0;
+      for (int64_t i = 0; i < n; ++i) l += double(dh[i]) * hh[i];
+      return l;
+    };
+    const float eps = 1.f / 1024;  // exact in fp32, so a ± eps is what the difference divides by
+    for (int64_t i = 0; i < n; ++i) {
+      CHECK(h[i] == activation(e, a[i]) * double(g[i]));
+      std::vector<float> ap = a, am = a, gp = g, gm = g;
+      ap[i] += eps, am[i] -= eps, gp[i] += eps, gm[i] -= eps;
+      const double fa = (loss(ap, g) - loss(am, g)) / (double(ap[i]) - double(am[i]));
+      const double fg = (loss(a, gp) - loss(a, gm)) / (double(gp[i]) - double(gm[i]));
+      INFO("a = " << a[i] << ", g = " << g[i]);
+      CHECK(r.da[i] == doctest::Approx(fa).epsilon(1e-5).scale(1.0));
+      CHECK(r.dg[i] == doctest::Approx(fg).epsilon(1e-9).scale(1.0));
+    }
+  }
+  CHECK_THROWS_WITH_AS(glu(Epilogue::SiluGrad, a, g), doctest::Contains("not dsilu"), InvalidArgument);
+  CHECK_THROWS_WITH_AS(glu_grad(Epilogue::Silu, dh, a, std::vector<float>(3)), doctest::Contains("g has 3 elements"),
+                       InvalidArgument);
 }

@@ -27,12 +27,14 @@ struct Case {
   int experts, top_k, renorm_p;
   Logits logits = Logits::Normal;
   int block = 128;
+  DType dtype = DType::BF16;  // RouterGrad's low-precision copy of dlogits
 };
 
 std::string describe(const Case& c) {
   const char* kind = c.logits == Logits::Zipf ? " zipf" : c.logits == Logits::OneExpert ? " one-expert" : "";
   return "T=" + std::to_string(c.tokens) + " E=" + std::to_string(c.experts) + " K=" + std::to_string(c.top_k) +
-         " P=" + std::to_string(c.renorm_p) + " B=" + std::to_string(c.block) + kind;
+         " P=" + std::to_string(c.renorm_p) + " B=" + std::to_string(c.block) + kind + " " +
+         std::string(to_string(c.dtype));
 }
 
 // Random logits, never zero. Zipf: expert e's logit is biased by −1.1·ln(e + 1), so its share of the
@@ -212,6 +214,7 @@ void run(const Case& c) {
   shape.top_k = c.top_k;
   shape.block = c.block;
   shape.tokens = c.tokens;
+  shape.dtype = c.dtype;
   RoutingWorkspace ws(dev, shape, c.renorm_p);
   const int64_t T = c.tokens, E = c.experts, K = c.top_k;
 
@@ -256,8 +259,35 @@ void run(const Case& c) {
   const double err = reference::relative_error(ref, std::vector<double>(out.begin(), out.end()));
   INFO("router_grad rel Frobenius err " << err);
   CHECK(err <= 1e-5);
-  MESSAGE(describe(c) << ": router_grad rel err " << err << ", losses " << routed.losses[0] << " "
-                      << routed.losses[1]);
+
+  // The low-precision copy (cuBLASLt's operand): the fp32 values rounded once, next to the fp32 ones
+  // (which stay bit for bit the same) or alone (dlogits null).
+  DeviceBuffer dlp(dev, T * E * 2);
+  dev.fill_u8(dlp.get(), 0xff, T * E * 2);
+  dev.fill_u8(dgrad.get(), 0xff, T * E * 4);
+  args.dlogits_lp = dlp.get();
+  launch_routing(cache(), ws.spec(Op::RouterGrad), args, nullptr);
+  dev.synchronize();
+  CHECK(download<float>(dgrad.get(), T * E) == out);
+  const auto lp = download<uint16_t>(dlp.get(), T * E);
+  int64_t not_rounded = 0;
+  std::vector<double> lp_values(T * E);
+  for (int64_t i = 0; i < T * E; ++i) {
+    const uint16_t want = c.dtype == DType::BF16 ? reference::to_bf16(out[i]) : reference::to_fp16(out[i]);
+    not_rounded += lp[i] != want;
+    lp_values[i] = c.dtype == DType::BF16 ? reference::from_bf16(lp[i]) : reference::from_fp16(lp[i]);
+  }
+  CHECK(not_rounded == 0);
+  const double lp_err = reference::relative_error(ref, lp_values);
+  INFO("router_grad low-precision rel Frobenius err " << lp_err);
+  CHECK(lp_err <= (c.dtype == DType::BF16 ? 1e-2 : 2e-3));
+  dev.fill_u8(dlp.get(), 0xff, T * E * 2);
+  args.dlogits = nullptr;
+  launch_routing(cache(), ws.spec(Op::RouterGrad), args, nullptr);
+  dev.synchronize();
+  CHECK(download<uint16_t>(dlp.get(), T * E) == lp);
+  MESSAGE(describe(c) << ": router_grad rel err " << err << " (low precision " << lp_err << "), losses "
+                      << routed.losses[0] << " " << routed.losses[1]);
 }
 
 }  // namespace
@@ -270,11 +300,13 @@ TEST_CASE("router: small and odd shapes") {
   run({257, 64, 64, 2});     // K = E > 32: weights rescaled over several lanes
   run({255, 33, 5, 2, Logits::Normal, 64});
   run({777, 16, 1, 0, Logits::OneExpert, 256});  // every token to one expert
+  run({1000, 8, 2, 0, Logits::Normal, 128, DType::FP16});
+  run({255, 33, 5, 2, Logits::Normal, 64, DType::FP16});
 }
 
 TEST_CASE("router: model-sized expert counts") {
   run({4096 + 17, 256, 8, 1});  // DeepSeek-V3-like
-  run({3000, 1000, 8, 2});
+  run({3000, 1000, 8, 2, Logits::Normal, 128, DType::FP16});
   run({600, 1024, 6, 0});  // the routing kernels' expert limit
   run({2000, 1000, 1000, 1});
 }

@@ -20,7 +20,8 @@ struct InvalidArgument : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// The block-sparse products, then the routing chain's kernels (templates/dmoe/routing_args.cuh).
+// The block-sparse products, then the routing chain's kernels and the gated experts' elementwise kernels,
+// which share the routing kernels' ABI (templates/dmoe/routing_args.cuh).
 enum class Op : uint8_t {
   SDD, DSD, DDS,
   Jitter,       // x · U(1 − ε, 1 + ε), the router input's noise (and its backward)
@@ -31,8 +32,11 @@ enum class Op : uint8_t {
   Gather,       // x → rows in expert order, padding rows zero
   Scatter,      // expert rows → y[t] = Σ_k w[t,k] · out[row(t,k)] (or unweighted: gather's backward)
   ScatterGrad,  // dy → gradient of the expert rows (padding zero) and dw[t,k]
-  RouterGrad,   // dw, losses → gradient of the logits
+  RouterGrad,   // dw, losses → gradient of the logits (fp32, and optionally in the layer's dtype)
+  Glu,          // on the sparse data: h = act(a) ⊙ g (gated experts' forward)
+  GluGrad,      // on the sparse data: da = dh ⊙ g ⊙ act'(a), dg = dh ⊙ act(a)
 };
+constexpr Op kFirstRoutingOp = Op::Jitter, kLastOp = Op::GluGrad;
 bool is_product(Op);
 enum class DType : uint8_t { BF16, FP16 };
 enum class Arch : uint8_t { SM80, SM86, SM89, SM90a };
@@ -45,6 +49,8 @@ enum class Activation : uint8_t { None, GeluTanh, Silu, Relu };
 enum class Epilogue : uint8_t { None, GeluTanh, Silu, Relu, GeluTanhGrad, SiluGrad, ReluGrad };
 bool is_gradient(Epilogue);
 Epilogue parse_epilogue(std::string_view);
+// The forward epilogue of an activation (None → Epilogue::None).
+Epilogue epilogue_of(Activation);
 
 std::string_view to_string(Op);
 std::string_view to_string(DType);
@@ -129,7 +135,8 @@ struct KernelSpec {
   bool trans_b = true;
   DType dtype = DType::BF16;
   Arch arch = Arch::SM90a;
-  Epilogue epilogue = Epilogue::None;
+  Epilogue epilogue = Epilogue::None;  // SDD: the fused epilogue; Glu, GluGrad: the activation, as its
+                                       // forward epilogue (None, GeluTanh, Silu, Relu)
   int32_t block = 128;
   int32_t hidden = 0;
   int32_t ffn = 0;
@@ -144,8 +151,9 @@ struct KernelSpec {
 // its op does not use at their zero defaults (one kernel, one spec).
 void validate(const KernelSpec&);
 
-// The spec of one routing kernel for a layer shape: only the fields the op uses are set.
-// renorm_p: 0 (raw softmax weights), 1 or 2.
+// The spec of one routing kernel for a layer shape: only the fields the op uses are set (the dtype of
+// the kernels that move activations, RouterGrad included; Glu's and GluGrad's activation from
+// shape.activation). renorm_p: 0 (raw softmax weights), 1 or 2.
 KernelSpec routing_spec(const MoeShape&, Op, Arch, int renorm_p = 0);
 
 // Canonical, readable, unique name, used as the extern "C" entry point and in the cache's metadata:

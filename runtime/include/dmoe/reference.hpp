@@ -49,6 +49,17 @@ std::vector<double> product(const KernelSpec&, const HostTopology&, int64_t capa
 double activation(Epilogue, double x);
 double activation_grad(Epilogue, double x);
 
+// The gated experts' elementwise ops (Op::Glu, Op::GluGrad) in fp64 over equally long operands (the sparse
+// data, or any prefix of it); act is a forward epilogue (None, GeluTanh, Silu, Relu):
+//   glu:      h = act(a) · g
+//   glu_grad: da = dh · g · act'(a), dg = dh · act(a)
+// Throws InvalidArgument for a gradient epilogue or operands of different lengths.
+std::vector<double> glu(Epilogue act, std::span<const float> a, std::span<const float> g);
+struct GluGrad {
+  std::vector<double> da, dg;
+};
+GluGrad glu_grad(Epilogue act, std::span<const float> dh, std::span<const float> a, std::span<const float> g);
+
 // Round to nearest even, as the device's cvt.rn does.
 uint16_t to_bf16(float);
 float from_bf16(uint16_t);

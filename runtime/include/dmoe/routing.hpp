@@ -31,7 +31,8 @@ class RoutingWorkspace {
   Topology topology() const;                                   // read-only view for the products
   int64_t bytes() const { return bytes_; }
 
-  // The specs of the chain's kernels for this shape on arch.
+  // The specs of the chain's kernels for this shape on arch, every routing op (Op::Jitter … Op::GluGrad;
+  // Glu and GluGrad with the shape's activation, RouterGrad with its dtype).
   KernelSpec spec(Op, Arch) const;
   // The same for the workspace's own device, built and validated once at construction (the launch path).
   const KernelSpec& spec(Op) const;
@@ -44,7 +45,7 @@ class RoutingWorkspace {
   int renorm_p_;
   int32_t max_rows_ = 0;
   int64_t bytes_ = 0;
-  std::array<KernelSpec, size_t(Op::RouterGrad) - size_t(Op::Jitter) + 1> specs_{};
+  std::array<KernelSpec, size_t(kLastOp) - size_t(kFirstRoutingOp) + 1> specs_{};
   std::vector<DeviceBuffer> buffers_;
   RoutingState state_{};
   TopologyOut topo_out_{};

@@ -52,9 +52,10 @@ Permutation permute(std::span<const int32_t> expert_ids, int experts, int top_k,
 std::vector<double> gather(std::span<const float> x, const Permutation&, int top_k, int hidden);
 
 // Padded scatter: y [T, H], y[t] = Σ_k w[t·K + k] · rows[row(t, k)] (weights empty: unweighted sum, which
-// is the gather's backward).
+// is the gather's backward). With rows2 (as long as rows), each row is rows[r] + rows2[r]: the gated
+// experts' dX = dA·W1 + dG·V1 from its two products.
 std::vector<double> scatter(std::span<const float> rows, const Permutation&, std::span<const double> weights,
-                            int64_t tokens, int top_k, int hidden);
+                            int64_t tokens, int top_k, int hidden, std::span<const float> rows2 = {});
 
 // Scatter's backward: the expert rows' gradient [padded_rows, H] (dy[t] · w[t,k] at row(t, k), zero on
 // padding rows) and dw[t·K + k] = ⟨rows[row(t, k)], dy[t]⟩.

@@ -59,4 +59,25 @@ __device__ __forceinline__ float apply_grad(float g, float pre) {
   else return g;
 }
 
+// act(x) and act'(x) together (Epi a forward epilogue), sharing the transcendental: the same values as
+// apply_act<Epi>(x) and apply_grad<Epi's gradient>(1, x).
+template <int Epi>
+__device__ __forceinline__ void act_and_grad(float x, float& y, float& dy) {
+  if constexpr (Epi == kEpiGelu) {
+    const float t = act::tanh_approx(act::kGeluC0 * (x + act::kGeluC1 * x * x * x));
+    y = 0.5f * x * (1.f + t);
+    dy = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * act::kGeluC0 * (1.f + 3.f * act::kGeluC1 * x * x);
+  } else if constexpr (Epi == kEpiSilu) {
+    const float s = act::sigmoid(x);
+    y = x * s;
+    dy = s * (1.f + x * (1.f - s));
+  } else if constexpr (Epi == kEpiRelu) {
+    y = x > 0.f ? x : 0.f;
+    dy = x > 0.f ? 1.f : 0.f;
+  } else {
+    y = x;
+    dy = 1.f;
+  }
+}
+
 }  // namespace dmoe

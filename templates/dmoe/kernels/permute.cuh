@@ -4,12 +4,14 @@
 //   permute_kernel       one warp per chunk c of kRouteChunkTokens tokens (assignments [c·256·K, …))
 //   gather_kernel        8 warps per CTA: one warp per token t = blockIdx.x·8 + warp (read once, written to
 //                        its K rows), then one CTA per expert zeroing its padding rows
-//   scatter_kernel       8 warps per CTA, one warp per token t = blockIdx.x·8 + warp (< T)
+//   scatter_kernel       8 warps per CTA, one warp per token t = blockIdx.x·8 + warp (< T); one source
+//                        rows x, or two (x + x2, a.x2 set: the gated experts' dX)
 //   scatter_grad_kernel  8 warps per CTA, one warp per padded row (as gather)
 // Rows are moved as 16-byte vectors (8 elements; H is a multiple of 64). Every true size (counts, bins,
 // padded_bins) is read from device memory; rows past the true T_pad are never touched.
 #pragma once
 #include "dmoe/common/types.cuh"
+#include "dmoe/common/vec8.cuh"
 #include "dmoe/ptx/ptx.cuh"
 #include "dmoe/routing_args.cuh"
 
@@ -19,37 +21,6 @@ namespace permute_detail {
 // Enumerators, not constexpr variables: NVRTC emits a namespace-scope constexpr as a .global symbol.
 enum : int { kWarps = 8 };  // warps per CTA of the row- and token-parallel kernels (routing.cpp's kWarpsPerCta)
 enum : unsigned { kFull = 0xffffffffu };
-
-// 8 16-bit elements.
-struct alignas(16) Vec8 {
-  unsigned w[4];
-};
-
-__device__ __forceinline__ Vec8 ld_nc_v4(const void* p) {
-  Vec8 v;
-  ptx::ld_nc_v4_u32(p, v.w);
-  return v;
-}
-
-__device__ __forceinline__ void st_v4(void* p, const Vec8& v) { ptx::st_v4_u32(p, v.w); }
-
-template <class Elem>
-__device__ __forceinline__ void unpack(const Vec8& v, float (&f)[8]) {
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    f[2 * j] = Elem::to_float(static_cast<unsigned short>(v.w[j] & 0xffffu));
-    f[2 * j + 1] = Elem::to_float(static_cast<unsigned short>(v.w[j] >> 16));
-  }
-}
-
-template <class Elem>
-__device__ __forceinline__ Vec8 pack(const float (&f)[8]) {
-  Vec8 v;
-#pragma unroll
-  for (int j = 0; j < 4; ++j)
-    v.w[j] = uint32_t(Elem::from_float(f[2 * j])) | (uint32_t(Elem::from_float(f[2 * j + 1])) << 16);
-  return v;
-}
 
 // The expert owning padded row r < padded_bins[E − 1]: the first e with padded_bins[e] > r. All lanes
 // search the same addresses (broadcast loads, L1-resident).
@@ -193,19 +164,21 @@ __device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
   }
 }
 
-// y[t] = Σ_k w[t·K + k] · x[rows[t·K + k]] (w = 1 when !a.weighted), accumulated in fp32 and rounded once.
-template <class Elem, int H, int K>
-__device__ __forceinline__ void scatter_kernel(const RoutingArgs& a) {
-  using namespace permute_detail;
-  static_assert(H % 8 == 0, "rows move as 16-byte vectors");
+namespace permute_detail {
+
+// The scatter of one token's row, with TWO: the second source x2 added to every row it reads. The sources
+// are read one after the other (all of x's K rows, then x2's), so the loads in flight and the registers
+// they take are those of one source.
+template <class Elem, int H, int K, bool TWO>
+__device__ __forceinline__ void scatter_token(const RoutingArgs& a, int64_t t) {
   constexpr int V = H / 8;
   constexpr bool kRegs = K <= 8;            // the K rows and weights live in registers
   constexpr int U = K >= 4 ? 1 : K >= 2 ? 2 : 4;  // vectors per lane in flight: U·K loads
-  const int64_t t = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (t >= a.tokens) return;
+  constexpr int N = TWO ? 2 : 1;            // sources
   const int lane = threadIdx.x & 31;
   const bool weighted = a.weighted != 0;
   const Elem* x = static_cast<const Elem*>(a.x);
+  const Elem* x2 = static_cast<const Elem*>(a.x2);
   Vec8* dst = reinterpret_cast<Vec8*>(static_cast<Elem*>(a.y) + t * H);
   const int64_t first = t * K;
 
@@ -213,35 +186,45 @@ __device__ __forceinline__ void scatter_kernel(const RoutingArgs& a) {
     // Lane k loads assignment k's row and weight; every lane then holds all K in registers.
     const int32_t my_row = lane < K ? ptx::ld_nc_s32(a.s.rows + first + lane) : 0;
     const float my_w = (lane < K && weighted) ? ptx::ld_nc_f32(a.s.weights + first + lane) : 1.f;
-    const Vec8* src[K];
+    int64_t off[K];  // element offset of row(t, k)
     float w[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
-      src[k] = reinterpret_cast<const Vec8*>(x + int64_t(__shfl_sync(kFull, my_row, k)) * H);
+      off[k] = int64_t(__shfl_sync(kFull, my_row, k)) * H;
       w[k] = __shfl_sync(kFull, my_w, k);
     }
 #pragma unroll 1
     for (int v0 = lane; v0 < V; v0 += 32 * U) {
-      Vec8 in[U][K];
+      float acc[U][8];
 #pragma unroll
       for (int u = 0; u < U; ++u)
 #pragma unroll
-        for (int k = 0; k < K; ++k)
-          if (v0 + u * 32 < V) in[u][k] = ld_nc_v4(src[k] + v0 + u * 32);
+        for (int j = 0; j < 8; ++j) acc[u][j] = 0.f;
+#pragma unroll 1
+      for (int n = 0; n < N; ++n) {  // a loop, not unrolled: x2's loads wait for x's to be used
+        const Elem* src = n == 0 ? x : x2;
+        Vec8 in[U][K];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int k = 0; k < K; ++k)
+            if (v0 + u * 32 < V) in[u][k] = ld_nc_v4(reinterpret_cast<const Vec8*>(src + off[k]) + v0 + u * 32);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          if (v0 + u * 32 >= V) break;
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            float f[8];
+            unpack<Elem>(in[u][k], f);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[u][j] = fmaf(w[k], f[j], acc[u][j]);
+          }
+        }
+      }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         if (v0 + u * 32 >= V) break;
-        float acc[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[j] = 0.f;
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          float f[8];
-          unpack<Elem>(in[u][k], f);
-#pragma unroll
-          for (int j = 0; j < 8; ++j) acc[j] = fmaf(w[k], f[j], acc[j]);
-        }
-        st_v4(dst + v0 + u * 32, pack<Elem>(acc));
+        st_v4(dst + v0 + u * 32, pack<Elem>(acc[u]));
       }
     }
   } else {
@@ -253,18 +236,38 @@ __device__ __forceinline__ void scatter_kernel(const RoutingArgs& a) {
       float acc[8];
 #pragma unroll
       for (int j = 0; j < 8; ++j) acc[j] = 0.f;
+#pragma unroll 1
+      for (int n = 0; n < N; ++n) {
+        const Elem* src = n == 0 ? x : x2;
 #pragma unroll 4
-      for (int k = 0; k < K; ++k) {
-        const int64_t row = ptx::ld_nc_s32(rows + k);
-        const float wk = weighted ? ptx::ld_nc_f32(weights + k) : 1.f;
-        float f[8];
-        unpack<Elem>(ld_nc_v4(reinterpret_cast<const Vec8*>(x + row * H) + v), f);
+        for (int k = 0; k < K; ++k) {
+          const int64_t row = ptx::ld_nc_s32(rows + k);
+          const float wk = weighted ? ptx::ld_nc_f32(weights + k) : 1.f;
+          float f[8];
+          unpack<Elem>(ld_nc_v4(reinterpret_cast<const Vec8*>(src + row * H) + v), f);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) acc[j] = fmaf(wk, f[j], acc[j]);
+          for (int j = 0; j < 8; ++j) acc[j] = fmaf(wk, f[j], acc[j]);
+        }
       }
       st_v4(dst + v, pack<Elem>(acc));
     }
   }
+}
+
+}  // namespace permute_detail
+
+// y[t] = Σ_k w[t·K + k] · x[rows[t·K + k]] (w = 1 when !a.weighted), accumulated in fp32 and rounded once.
+// With a.x2 set, each row is x[r] + x2[r]: acc sums w·x[row(t, k)] over k, then w·x2[row(t, k)] over k.
+template <class Elem, int H, int K>
+__device__ __forceinline__ void scatter_kernel(const RoutingArgs& a) {
+  using namespace permute_detail;
+  static_assert(H % 8 == 0, "rows move as 16-byte vectors");
+  const int64_t t = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (t >= a.tokens) return;
+  if (a.x2)
+    scatter_token<Elem, H, K, true>(a, t);
+  else
+    scatter_token<Elem, H, K, false>(a, t);
 }
 
 // The scatter's backward, per padded row r below the true T_pad (as gather). A real row holding

@@ -4,7 +4,8 @@
 //   Router      32·W threads, W = router_warps(E); CTA c is chunk c (tokens [256c, 256c + 256) ∩ [0, T));
 //               warp w takes the tokens 256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i
 //   Bins        one CTA of kMaxRoutingExperts threads, thread e = expert e
-//   RouterGrad  256 threads, one warp per token t = 8·blockIdx.x + warp
+//   RouterGrad  256 threads, one warp per token t = 8·blockIdx.x + warp (fp32 dlogits and/or a copy
+//               rounded to the activation dtype, the operand cuBLASLt multiplies)
 // Float reductions run in a fixed order (registers, shuffles, then shared memory in warp order; no float
 // atomics): every result is bitwise reproducible from run to run.
 #pragma once
@@ -286,8 +287,9 @@ __device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
 }
 
 // dlogits for one token per warp: the selected weights' gradient through the softmax (selection fixed),
-// plus the load-balancing loss (through the scores) and the z-loss.
-template <int E, int K, int P>
+// plus the load-balancing loss (through the scores) and the z-loss. Written in fp32 to a.dlogits and,
+// rounded once to Elem, to a.dlogits_lp (each when set).
+template <class Elem, int E, int K, int P>
 __device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
   using namespace router_detail;
   static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
@@ -354,11 +356,15 @@ __device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
   }
   dot = warp_sum(dot);
   const float zc = a.d_z * a.z_weight * 2.f * row.lse / T;
-  float* out = a.dlogits + t * E;
+  float* out = a.dlogits ? a.dlogits + t * E : nullptr;
+  unsigned short* out_lp = a.dlogits_lp ? static_cast<unsigned short*>(a.dlogits_lp) + t * E : nullptr;
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     const int e = lane + 32 * i;
-    if (e < E) out[e] = row.p[i] * (dp[i] - dot) + zc * row.p[i];
+    if (e >= E) continue;
+    const float v = row.p[i] * (dp[i] - dot) + zc * row.p[i];
+    if (out) out[e] = v;
+    if (out_lp) out_lp[e] = Elem::from_float(v);
   }
 }
 
