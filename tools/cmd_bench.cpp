@@ -6,6 +6,7 @@
 
 #include "cli.hpp"
 #include "dmoe/driver.hpp"
+#include "layer_bench.hpp"
 #include "product_bench.hpp"
 #include "routing_bench.hpp"
 
@@ -15,9 +16,17 @@ Command add_bench_command(CLI::App& root) {
   CLI::App* app = root.add_subcommand("bench", "Benchmark kernels on the GPU (tables on stdout, JSON with --json)");
   auto opt = std::make_shared<bench::RoutingBenchOptions>();
   auto routing = std::make_shared<bool>(false), products = std::make_shared<bool>(false),
-       tuned = std::make_shared<bool>(false);
+       tuned = std::make_shared<bool>(false), layer = std::make_shared<bool>(false),
+       check = std::make_shared<bool>(false);
+  auto presets = std::make_shared<std::vector<std::string>>();
+  auto tokens = std::make_shared<int64_t>(0);
   app->add_flag("--routing", *routing, "The routing chain: router, bins, permutation, topology, gather, scatter");
   app->add_flag("--products", *products, "The block-sparse products against cuBLASLt and the GPU's ceilings");
+  app->add_flag("--layer", *layer, "The whole layer, forward and backward, per preset, against the GPU's ceilings");
+  app->add_option("--presets", *presets, "--layer: presets to run, comma-separated (default: all but tiny)")
+      ->delimiter(',');
+  app->add_option("--tokens", *tokens, "--layer: tokens per step (default: each preset's)");
+  app->add_flag("--check", *check, "--layer: also check each step against sampled fp64 recomputations");
   app->add_flag("--tuned", *tuned, "--products: dmoe's tiles from the tuning database (dmoe tune) instead of the defaults");
   app->add_flag("--json", opt->json, "Also print one JSON object per problem");
   app->add_flag("--quick", opt->quick, "Only the smallest problems");
@@ -25,14 +34,17 @@ Command add_bench_command(CLI::App& root) {
   CLI::Option* reps = app->add_option("--reps", opt->reps,
                                       "Launches per timed batch, the median of 7 batches reported (default: 20 for "
                                       "--routing, about 10 ms of launches for --products)");
-  return {app, [opt, routing, products, tuned, reps] {
-            if (!*routing && !*products) throw InvalidArgument("choose what to benchmark: --routing or --products");
+  return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check] {
+            if (!*routing && !*products && !*layer)
+              throw InvalidArgument("choose what to benchmark: --routing, --products or --layer");
             if (opt->reps < 1) throw InvalidArgument(fmt::format("--reps must be positive, got {}", opt->reps));
             try {
               int rc = 0;
               if (*routing) rc = bench::routing(*opt);
               if (*products && rc == 0)
                 rc = bench::products({opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned});
+              if (*layer && rc == 0)
+                rc = bench::layer({*presets, *tokens, opt->json, *check, reps->count() ? opt->reps : 10});
               return rc;
             } catch (const NoGpu& e) {  // nothing to measure here: like a usage error, not a failed run
               fmt::print(stderr, "dmoe: error: {}\n", e.what());

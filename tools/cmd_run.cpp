@@ -1,6 +1,8 @@
 // dmoe run: one dMoE layer step (forward + backward) on random data, checked and timed.
-// --device cpu runs the fp64 reference layer (layer_reference.hpp) and checks its backward pass along
-// random directions by central differences. The GPU layer is not built yet: --device gpu says so.
+// --device gpu (the default where a GPU is usable) runs dmoe's GPU layer (dmoe/layer.hpp), times forward
+// and backward and checks sampled tokens and weight rows against fp64 recomputations. --device cpu runs
+// the fp64 reference layer (layer_reference.hpp) and checks its backward pass along random directions by
+// central differences.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -9,12 +11,16 @@
 
 #include "cli.hpp"
 #include "dmoe/layer_reference.hpp"
+#include "layer_bench.hpp"
 
 namespace dmoe::cli {
 namespace {
 
 struct RunFlags {
-  std::string preset = "tiny", device = "cpu", activation;
+  std::string preset = "tiny", device = "auto", activation;
+  int renorm_p = 0, reps = 10;
+  double lbl_weight = 0.01, z_weight = 0.0;
+  int64_t block = 0;
   int64_t tokens = 0, hidden = 0, ffn = 0, experts = 0, top_k = 0;
   bool glu = false, json = false;
   uint64_t seed = 0;
@@ -34,14 +40,34 @@ int run_layer(const RunFlags& f) {
   if (f.top_k) s.top_k = f.top_k;
   if (f.activation_opt->count()) s.activation = parse_activation(f.activation);
   if (f.glu_opt->count()) s.gated = f.glu;
+  if (f.block) s.block = f.block;
   validate(s);
-  if (f.device == "gpu")
-    throw std::runtime_error("the GPU layer is not built yet (the layer issue is open); run with --device cpu");
-  if (f.device != "cpu") throw InvalidArgument(fmt::format("unknown device '{}' (expected cpu|gpu)", f.device));
+  if (f.device != "cpu" && f.device != "gpu" && f.device != "auto")
+    throw InvalidArgument(fmt::format("unknown device '{}' (expected auto|gpu|cpu)", f.device));
+  std::string device = f.device;
+  if (device == "auto") {
+    const std::string why = gpu_unavailable_reason();
+    device = why.empty() ? "gpu" : "cpu";
+    if (!why.empty()) fmt::print("dmoe run: no usable GPU ({}); running the CPU reference layer\n", why);
+  }
+  if (device == "gpu") {
+    bench::LayerRunOptions o;
+    o.label = f.preset;
+    o.shape = s;
+    o.layer.renorm_p = f.renorm_p;
+    o.layer.lbl_weight = float(f.lbl_weight);
+    o.layer.z_weight = float(f.z_weight);
+    o.json = f.json;
+    o.reps = f.reps;
+    o.seed = f.seed;
+    const bench::LayerRunResult r = bench::run_layer_gpu(o);
+    return r.verified ? 0 : 1;
+  }
 
   reference::LayerConfig c;
   c.tokens = s.tokens, c.hidden = s.hidden, c.ffn = s.ffn, c.experts = s.experts, c.top_k = s.top_k;
   c.activation = s.activation, c.gated = s.gated;
+  c.renorm_p = f.renorm_p, c.lbl_weight = f.lbl_weight, c.z_weight = f.z_weight;
   // Useful FLOPs of the expert MLPs: forward 2 (3 gated) products of 2·T·K·H·F, backward twice that.
   const double products = s.gated ? 3 : 2;
   const double fwd_flops = products * 2.0 * c.tokens * c.top_k * c.hidden * c.ffn;
@@ -122,7 +148,15 @@ Command add_run_command(CLI::App& root) {
   app->add_option("--top-k", f->top_k, "Experts per token K");
   f->activation_opt = app->add_option("--activation", f->activation, "gelu|silu|relu (default: the preset's)");
   f->glu_opt = app->add_flag("--glu,!--no-glu", f->glu, "Gated experts (GLU/SwiGLU, a third weight v1)");
-  app->add_option("--device", f->device, "cpu (the fp64 reference layer) | gpu")->capture_default_str();
+  app->add_option("--device", f->device,
+                  "auto (the GPU when one is usable, else the CPU) | gpu | cpu (the fp64 reference layer)")
+      ->capture_default_str();
+  app->add_option("--block", f->block, "Block size B: 64, 128 or 256 (default 128)");
+  app->add_option("--renorm", f->renorm_p, "Renormalize the top-k weights by their p-norm: 0 (off), 1, 2")
+      ->capture_default_str();
+  app->add_option("--lbl-weight", f->lbl_weight, "Load-balancing loss weight")->capture_default_str();
+  app->add_option("--z-weight", f->z_weight, "Router z-loss weight")->capture_default_str();
+  app->add_option("--reps", f->reps, "GPU: timed steps (medians reported)")->capture_default_str();
   app->add_option("--seed", f->seed, "Random seed (default: fresh each run)");
   app->add_flag("--json", f->json, "Also print one JSON object with fwd_ms, bwd_ms, peak_bytes, max_rel_err, verified");
   return {app, [f] { return run_layer(*f); }};

@@ -146,3 +146,42 @@ TEST_CASE("layer reference: the directional check accepts the analytic gradients
   CHECK(bad[2].rel_err > 5e-3);
   CHECK(std::string(bad[2].tensor) == "w1");
 }
+
+TEST_CASE("layer reference: the sampled oracle agrees with the full reference and catches a wrong value") {
+  for (const int renorm : {0, 1, 2})
+    for (const bool gated : {false, true}) {
+      LayerConfig c;
+      c.tokens = 64, c.hidden = 16, c.ffn = 8, c.experts = 4, c.top_k = 2, c.gated = gated, c.renorm_p = renorm;
+      c.activation = gated ? Activation::Silu : Activation::GeluTanh, c.z_weight = 0.01;
+      INFO("gated " << gated << " renorm " << renorm);
+      std::mt19937_64 rng(std::random_device{}());
+      auto x = random_vector(rng, 64 * 16, 1.f), r = random_vector(rng, 4 * 16, 0.5f),
+           w1 = random_vector(rng, 32 * 16, 0.5f), w2 = random_vector(rng, 32 * 16, 0.5f),
+           v1 = gated ? random_vector(rng, 32 * 16, 0.5f) : std::vector<float>{}, dy = random_vector(rng, 64 * 16, 1.f);
+      const LayerParams p{x, r, w1, w2, v1};
+      const LayerForward f = layer_forward(c, p);
+      const LayerGrads g = layer_backward(c, p, f, dy);
+      LayerSample s;
+      s.tokens = {0, 7, 33, 63};
+      s.rows = {0, 5, 17, 31};
+      for (int64_t t : s.tokens)
+        for (int j = 0; j < 16; ++j) s.y.push_back(f.y[t * 16 + j]), s.dx.push_back(g.dx[t * 16 + j]);
+      for (int64_t row : s.rows)
+        for (int j = 0; j < 16; ++j) {
+          s.dw1.push_back(g.dw1[row * 16 + j]), s.dw2.push_back(g.dw2[row * 16 + j]);
+          if (gated) s.dv1.push_back(g.dv1[row * 16 + j]);
+        }
+      const std::vector<float> weights(f.routing.weights.begin(), f.routing.weights.end());
+      const std::vector<int32_t> counts(f.routing.counts.begin(), f.routing.counts.end());
+      const SampleResult ok = check_layer_sample(c, p, dy, f.routing.expert_ids, weights, counts, s, 2);
+      CHECK(ok.y < 1e-6);
+      CHECK(ok.dx < 1e-6);
+      CHECK(ok.dw1 < 1e-6);
+      CHECK(ok.dw2 < 1e-6);
+      CHECK(ok.dv1 < 1e-6);
+      CHECK(ok.weights < 1e-6);
+      CHECK(ok.not_top_k == 0);
+      s.dx[3] += 0.05 * std::abs(s.dx[3]) + 0.05;  // one wrong element
+      CHECK(check_layer_sample(c, p, dy, f.routing.expert_ids, weights, counts, s, 2).dx > 1e-3);
+    }
+}

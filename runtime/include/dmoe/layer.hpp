@@ -60,6 +60,18 @@ struct LayerGradients {
 
 class Layer;
 
+// Time per phase of the last profiled forward and backward (Layer::set_profiling), in milliseconds.
+struct LayerProfile {
+  double router_gemm = 0;   // forward: logits = x·Wrᵀ
+  double routing = 0;       // forward: router, bins, permutation, topology, padded gather
+  double experts_fwd = 0;   // forward: the SDD(s), GLU and DSD
+  double combine = 0;       // forward: the weighted scatter
+  double routing_bwd = 0;   // backward: scatter's gradient and the router's
+  double experts_bwd = 0;   // backward: SDD, GLU gradient, DSD TN and NN
+  double gather_bwd = 0;    // backward: gather's gradient (the unweighted scatter into dx)
+  double router_gemm_bwd = 0;  // backward: dWr and dx += dlogits·Wr
+};
+
 // What one forward pass saves for its backward pass: the routing (ids, weights, permutation, topology),
 // the permuted input, the pre-activation (and the gated branch), the hidden activation and the expert
 // outputs, plus a pointer to the caller's x, which must stay unchanged until backward. backward uses the
@@ -81,6 +93,18 @@ class LayerContext {
 
  private:
   friend class Layer;
+
+// Time per phase of the last profiled forward and backward (Layer::set_profiling), in milliseconds.
+struct LayerProfile {
+  double router_gemm = 0;   // forward: logits = x·Wrᵀ
+  double routing = 0;       // forward: router, bins, permutation, topology, padded gather
+  double experts_fwd = 0;   // forward: the SDD(s), GLU and DSD
+  double combine = 0;       // forward: the weighted scatter
+  double routing_bwd = 0;   // backward: scatter's gradient and the router's
+  double experts_bwd = 0;   // backward: SDD, GLU gradient, DSD TN and NN
+  double gather_bwd = 0;    // backward: gather's gradient (the unweighted scatter into dx)
+  double router_gemm_bwd = 0;  // backward: dWr and dx += dlogits·Wr
+};
   struct State;
   std::unique_ptr<State> s_;
 };
@@ -101,6 +125,11 @@ class Layer {
   // Gradients of ⟨dy, y⟩ + lbl + z (the losses already carry their weights) for ctx's forward. Every
   // gradient is overwritten, not accumulated.
   void backward(const void* dy, const LayerWeights&, LayerContext& ctx, const LayerGradients&, Stream);
+
+  // Records CUDA events around each phase of forward and backward (a few microseconds per call);
+  // profile() waits for the last recorded events and returns the phases' times.
+  void set_profiling(bool);
+  LayerProfile profile();
 
   const MoeShape& shape() const;
   const LayerOptions& options() const;

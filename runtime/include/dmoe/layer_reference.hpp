@@ -65,3 +65,35 @@ double activate(Activation, double x);
 double activate_grad(Activation, double x);
 
 }  // namespace dmoe::reference
+
+namespace dmoe::reference {
+
+// A sampled oracle for layers too large for layer_forward / layer_backward on the CPU: the results of a
+// step computed elsewhere (the GPU), at a few tokens and a few weight rows, against fp64 recomputations
+// that cost O(K·H·F) per token and O(tokens of the expert · H) per weight row.
+//
+// The routing decision (which experts) is taken from the step under test, since the GPU's fp32 logits
+// may break near-ties differently; the check verifies that each chosen expert set is a top-K set of the
+// fp64 scores up to `tie` (relative), and recomputes the routing weights in fp64 at the sampled tokens.
+// The weight rows use the step's routing weights for every token (their fp64 check is at the sampled
+// tokens). The router weight's gradient needs every token and is not sampled.
+struct LayerSample {
+  std::vector<int64_t> tokens;  // sampled tokens t
+  std::vector<int64_t> rows;    // sampled rows r of the [E·F, H] weights
+  // The step's values: y, dx at the sampled tokens and dw1, dw2, (dv1) at the sampled rows, [samples, H].
+  std::vector<double> y, dx, dw1, dw2, dv1;
+};
+
+struct SampleResult {
+  double y = 0, dx = 0, dw1 = 0, dw2 = 0, dv1 = 0;  // relative Frobenius errors over the samples
+  double weights = 0;                               // max |w_gpu − w_ref| at the sampled tokens
+  int64_t not_top_k = 0;                            // sampled tokens whose expert set is not a top-K set
+};
+
+// expert_ids, weights: the step's routing [T·K]; counts: its tokens per expert [E] (for the
+// load-balancing gradient). `threads`: 0 = every core.
+SampleResult check_layer_sample(const LayerConfig&, const LayerParams&, std::span<const float> dy,
+                                std::span<const int32_t> expert_ids, std::span<const float> weights,
+                                std::span<const int32_t> counts, const LayerSample&, int threads = 0);
+
+}  // namespace dmoe::reference

@@ -1,0 +1,325 @@
+// The GPU layer end to end. Parameters and inputs are uniform in [−1, 1) (bench_util's fill_random);
+// every parameter tensor of these shapes is larger than L2 (the smallest, mb-46m's w1, is 128 MiB), so a
+// step cannot run from cache and no input rotation is needed. Times are medians of `reps` steps after
+// two warm-up steps, each phase bracketed by CUDA events. The check recomputes sampled tokens and weight
+// rows in fp64 (reference::check_layer_sample) after poisoning every output.
+#include "layer_bench.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <random>
+#include <set>
+
+#include "bench_util.hpp"
+#include "dmoe/cublaslt.hpp"
+#include "dmoe/layer_reference.hpp"
+#include "dmoe_commit.hpp"
+
+namespace dmoe::bench {
+namespace {
+
+constexpr double kTolerance = 1e-2;  // bf16 operands, fp32 accumulation (dmoe-semantics.md)
+
+// Host floats for a [rows, H] bf16 device tensor, filled only for the requested row ranges: the array is
+// allocated uninitialized, so rows never downloaded take no memory (the weights of large presets are tens
+// of GiB as floats).
+struct HostRows {
+  std::unique_ptr<float[]> data;
+  int64_t size = 0;
+  HostRows(int64_t n) : data(new float[std::max<int64_t>(n, 1)]), size(n) {}
+  void fetch(const Device& dev, const void* src, int64_t first, int64_t count) {
+    std::vector<uint16_t> bits(count);
+    dev.copy_to_host(bits.data(), static_cast<const uint16_t*>(src) + first, count * 2);
+    for (int64_t i = 0; i < count; ++i) data[first + i] = reference::from_bf16(bits[i]);
+  }
+  std::span<const float> span() const { return {data.get(), size_t(size)}; }
+};
+
+std::vector<double> fetch_rows(const Device& dev, const void* src, const std::vector<int64_t>& rows, int64_t H) {
+  std::vector<double> out;
+  std::vector<uint16_t> bits(H);
+  for (int64_t r : rows) {
+    dev.copy_to_host(bits.data(), static_cast<const uint16_t*>(src) + r * H, H * 2);
+    for (uint16_t b : bits) out.push_back(reference::from_bf16(b));
+  }
+  return out;
+}
+
+struct Buffers {
+  DeviceBuffer x, y, dy, dx, router, drouter, w1, w2, v1, dw1, dw2, dv1;
+  size_t bytes = 0;
+  Buffers(const Device& dev, const MoeShape& s, uint64_t seed) {
+    const int64_t TH = s.tokens * s.hidden * 2, EH = s.experts * s.hidden * 2, W = s.experts * s.ffn * s.hidden * 2;
+    auto make = [&](int64_t n, bool random, uint64_t salt) {
+      DeviceBuffer b(dev, n);
+      bytes += n;
+      if (random) fill_random(dev, b.get(), n, seed * 31 + salt);
+      return b;
+    };
+    x = make(TH, true, 1), y = make(TH, false, 0), dy = make(TH, true, 2), dx = make(TH, false, 0);
+    router = make(EH, true, 3), drouter = make(EH, false, 0);
+    w1 = make(W, true, 4), w2 = make(W, true, 5), dw1 = make(W, false, 0), dw2 = make(W, false, 0);
+    if (s.gated) v1 = make(W, true, 6), dv1 = make(W, false, 0);
+  }
+  LayerWeights weights(bool gated) const { return {router.get(), w1.get(), w2.get(), gated ? v1.get() : nullptr}; }
+  LayerGradients grads(bool gated) const {
+    return {dx.get(), drouter.get(), dw1.get(), dw2.get(), gated ? dv1.get() : nullptr};
+  }
+};
+
+// The sampled check of the step that just ran (outputs poisoned before it).
+reference::SampleResult check_step(const Device& dev, const MoeShape& s, const LayerOptions& lo, const Buffers& b,
+                                   const LayerContext& ctx, uint64_t seed) {
+  const int64_t T = s.tokens, H = s.hidden, F = s.ffn, E = s.experts, K = s.top_k;
+  std::vector<int32_t> ids(T * K), counts(E);
+  std::vector<float> weights(T * K);
+  dev.copy_to_host(ids.data(), ctx.expert_ids(), ids.size() * 4);
+  dev.copy_to_host(weights.data(), ctx.weights(), weights.size() * 4);
+  dev.copy_to_host(counts.data(), ctx.counts(), counts.size() * 4);
+
+  std::mt19937_64 rng(seed);
+  reference::LayerSample sample;
+  const int64_t n_tokens = std::clamp<int64_t>(32 / K, 2, 16);
+  std::set<int64_t> tokens;
+  while (int64_t(tokens.size()) < std::min(n_tokens, T)) tokens.insert(int64_t(rng() % uint64_t(T)));
+  sample.tokens.assign(tokens.begin(), tokens.end());
+  std::set<int64_t> experts;  // only these experts' weights are downloaded
+  for (int64_t t : sample.tokens)
+    for (int64_t k = 0; k < K; ++k) experts.insert(ids[t * K + k]);
+  const std::vector<int64_t> ex(experts.begin(), experts.end());
+  for (int i = 0; i < 16; ++i) sample.rows.push_back(ex[rng() % ex.size()] * F + int64_t(rng() % uint64_t(F)));
+
+  HostRows x(T * H), dy(T * H), router(E * H), w1(E * F * H), w2(E * F * H), v1(s.gated ? E * F * H : 0);
+  x.fetch(dev, b.x.get(), 0, T * H);
+  dy.fetch(dev, b.dy.get(), 0, T * H);
+  router.fetch(dev, b.router.get(), 0, E * H);
+  for (int64_t e : ex) {
+    w1.fetch(dev, b.w1.get(), e * F * H, F * H);
+    w2.fetch(dev, b.w2.get(), e * F * H, F * H);
+    if (s.gated) v1.fetch(dev, b.v1.get(), e * F * H, F * H);
+  }
+  sample.y = fetch_rows(dev, b.y.get(), sample.tokens, H);
+  sample.dx = fetch_rows(dev, b.dx.get(), sample.tokens, H);
+  sample.dw1 = fetch_rows(dev, b.dw1.get(), sample.rows, H);
+  sample.dw2 = fetch_rows(dev, b.dw2.get(), sample.rows, H);
+  if (s.gated) sample.dv1 = fetch_rows(dev, b.dv1.get(), sample.rows, H);
+
+  reference::LayerConfig c;
+  c.tokens = T, c.hidden = H, c.ffn = F, c.experts = E, c.top_k = K, c.activation = s.activation, c.gated = s.gated;
+  c.renorm_p = lo.renorm_p, c.lbl_weight = lo.lbl_weight, c.z_weight = lo.z_weight;
+  const reference::LayerParams p{x.span(), router.span(), w1.span(), w2.span(), v1.span()};
+  return reference::check_layer_sample(c, p, dy.span(), ids, weights, counts, sample);
+}
+
+// Minimum bytes of a forward (read x and the expert weights, write y) and of a backward (read dy, x and
+// the weights, write dx and the weight gradients).
+double forward_bytes(const MoeShape& s) {
+  const double w = (s.gated ? 3.0 : 2.0) * s.experts * s.ffn * s.hidden * 2, th = double(s.tokens) * s.hidden * 2;
+  return w + 2 * th;
+}
+double backward_bytes(const MoeShape& s) {
+  const double w = (s.gated ? 3.0 : 2.0) * s.experts * s.ffn * s.hidden * 2, th = double(s.tokens) * s.hidden * 2;
+  return 2 * w + 3 * th;
+}
+
+}  // namespace
+
+LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
+  const MoeShape& s = o.shape;
+  Device dev(0);
+  OwnedStream stream(dev);
+  const uint64_t seed = o.seed ? o.seed : std::random_device{}();
+  using clock = std::chrono::steady_clock;
+  LayerRunResult r;
+
+  const auto t0 = clock::now();
+  Layer layer(dev, s, o.layer);
+  LayerContext ctx(layer);
+  r.warmup_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+  Buffers b(dev, s, seed);
+  const bool g = s.gated;
+
+  auto step = [&] {
+    layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream.get());
+    layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream.get());
+  };
+  for (int i = 0; i < 2; ++i) step();
+  EventTimer fwd(dev), bwd(dev);
+  std::vector<double> fwd_ms, bwd_ms;
+  for (int i = 0; i < std::max(1, o.reps); ++i) {
+    fwd.start(stream.get());
+    layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream.get());
+    fwd.stop(stream.get());
+    bwd.start(stream.get());
+    layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream.get());
+    bwd.stop(stream.get());
+    fwd_ms.push_back(fwd.elapsed_ms());
+    bwd_ms.push_back(bwd.elapsed_ms());
+  }
+  r.fwd_ms = median(fwd_ms);
+  r.bwd_ms = median(bwd_ms);
+
+  // Phase times of a few profiled steps (events between phases), for the routing's share of the step.
+  layer.set_profiling(true);
+  std::vector<double> share;
+  LayerProfile prof{};
+  for (int i = 0; i < 3; ++i) {
+    step();
+    prof = layer.profile();
+    const double routing = prof.routing + prof.combine + prof.routing_bwd + prof.gather_bwd;
+    const double total = routing + prof.router_gemm + prof.experts_fwd + prof.experts_bwd + prof.router_gemm_bwd;
+    share.push_back(routing / total);
+  }
+  layer.set_profiling(false);
+  r.routing_share = median(share);
+
+  r.dmoe_bytes = layer.bytes() + ctx.bytes();
+  r.peak_bytes = r.dmoe_bytes + b.bytes;
+  const double ffl = layer.forward_flops(), bfl = layer.backward_flops();
+  if (o.gemm_flops_per_sec > 0 && o.copy_bytes_per_sec > 0) {
+    const double fsol = std::max(ffl / o.gemm_flops_per_sec, forward_bytes(s) / o.copy_bytes_per_sec) * 1e3;
+    const double bsol = std::max(bfl / o.gemm_flops_per_sec, backward_bytes(s) / o.copy_bytes_per_sec) * 1e3;
+    r.fwd_sol = fsol / r.fwd_ms;
+    r.step_sol = (fsol + bsol) / (r.fwd_ms + r.bwd_ms);
+  }
+
+  reference::SampleResult sr;
+  if (o.check) {
+    for (DeviceBuffer* p : {&b.y, &b.dx, &b.drouter, &b.dw1, &b.dw2, &b.dv1})
+      if (p->get()) dev.fill_u8(p->get(), 0xff, p->size(), stream.get());  // NaN: unwritten elements fail
+    step();
+    dev.synchronize(stream.get());
+    sr = check_step(dev, s, o.layer, b, ctx, seed + 7);
+    r.checked = true;
+    r.max_rel_err = std::max({sr.y, sr.dx, sr.dw1, sr.dw2, sr.dv1});
+    r.verified = r.max_rel_err < kTolerance && sr.not_top_k == 0 && sr.weights < 1e-3;
+    if (!std::isfinite(r.max_rel_err)) r.verified = false;
+  }
+
+  const DeviceProperties& props = dev.properties();
+  fmt::print("dmoe run --device gpu: {} T={} H={} F={} E={} K={} {}{} B={} on {} (dmoe {})\n", o.label, s.tokens,
+             s.hidden, s.ffn, s.experts, s.top_k, to_string(s.activation), s.gated ? " gated" : "", s.block,
+             props.name, DMOE_COMMIT);
+  fmt::print("  warm-up (layer construction, kernels compiled or loaded) {:.0f} ms\n", r.warmup_ms);
+  fmt::print("  forward   {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms, ffl / (r.fwd_ms * 1e9),
+             r.fwd_sol > 0 ? fmt::format("  SOL {:.2f}", r.fwd_sol) : "");
+  fmt::print("  backward  {:9.3f} ms  {:7.1f} TFLOP/s\n", r.bwd_ms, bfl / (r.bwd_ms * 1e9));
+  fmt::print("  step      {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms + r.bwd_ms,
+             (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9),
+             r.step_sol > 0 ? fmt::format("  SOL {:.2f}", r.step_sol) : "");
+  fmt::print("  phases (ms): router GEMM {:.3f}, routing {:.3f}, experts {:.3f}, combine {:.3f} | routing grad "
+             "{:.3f}, experts {:.3f}, gather grad {:.3f}, router GEMMs {:.3f}; routing share {:.1f}%\n",
+             prof.router_gemm, prof.routing, prof.experts_fwd, prof.combine, prof.routing_bwd, prof.experts_bwd,
+             prof.gather_bwd, prof.router_gemm_bwd, 100 * r.routing_share);
+  fmt::print("  device memory: dmoe {:.1f} MiB, with the caller's tensors {:.1f} MiB\n", r.dmoe_bytes / 1048576.0,
+             r.peak_bytes / 1048576.0);
+  if (r.checked)
+    fmt::print("  check ({} tokens, {} weight rows, fp64): y {:.1e}  dx {:.1e}  dw1 {:.1e}  dw2 {:.1e}{}  weights "
+               "{:.1e}  non-top-k {} -> {}\n",
+               std::clamp<int64_t>(32 / s.top_k, 2, 16), 16, sr.y, sr.dx, sr.dw1, sr.dw2,
+               s.gated ? fmt::format("  dv1 {:.1e}", sr.dv1) : "", sr.weights, sr.not_top_k,
+               r.verified ? "verified" : "NOT VERIFIED");
+  if (o.json)
+    fmt::print("{{\"device\": \"gpu\", \"gpu\": \"{}\", \"commit\": \"{}\", \"label\": \"{}\", \"tokens\": {}, "
+               "\"hidden\": {}, \"ffn\": {}, \"experts\": {}, \"top_k\": {}, \"activation\": \"{}\", \"gated\": {}, "
+               "\"block\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
+               "\"step_tflops\": {:.6g}, \"fwd_sol\": {:.4g}, \"step_sol\": {:.4g}, \"routing_share\": {:.4g}, "
+               "\"dmoe_bytes\": {}, \"peak_bytes\": {}, \"checked\": {}, \"max_rel_err\": {:.6g}, \"verified\": {}, "
+               "\"seed\": {}}}\n",
+               props.name, DMOE_COMMIT, o.label, s.tokens, s.hidden, s.ffn, s.experts, s.top_k,
+               to_string(s.activation), s.gated, s.block, r.warmup_ms, r.fwd_ms, r.bwd_ms, ffl / (r.fwd_ms * 1e9),
+               (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9), r.fwd_sol, r.step_sol, r.routing_share, r.dmoe_bytes,
+               r.peak_bytes, r.checked, r.max_rel_err, r.verified, seed);
+  return r;
+}
+
+int layer(const LayerBenchOptions& opt) {
+  Device dev(0);
+  OwnedStream stream(dev);
+  // Ceilings in this run: a cuBLASLt bf16 8192³ GEMM and a 2 GiB device-to-device copy (medians of 7).
+  double gemm = 0, copy = 0;
+  {
+    constexpr int64_t n = 8192, kCopy = int64_t{2} << 30;
+    CublasLt lt(dev);
+    Gemm gd{.m = n, .n = n, .k = n, .trans_a = false, .trans_b = false, .lda = n, .ldb = n, .ldc = n};
+    const GemmPlan plan = lt.plan(gd);
+    DeviceBuffer a(dev, n * n * 2), bm(dev, n * n * 2), c(dev, n * n * 2), src(dev, kCopy), dst(dev, kCopy);
+    fill_random(dev, a.get(), n * n * 2, 1);
+    fill_random(dev, bm.get(), n * n * 2, 2);
+    dev.fill_u8(src.get(), 0x3c, kCopy);
+    EventTimer t(dev);
+    std::vector<double> g, cp;
+    for (int i = 0; i < 9; ++i) {
+      t.start(stream.get());
+      lt.run(plan, a.get(), bm.get(), c.get(), stream.get());
+      t.stop(stream.get());
+      if (i >= 2) g.push_back(t.elapsed_ms());
+      t.start(stream.get());
+      dev.copy_device_to_device(dst.get(), src.get(), kCopy, stream.get());
+      t.stop(stream.get());
+      if (i >= 2) cp.push_back(t.elapsed_ms());
+    }
+    gemm = 2.0 * n * n * n / (median(g) * 1e-3);
+    copy = 2.0 * kCopy / (median(cp) * 1e-3);
+    fmt::print("ceilings: cuBLASLt bf16 8192³ GEMM {:.0f} TFLOP/s, device-to-device copy {:.2f} TB/s\n", gemm / 1e12,
+               copy / 1e12);
+    if (opt.json)
+      fmt::print("{{\"ceilings\": true, \"gpu\": \"{}\", \"commit\": \"{}\", \"gemm_tflops\": {:.6g}, "
+                 "\"copy_tbs\": {:.6g}}}\n",
+                 dev.properties().name, DMOE_COMMIT, gemm / 1e12, copy / 1e12);
+  }
+  std::vector<std::string> names = opt.presets;
+  if (names.empty())
+    for (const Preset& p : presets())
+      if (p.name != "tiny") names.emplace_back(p.name);
+  struct Row {
+    std::string name;
+    MoeShape s;
+    LayerRunResult r;
+    std::string error;
+  };
+  std::vector<Row> rows;
+  for (const std::string& name : names) {
+    LayerRunOptions o;
+    o.label = name;
+    o.shape = preset(name);
+    if (opt.tokens) o.shape.tokens = opt.tokens;
+    o.check = opt.check;
+    o.json = opt.json;
+    o.reps = opt.reps;
+    o.gemm_flops_per_sec = gemm;
+    o.copy_bytes_per_sec = copy;
+    Row row{name, o.shape, {}, {}};
+    try {
+      row.r = run_layer_gpu(o);
+    } catch (const std::exception& e) {
+      row.error = e.what();
+      fmt::print("{}: failed: {}\n", name, e.what());
+    }
+    rows.push_back(row);
+  }
+  fmt::print("\n{:<14} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}\n", "preset", "T", "fwd ms", "bwd ms",
+             "step ms", "TFLOP/s", "fwd SOL", "step SOL", "routing", "peak GiB");
+  int rc = 0;
+  for (const Row& row : rows) {
+    if (!row.error.empty()) {
+      fmt::print("{:<14} failed: {}\n", row.name, row.error);
+      rc = 1;
+      continue;
+    }
+    const LayerRunResult& r = row.r;
+    const double step = r.fwd_ms + r.bwd_ms;
+    const double flops = 3.0 * (row.s.gated ? 3 : 2) * 2.0 * row.s.tokens * row.s.top_k * row.s.hidden * row.s.ffn;
+    fmt::print("{:<14} {:>6} {:>9.3f} {:>9.3f} {:>9.3f} {:>8.1f} {:>8.2f} {:>8.2f} {:>8.1f}% {:>9.2f}{}\n", row.name,
+               row.s.tokens, r.fwd_ms, r.bwd_ms, step, flops / (step * 1e9), r.fwd_sol, r.step_sol,
+               100 * r.routing_share, r.peak_bytes / double(1 << 30),
+               r.checked ? (r.verified ? "  verified" : "  NOT VERIFIED") : "");
+    if (r.checked && !r.verified) rc = 1;
+  }
+  return rc;
+}
+
+}  // namespace dmoe::bench

@@ -1,0 +1,45 @@
+// The dMoE layer on the GPU, end to end: `dmoe run --device gpu` (one shape, checked and timed) and
+// `dmoe bench --layer` (every preset, against the GPU's measured ceilings).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dmoe/layer.hpp"
+
+namespace dmoe::bench {
+
+struct LayerRunOptions {
+  std::string label;       // the preset's name, or "custom"
+  MoeShape shape;
+  LayerOptions layer;
+  bool check = true;       // the sampled fp64 check (reference::check_layer_sample)
+  bool json = false;
+  int reps = 10;           // timed steps; medians reported
+  uint64_t seed = 0;       // 0: fresh
+  double gemm_flops_per_sec = 0, copy_bytes_per_sec = 0;  // ceilings for the SOL fractions (0: not shown)
+};
+
+struct LayerRunResult {
+  double warmup_ms = 0, fwd_ms = 0, bwd_ms = 0;
+  double fwd_sol = 0, step_sol = 0;  // speed-of-light fractions (0 without ceilings)
+  double routing_share = 0;          // routing + permutation phases / the step (profiled steps)
+  size_t dmoe_bytes = 0, peak_bytes = 0;
+  double max_rel_err = 0;
+  bool verified = false, checked = false;
+};
+
+// One checked, timed layer step on random data; prints a report (and a JSON line with opt.json).
+LayerRunResult run_layer_gpu(const LayerRunOptions&);
+
+struct LayerBenchOptions {
+  std::vector<std::string> presets;  // empty: every preset but tiny
+  int64_t tokens = 0;                // 0: each preset's own
+  bool json = false, check = false;
+  int reps = 10;
+};
+
+// Measures the ceilings, runs every preset, prints a table. Returns a process exit code.
+int layer(const LayerBenchOptions&);
+
+}  // namespace dmoe::bench

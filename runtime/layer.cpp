@@ -1,0 +1,402 @@
+#include "dmoe/layer.hpp"
+
+#include <fmt/format.h>
+
+
+#include "dmoe/cublaslt.hpp"
+#include "dmoe/products.hpp"
+#include "dmoe/routing.hpp"
+
+namespace dmoe {
+namespace {
+
+// One device allocation, through the caller's allocator or cuMemAlloc; freed on destruction.
+class Memory {
+ public:
+  Memory() = default;
+  Memory(const Device& dev, const Allocator& a, size_t bytes) : dev_(&dev), alloc_(a), bytes_(bytes) {
+    if (bytes == 0) return;
+    if (a.allocate) {
+      if (!a.deallocate) throw InvalidArgument("Allocator: allocate is set but deallocate is null");
+      ptr_ = a.allocate(bytes, a.user);
+      if (!ptr_) throw std::bad_alloc();
+      if (reinterpret_cast<uintptr_t>(ptr_) % 256 != 0) {
+        a.deallocate(ptr_, bytes, a.user);
+        throw InvalidArgument(fmt::format("Allocator: {} bytes came back at {}, not 256-byte aligned", bytes, ptr_));
+      }
+    } else {
+      ptr_ = dev.alloc(bytes);
+    }
+  }
+  ~Memory() { release(); }
+  Memory(Memory&& o) noexcept { *this = std::move(o); }
+  Memory& operator=(Memory&& o) noexcept {
+    if (this != &o) {
+      release();
+      dev_ = o.dev_, alloc_ = o.alloc_, ptr_ = o.ptr_, bytes_ = o.bytes_;
+      o.ptr_ = nullptr, o.bytes_ = 0;
+    }
+    return *this;
+  }
+  void* get() const { return ptr_; }
+  size_t size() const { return bytes_; }
+
+ private:
+  void release() noexcept {
+    if (!ptr_) return;
+    if (alloc_.deallocate) alloc_.deallocate(ptr_, bytes_, alloc_.user);
+    else dev_->free(ptr_);
+    ptr_ = nullptr;
+  }
+  const Device* dev_ = nullptr;
+  Allocator alloc_{};
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+Epilogue forward_epilogue(Activation a) {
+  switch (a) {
+    case Activation::GeluTanh: return Epilogue::GeluTanh;
+    case Activation::Silu: return Epilogue::Silu;
+    case Activation::Relu: return Epilogue::Relu;
+    default: return Epilogue::None;
+  }
+}
+
+Epilogue gradient_epilogue(Activation a) {
+  switch (a) {
+    case Activation::GeluTanh: return Epilogue::GeluTanhGrad;
+    case Activation::Silu: return Epilogue::SiluGrad;
+    case Activation::Relu: return Epilogue::ReluGrad;
+    default: return Epilogue::None;
+  }
+}
+
+// Checks one caller pointer: present (or absent, where the layer has no use for it) and 16-byte aligned,
+// as TMA and the 16-byte vector loads need.
+void check_pointer(const void* p, const char* call, const char* name, bool wanted = true) {
+  if (!wanted) {
+    if (p) throw InvalidArgument(fmt::format("Layer::{}: {} must be null: the layer is not gated", call, name));
+    return;
+  }
+  if (!p) throw InvalidArgument(fmt::format("Layer::{}: {} is null", call, name));
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0)
+    throw InvalidArgument(fmt::format("Layer::{}: {} = {} is not 16-byte aligned", call, name, p));
+}
+
+}  // namespace
+
+struct Layer::Impl {
+  const Device& dev;
+  MoeShape shape;
+  LayerOptions opt;
+  Allocator alloc;
+  KernelCache cache;
+  CublasLt lt;
+  GemmPlan logits_plan, drouter_plan, dx_router_plan;
+  // Products. sdd_fwd: x·W1ᵀ with the activation fused (keeping the pre-activation) for plain layers with
+  // an activation, no epilogue otherwise (gated layers apply the activation in the GLU kernel). sdd_bwd:
+  // dy·W2ᵀ with the activation's gradient fused (plain layers with an activation).
+  KernelSpec sdd_fwd, sdd_plain, sdd_bwd, dsd_nn, dsd_tn;
+  bool fused_act = false;  // plain layer with an activation: the pre-activation is saved
+  int32_t max_rows = 0;
+  size_t sparse_bytes = 0, rows_bytes = 0;
+  // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient, the
+  // router's.
+  Memory d_rows, d_sparse, dlogits, dlogits_lp, dweights;
+  // Phase timers (set_profiling), in LayerProfile's field order.
+  static constexpr int kPhases = 8;
+  std::vector<std::unique_ptr<EventTimer>> timers;
+
+  Impl(const Device& d, const MoeShape& s, const LayerOptions& o, Allocator a)
+      : dev(d), shape(s), opt(o), alloc(a), cache(d), lt(d) {}
+
+  Memory mem(size_t bytes) { return Memory(dev, alloc, bytes); }
+  void start(int phase, Stream s) {
+    if (!timers.empty()) timers[phase]->start(s);
+  }
+  void stop(int phase, Stream s) {
+    if (!timers.empty()) timers[phase]->stop(s);
+  }
+};
+
+struct LayerContext::State {
+  const Layer::Impl& layer;
+  RoutingWorkspace ws;
+  Memory logits, x_perm, pre, gate, hidden, y_rows;
+  const void* x = nullptr;
+  bool saved = false;  // a forward ran and its backward has not
+
+  State(const Layer::Impl& l, int renorm_p) : layer(l), ws(l.dev, l.shape, renorm_p) {}
+};
+
+namespace {
+
+void validate_options(const MoeShape& s, const LayerOptions& o) {
+  validate(s);
+  if (s.tokens <= 0) throw InvalidArgument(fmt::format("Layer: the token count must be positive, got {}", s.tokens));
+  if (o.renorm_p < 0 || o.renorm_p > 2)
+    throw InvalidArgument(fmt::format("Layer: renorm_p must be 0 (off), 1 or 2, got {}", o.renorm_p));
+  if (!(o.lbl_weight >= 0) || !(o.z_weight >= 0))
+    throw InvalidArgument(fmt::format("Layer: loss weights must be non-negative, got lbl {} and z {}", o.lbl_weight,
+                                      o.z_weight));
+}
+
+}  // namespace
+
+Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, Allocator alloc) {
+  validate_options(shape, opt);
+  impl_ = std::make_unique<Impl>(dev, shape, opt, alloc);
+  Impl& m = *impl_;
+  const MoeShape& s = m.shape;
+  const int64_t T = s.tokens, H = s.hidden, E = s.experts;
+  m.max_rows = static_cast<int32_t>(max_padded_rows(s));
+  m.sparse_bytes = size_t(m.max_rows) * size_t(s.ffn) * 2;
+  m.rows_bytes = size_t(m.max_rows) * size_t(H) * 2;
+
+  m.sdd_plain = tuned_spec(dev, s, Op::SDD, false, true);
+  m.fused_act = !s.gated && s.activation != Activation::None;
+  m.sdd_fwd = m.sdd_plain;
+  m.sdd_bwd = m.sdd_plain;
+  if (m.fused_act) {
+    m.sdd_fwd.epilogue = forward_epilogue(s.activation);
+    m.sdd_bwd.epilogue = gradient_epilogue(s.activation);
+    validate(m.sdd_fwd);
+    validate(m.sdd_bwd);
+  }
+  m.dsd_nn = tuned_spec(dev, s, Op::DSD, false, false);
+  m.dsd_tn = tuned_spec(dev, s, Op::DSD, true, false);
+
+  Gemm logits{.m = T, .n = E, .k = H, .trans_a = false, .trans_b = true, .lda = H, .ldb = H, .ldc = E};
+  logits.dtype = s.dtype;
+  logits.out_fp32 = true;
+  m.logits_plan = m.lt.plan(logits);
+  Gemm drouter{.m = E, .n = H, .k = T, .trans_a = true, .trans_b = false, .lda = E, .ldb = H, .ldc = H};
+  drouter.dtype = s.dtype;
+  m.drouter_plan = m.lt.plan(drouter);
+  Gemm dx_router{.m = T, .n = H, .k = E, .trans_a = false, .trans_b = false, .lda = E, .ldb = H, .ldc = H};
+  dx_router.dtype = s.dtype;
+  dx_router.accumulate = true;
+  m.dx_router_plan = m.lt.plan(dx_router);
+
+  m.d_rows = m.mem(m.rows_bytes);
+  m.d_sparse = m.mem(m.sparse_bytes);
+  m.dlogits = m.mem(size_t(T * E) * 4);
+  m.dlogits_lp = m.mem(size_t(T * E) * 2);
+  m.dweights = m.mem(size_t(T * s.top_k) * 4);
+
+  const std::vector<KernelSpec> specs = kernels();
+  m.cache.warm_up(specs);
+}
+
+Layer::~Layer() = default;
+
+void Layer::set_profiling(bool on) {
+  Impl& m = *impl_;
+  m.timers.clear();
+  if (on)
+    for (int i = 0; i < Impl::kPhases; ++i) m.timers.push_back(std::make_unique<EventTimer>(m.dev));
+}
+
+LayerProfile Layer::profile() {
+  Impl& m = *impl_;
+  if (m.timers.empty()) throw InvalidArgument("Layer::profile: profiling is off (set_profiling(true) first)");
+  double t[Impl::kPhases];
+  for (int i = 0; i < Impl::kPhases; ++i) t[i] = m.timers[i]->elapsed_ms();
+  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]};
+}
+
+const MoeShape& Layer::shape() const { return impl_->shape; }
+const LayerOptions& Layer::options() const { return impl_->opt; }
+const Device& Layer::device() const { return impl_->dev; }
+
+size_t Layer::bytes() const {
+  const Impl& m = *impl_;
+  return m.d_rows.size() + m.d_sparse.size() + m.dlogits.size() + m.dlogits_lp.size() + m.dweights.size() +
+         (size_t{32} << 20);  // cuBLASLt's workspace
+}
+
+std::vector<KernelSpec> Layer::kernels() const {
+  const Impl& m = *impl_;
+  const Arch arch = device_arch(m.dev.properties());
+  auto routing = [&](Op op) { return routing_spec(m.shape, op, arch, m.opt.renorm_p); };
+  std::vector<KernelSpec> k = {routing(Op::Router), routing(Op::Bins), routing(Op::Permute), routing(Op::Topology),
+                               routing(Op::Gather)};
+  k.push_back(m.sdd_fwd);
+  if (m.shape.gated) k.push_back(routing(Op::Glu));
+  k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter), routing(Op::ScatterGrad), routing(Op::RouterGrad)});
+  if (m.fused_act) k.push_back(m.sdd_bwd);
+  k.push_back(m.dsd_tn);
+  if (m.shape.gated) k.push_back(routing(Op::GluGrad));
+  return k;
+}
+
+double Layer::forward_flops() const {
+  const MoeShape& s = impl_->shape;
+  return (s.gated ? 3 : 2) * 2.0 * double(s.tokens) * double(s.top_k) * double(s.hidden) * double(s.ffn);
+}
+
+double Layer::backward_flops() const { return 2 * forward_flops(); }
+
+LayerContext::LayerContext(const Layer& layer) {
+  const Layer::Impl& m = *layer.impl_;
+  s_ = std::make_unique<State>(m, m.opt.renorm_p);
+  State& c = *s_;
+  auto mem = [&](size_t bytes) { return Memory(m.dev, m.alloc, bytes); };
+  c.logits = mem(size_t(m.shape.tokens * m.shape.experts) * 4);
+  c.x_perm = mem(m.rows_bytes);
+  if (m.fused_act || m.shape.gated) c.pre = mem(m.sparse_bytes);
+  if (m.shape.gated) c.gate = mem(m.sparse_bytes);
+  c.hidden = mem(m.sparse_bytes);
+  c.y_rows = mem(m.rows_bytes);
+}
+
+LayerContext::~LayerContext() = default;
+
+const float* LayerContext::losses() const { return s_->ws.state().losses; }
+const int32_t* LayerContext::expert_ids() const { return s_->ws.state().expert_ids; }
+const float* LayerContext::weights() const { return s_->ws.state().weights; }
+const int32_t* LayerContext::counts() const { return s_->ws.state().counts; }
+
+size_t LayerContext::bytes() const {
+  const State& c = *s_;
+  return size_t(c.ws.bytes()) + c.logits.size() + c.x_perm.size() + c.pre.size() + c.gate.size() +
+         c.hidden.size() + c.y_rows.size();
+}
+
+void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext& ctx, Stream stream) {
+  Impl& m = *impl_;
+  const bool gated = m.shape.gated;
+  check_pointer(x, "forward", "x");
+  check_pointer(y, "forward", "y");
+  check_pointer(w.router, "forward", "weights.router");
+  check_pointer(w.w1, "forward", "weights.w1");
+  check_pointer(w.w2, "forward", "weights.w2");
+  check_pointer(w.v1, "forward", "weights.v1", gated);
+  LayerContext::State& c = *ctx.s_;
+  if (&c.layer != &m) throw InvalidArgument("Layer::forward: the context was made for another layer");
+  m.dev.check_stream(stream);
+
+  m.start(0, stream);
+  m.lt.run(m.logits_plan, x, w.router, c.logits.get(), stream);
+  m.stop(0, stream);
+  RouteForward rf;
+  rf.logits = static_cast<const float*>(c.logits.get());
+  rf.x = x;
+  rf.x_permuted = c.x_perm.get();
+  rf.lbl_weight = m.opt.lbl_weight;
+  rf.z_weight = m.opt.z_weight;
+  m.start(1, stream);
+  route_forward(m.cache, c.ws, rf, stream);
+  m.stop(1, stream);
+
+  const Topology topo = c.ws.topology();
+  const int32_t mbr = c.ws.max_block_rows();
+  auto product = [&](const KernelSpec& k, const void* a, const void* b, void* out, void* aux = nullptr) {
+    launch_product(m.cache, k, ProductArgs{a, b, out, topo, mbr, aux}, stream);
+  };
+  m.start(2, stream);
+  if (gated) {
+    product(m.sdd_plain, c.x_perm.get(), w.w1, c.pre.get());
+    product(m.sdd_plain, c.x_perm.get(), w.v1, c.gate.get());
+    RoutingArgs a = c.ws.args();
+    a.x = c.pre.get();
+    a.aux = c.gate.get();
+    a.y = c.hidden.get();
+    launch_routing(m.cache, c.ws.spec(Op::Glu), a, stream);
+  } else {
+    product(m.sdd_fwd, c.x_perm.get(), w.w1, c.hidden.get(), m.fused_act ? c.pre.get() : nullptr);
+  }
+  product(m.dsd_nn, c.hidden.get(), w.w2, c.y_rows.get());
+  m.stop(2, stream);
+  m.start(3, stream);
+  route_combine(m.cache, c.ws, c.y_rows.get(), y, stream);
+  m.stop(3, stream);
+  c.x = x;
+  c.saved = true;
+}
+
+void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, const LayerGradients& g,
+                     Stream stream) {
+  Impl& m = *impl_;
+  const bool gated = m.shape.gated;
+  check_pointer(dy, "backward", "dy");
+  check_pointer(w.router, "backward", "weights.router");
+  check_pointer(w.w1, "backward", "weights.w1");
+  check_pointer(w.w2, "backward", "weights.w2");
+  check_pointer(w.v1, "backward", "weights.v1", gated);
+  check_pointer(g.dx, "backward", "grads.dx");
+  check_pointer(g.drouter, "backward", "grads.drouter");
+  check_pointer(g.dw1, "backward", "grads.dw1");
+  check_pointer(g.dw2, "backward", "grads.dw2");
+  check_pointer(g.dv1, "backward", "grads.dv1", gated);
+  LayerContext::State& c = *ctx.s_;
+  if (&c.layer != &m) throw InvalidArgument("Layer::backward: the context was made for another layer");
+  if (!c.saved)
+    throw InvalidArgument("Layer::backward: the context holds no forward pass (none ran, or its backward already did)");
+  m.dev.check_stream(stream);
+
+  const Topology topo = c.ws.topology();
+  const int32_t mbr = c.ws.max_block_rows();
+  auto product = [&](const KernelSpec& k, const void* a, const void* b, void* out, void* aux = nullptr) {
+    launch_product(m.cache, k, ProductArgs{a, b, out, topo, mbr, aux}, stream);
+  };
+
+  // The expert rows' gradient dy·w (padding rows zero) and the routing weights' gradient dw[t, k].
+  m.start(4, stream);
+  RoutingArgs a = c.ws.args();
+  a.x = dy;
+  a.y = m.d_rows.get();
+  a.aux = c.y_rows.get();
+  a.dweights = static_cast<float*>(m.dweights.get());
+  launch_routing(m.cache, c.ws.spec(Op::ScatterGrad), a, stream);
+  a = c.ws.args();
+  a.logits = static_cast<const float*>(c.logits.get());
+  a.dlogits = static_cast<float*>(m.dlogits.get());
+  a.dlogits_lp = m.dlogits_lp.get();
+  a.dweights = static_cast<float*>(m.dweights.get());
+  a.lbl_weight = m.opt.lbl_weight;
+  a.z_weight = m.opt.z_weight;
+  a.d_lbl = 1.f;
+  a.d_z = 1.f;
+  launch_routing(m.cache, c.ws.spec(Op::RouterGrad), a, stream);
+  m.stop(4, stream);
+  m.start(5, stream);
+
+  // dAct = dy_rows·W2ᵀ (with act′ fused for plain layers); dW2 = actᵀ·dy_rows.
+  product(m.sdd_bwd, m.d_rows.get(), w.w2, m.d_sparse.get(), m.fused_act ? c.pre.get() : nullptr);
+  product(m.dsd_tn, c.hidden.get(), m.d_rows.get(), g.dw2);
+  if (gated) {
+    // dA = dAct ⊙ g ⊙ act′(a) over dAct, dG = dAct ⊙ act(a) over g (the saved gate is not needed again).
+    a = c.ws.args();
+    a.x = m.d_sparse.get();
+    a.aux = c.pre.get();
+    a.x2 = c.gate.get();
+    a.y = m.d_sparse.get();
+    a.y2 = c.gate.get();
+    launch_routing(m.cache, c.ws.spec(Op::GluGrad), a, stream);
+  }
+  product(m.dsd_tn, m.d_sparse.get(), c.x_perm.get(), g.dw1);
+  if (gated) product(m.dsd_tn, c.gate.get(), c.x_perm.get(), g.dv1);
+  // dX rows: dA·W1 (+ dG·V1 into the expert outputs' rows, which ScatterGrad has consumed).
+  product(m.dsd_nn, m.d_sparse.get(), w.w1, m.d_rows.get());
+  if (gated) product(m.dsd_nn, c.gate.get(), w.v1, c.y_rows.get());
+  m.stop(5, stream);
+  m.start(6, stream);
+  a = c.ws.args();
+  a.x = m.d_rows.get();
+  a.x2 = gated ? c.y_rows.get() : nullptr;
+  a.y = g.dx;
+  a.weighted = 0;
+  launch_routing(m.cache, c.ws.spec(Op::Scatter), a, stream);
+  m.stop(6, stream);
+
+  // The router: dWr = dlogitsᵀ·x, dx += dlogits·Wr.
+  m.start(7, stream);
+  m.lt.run(m.drouter_plan, m.dlogits_lp.get(), c.x, g.drouter, stream);
+  m.lt.run(m.dx_router_plan, m.dlogits_lp.get(), w.router, g.dx, stream);
+  m.stop(7, stream);
+  c.saved = false;
+}
+
+}  // namespace dmoe

@@ -1,0 +1,176 @@
+// The sampled fp64 oracle of a layer step (layer_reference.hpp: check_layer_sample).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+#include "dmoe/layer_reference.hpp"
+
+namespace dmoe::reference {
+namespace {
+
+double dot(const float* a, const float* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+// Runs body(i) for i in [0, n) on `threads` threads.
+template <class F>
+void parallel_for(int64_t n, int threads, F&& body) {
+  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (int i = 0; i < std::min<int64_t>(threads, n); ++i)
+    pool.emplace_back([&] {
+      for (int64_t j; (j = next.fetch_add(1)) < n;) body(j);
+    });
+  for (std::thread& t : pool) t.join();
+}
+
+double rel_err(const std::vector<double>& ref, const std::vector<double>& out) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
+}
+
+}  // namespace
+
+SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std::span<const float> dy,
+                                std::span<const int32_t> expert_ids, std::span<const float> weights,
+                                std::span<const int32_t> counts, const LayerSample& s, int threads) {
+  const int64_t T = c.tokens, H = c.hidden, F = c.ffn, E = c.experts, K = c.top_k;
+  if (int64_t(expert_ids.size()) != T * K || int64_t(weights.size()) != T * K || int64_t(counts.size()) != E)
+    throw InvalidArgument(fmt::format("check_layer_sample: {} ids, {} weights and {} counts for T·K = {}, E = {}",
+                                      expert_ids.size(), weights.size(), counts.size(), T * K, E));
+  const size_t nt = s.tokens.size(), nr = s.rows.size();
+  if (s.y.size() != nt * H || s.dx.size() != nt * H || s.dw1.size() != nr * H || s.dw2.size() != nr * H ||
+      (c.gated && s.dv1.size() != nr * H))
+    throw InvalidArgument("check_layer_sample: sampled values do not match the sample's sizes");
+  const float* x = p.x.data();
+  SampleResult out;
+  std::vector<double> y_ref(nt * H), dx_ref(nt * H), w_err(nt, 0);
+  std::vector<char> bad(nt, 0);
+
+  parallel_for(int64_t(nt), threads, [&](int64_t si) {
+    const int64_t t = s.tokens[si];
+    const float* xt = x + t * H;
+    const float* dyt = dy.data() + t * H;
+    // Router in fp64: scores, the chosen set's weights.
+    std::vector<double> logit(E), prob(E);
+    for (int64_t e = 0; e < E; ++e) logit[e] = dot(xt, p.router.data() + e * H, H);
+    const double mx = *std::max_element(logit.begin(), logit.end());
+    double sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += prob[e] = std::exp(logit[e] - mx);
+    for (double& v : prob) v /= sum;
+    const double lse = mx + std::log(sum);
+    const int32_t* ids = expert_ids.data() + t * K;
+    double min_chosen = 2, max_other = -1;
+    std::vector<char> chosen(E, 0);
+    for (int64_t k = 0; k < K; ++k) chosen[ids[k]] = 1, min_chosen = std::min(min_chosen, prob[ids[k]]);
+    for (int64_t e = 0; e < E; ++e)
+      if (!chosen[e]) max_other = std::max(max_other, prob[e]);
+    if (max_other > min_chosen * (1 + 1e-3)) bad[si] = 1;
+    std::vector<double> sel(K), w(K);
+    double S = 0;
+    for (int64_t k = 0; k < K; ++k) sel[k] = prob[ids[k]], S += c.renorm_p == 2 ? sel[k] * sel[k] : sel[k];
+    S = c.renorm_p == 0 ? 1.0 : c.renorm_p == 2 ? std::sqrt(S) : S;
+    for (int64_t k = 0; k < K; ++k) {
+      w[k] = sel[k] / S;
+      w_err[si] = std::max(w_err[si], std::abs(w[k] - double(weights[t * K + k])));
+    }
+    // Experts: forward, then the gradients back to x.
+    std::vector<double> a(F), g(F), h(F), dh(F), dxv(H, 0.0), dwk(K);
+    double* yt = y_ref.data() + si * H;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t e = ids[k];
+      for (int64_t f = 0; f < F; ++f) {
+        a[f] = dot(xt, p.w1.data() + (e * F + f) * H, H);
+        g[f] = c.gated ? dot(xt, p.v1.data() + (e * F + f) * H, H) : 1.0;
+        h[f] = activate(c.activation, a[f]) * g[f];
+      }
+      std::vector<double> o(H, 0.0);
+      for (int64_t f = 0; f < F; ++f) {
+        const float* w2r = p.w2.data() + (e * F + f) * H;
+        for (int64_t j = 0; j < H; ++j) o[j] += h[f] * w2r[j];
+      }
+      double d = 0;
+      for (int64_t j = 0; j < H; ++j) yt[j] += w[k] * o[j], d += o[j] * dyt[j];
+      dwk[k] = d;
+      for (int64_t f = 0; f < F; ++f) {
+        const double dhf = w[k] * dot(dyt, p.w2.data() + (e * F + f) * H, H);
+        const double da = dhf * g[f] * activate_grad(c.activation, a[f]);
+        const float* w1r = p.w1.data() + (e * F + f) * H;
+        for (int64_t j = 0; j < H; ++j) dxv[j] += da * w1r[j];
+        if (c.gated) {
+          const double dg = dhf * activate(c.activation, a[f]);
+          const float* v1r = p.v1.data() + (e * F + f) * H;
+          for (int64_t j = 0; j < H; ++j) dxv[j] += dg * v1r[j];
+        }
+      }
+    }
+    // The router's share of dx: dlogits (as reference::router_grad, with the step's counts) · Wr.
+    std::vector<double> dp(E);
+    for (int64_t e = 0; e < E; ++e) dp[e] = c.lbl_weight * double(E) / (double(T) * K) * double(counts[e]) / double(T);
+    if (c.renorm_p == 0) {
+      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += dwk[k];
+    } else {
+      double gp = 0;
+      for (int64_t k = 0; k < K; ++k) gp += dwk[k] * sel[k];
+      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += dwk[k] / S - gp / (S * S) * (c.renorm_p == 1 ? 1.0 : sel[k] / S);
+    }
+    double pd = 0;
+    for (int64_t e = 0; e < E; ++e) pd += prob[e] * dp[e];
+    const double zc = c.z_weight * 2.0 * lse / double(T);
+    for (int64_t e = 0; e < E; ++e) {
+      const double dl = prob[e] * (dp[e] - pd) + zc * prob[e];
+      const float* wr = p.router.data() + e * H;
+      for (int64_t j = 0; j < H; ++j) dxv[j] += dl * wr[j];
+    }
+    std::copy(dxv.begin(), dxv.end(), dx_ref.begin() + si * H);
+  });
+
+  // Weight rows r = e·F + f: sums over the tokens routed to e, with the step's routing weights.
+  std::vector<std::vector<int64_t>> by_expert(E);  // assignments i = t·K + k of each expert
+  for (int64_t i = 0; i < T * K; ++i) by_expert[expert_ids[i]].push_back(i);
+  std::vector<double> dw1_ref(nr * H, 0.0), dw2_ref(nr * H, 0.0), dv1_ref(c.gated ? nr * H : 0, 0.0);
+  parallel_for(int64_t(nr), threads, [&](int64_t si) {
+    const int64_t r = s.rows[si], e = r / F;
+    const float* w1r = p.w1.data() + r * H;
+    const float* w2r = p.w2.data() + r * H;
+    const float* v1r = c.gated ? p.v1.data() + r * H : nullptr;
+    double* d1 = dw1_ref.data() + si * H;
+    double* d2 = dw2_ref.data() + si * H;
+    double* dv = c.gated ? dv1_ref.data() + si * H : nullptr;
+    for (int64_t i : by_expert[e]) {
+      const float* xt = x + (i / K) * H;
+      const float* dyt = dy.data() + (i / K) * H;
+      const double wk = weights[i];
+      const double a = dot(xt, w1r, H), g = c.gated ? dot(xt, v1r, H) : 1.0;
+      const double act = activate(c.activation, a);
+      const double h = act * g, dh = wk * dot(dyt, w2r, H);
+      const double da = dh * g * activate_grad(c.activation, a);
+      for (int64_t j = 0; j < H; ++j) {
+        d2[j] += wk * h * dyt[j];
+        d1[j] += da * xt[j];
+        if (dv) dv[j] += dh * act * xt[j];
+      }
+    }
+  });
+
+  out.y = rel_err(y_ref, s.y);
+  out.dx = rel_err(dx_ref, s.dx);
+  out.dw1 = rel_err(dw1_ref, s.dw1);
+  out.dw2 = rel_err(dw2_ref, s.dw2);
+  if (c.gated) out.dv1 = rel_err(dv1_ref, s.dv1);
+  for (double v : w_err) out.weights = std::max(out.weights, v);
+  for (char b : bad) out.not_top_k += b;
+  return out;
+}
+
+}  // namespace dmoe::reference

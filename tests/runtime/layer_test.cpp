@@ -1,0 +1,325 @@
+// The GPU layer (dmoe/layer.hpp) against the fp64 reference layer: forward output, router losses and
+// every gradient, for each activation, gated and not, K from 1 to E, skewed and degenerate routings,
+// block sizes; a forward + backward captured in a CUDA graph and replayed on new inputs; a few SGD steps
+// of a small regression problem; and the errors bad arguments get.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "dmoe/layer.hpp"
+#include "dmoe/layer_reference.hpp"
+#include "test_util.hpp"
+
+using namespace dmoe;
+
+namespace {
+
+using test::device;
+using test::download;
+using test::upload;
+
+enum class Routing { Normal, OneExpert, EmptyExperts };
+
+// A bf16 tensor on the host (its values, exactly representable) and on the device.
+struct Tensor {
+  std::vector<float> values;
+  DeviceBuffer dev;
+};
+
+Tensor make_tensor(int64_t n, float scale) {
+  test::HostOperand op = test::random_operand(n, DType::BF16);
+  Tensor t;
+  t.values.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    t.values[i] = reference::from_bf16(reference::to_bf16(op.values[i] * scale));
+    if (t.values[i] == 0.f) t.values[i] = scale;
+    op.bits[i] = reference::to_bf16(t.values[i]);
+  }
+  t.dev = DeviceBuffer(device(), n * 2);
+  upload(t.dev.get(), op.bits);
+  return t;
+}
+
+void set_values(Tensor& t, const std::vector<float>& v) {
+  std::vector<uint16_t> bits(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    bits[i] = reference::to_bf16(v[i]);
+    t.values[i] = reference::from_bf16(bits[i]);
+  }
+  upload(t.dev.get(), bits);
+}
+
+DeviceBuffer poisoned(int64_t elems) {
+  DeviceBuffer b(device(), elems * 2);
+  device().fill_u8(b.get(), 0xff, elems * 2);  // bf16 NaN: an element left unwritten fails the check
+  return b;
+}
+
+std::vector<double> download_bf16(const DeviceBuffer& b, int64_t n) {
+  const std::vector<uint16_t> bits = download<uint16_t>(b.get(), n);
+  std::vector<double> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = reference::from_bf16(bits[i]);
+  return v;
+}
+
+struct LayerCase {
+  int64_t tokens, hidden, ffn, experts, top_k;
+  Activation act;
+  bool gated;
+  Routing routing = Routing::Normal;
+  int64_t block = 128;
+  int renorm_p = 0;
+  float z_weight = 0.f;
+};
+
+MoeShape shape_of(const LayerCase& c) {
+  MoeShape s;
+  s.tokens = c.tokens, s.hidden = c.hidden, s.ffn = c.ffn, s.experts = c.experts, s.top_k = c.top_k;
+  s.block = c.block, s.activation = c.act, s.gated = c.gated;
+  return s;
+}
+
+reference::LayerConfig config_of(const LayerCase& c, const LayerOptions& o) {
+  reference::LayerConfig r;
+  r.tokens = c.tokens, r.hidden = c.hidden, r.ffn = c.ffn, r.experts = c.experts, r.top_k = c.top_k;
+  r.activation = c.act, r.gated = c.gated, r.renorm_p = o.renorm_p;
+  r.lbl_weight = o.lbl_weight, r.z_weight = o.z_weight;
+  return r;
+}
+
+// The caller's tensors of one layer: inputs, parameters, output and gradients (poisoned).
+struct Problem {
+  LayerCase c;
+  Tensor x, router, w1, w2, v1, dy;
+  DeviceBuffer y, dx, drouter, dw1, dw2, dv1;
+
+  explicit Problem(const LayerCase& lc) : c(lc) {
+    const int64_t T = c.tokens, H = c.hidden, EF = c.experts * c.ffn;
+    x = make_tensor(T * H, 1.f);
+    router = make_tensor(c.experts * H, 0.5f);
+    w1 = make_tensor(EF * H, 1.f / std::sqrt(float(H)));
+    w2 = make_tensor(EF * H, 1.f / std::sqrt(float(c.ffn)));
+    if (c.gated) v1 = make_tensor(EF * H, 1.f / std::sqrt(float(H)));
+    dy = make_tensor(T * H, 1.f);
+    shape_routing();
+    y = poisoned(T * H), dx = poisoned(T * H), drouter = poisoned(c.experts * H);
+    dw1 = poisoned(EF * H), dw2 = poisoned(EF * H);
+    if (c.gated) dv1 = poisoned(EF * H);
+  }
+
+  // Column 0 of x is 1 and column 0 of the router holds a per-expert bias: the routing's skew.
+  void shape_routing() {
+    if (c.routing == Routing::Normal) return;
+    const int64_t H = c.hidden;
+    std::vector<float> xv = x.values, rv = router.values;
+    for (int64_t t = 0; t < c.tokens; ++t) xv[t * H] = 1.f;
+    for (int64_t e = 0; e < c.experts; ++e)
+      rv[e * H] = c.routing == Routing::OneExpert ? (e == c.experts / 2 ? 64.f : 0.f) : (e % 3 == 1 ? -64.f : 0.f);
+    set_values(x, xv);
+    set_values(router, rv);
+  }
+
+  // Poisons the outputs again, in place (a captured graph holds their addresses).
+  void poison_in_place() {
+    for (DeviceBuffer* b : {&y, &dx, &drouter, &dw1, &dw2, &dv1})
+      if (b->get()) device().fill_u8(b->get(), 0xff, b->size());
+  }
+
+  LayerWeights weights() const { return {router.dev.get(), w1.dev.get(), w2.dev.get(), c.gated ? v1.dev.get() : nullptr}; }
+  LayerGradients grads() const {
+    return {dx.get(), drouter.get(), dw1.get(), dw2.get(), c.gated ? dv1.get() : nullptr};
+  }
+  reference::LayerParams params() const {
+    return {x.values, router.values, w1.values, w2.values, c.gated ? std::span<const float>(v1.values) : std::span<const float>{}};
+  }
+};
+
+// Checks one step's results against the reference (the forward and backward already ran on `stream`).
+void check_step(const Layer& layer, const LayerContext& ctx, const Problem& p, const LayerOptions& o) {
+  const LayerCase& c = p.c;
+  device().synchronize();
+  const reference::LayerConfig rc = config_of(c, o);
+  const reference::LayerForward f = reference::layer_forward(rc, p.params());
+  const reference::LayerGrads g = reference::layer_backward(rc, p.params(), f, p.dy.values);
+
+  // The same experts for every token (as sets: slot order does not change the result).
+  const int64_t T = c.tokens, K = c.top_k, H = c.hidden, EF = c.experts * c.ffn;
+  const std::vector<int32_t> ids = download<int32_t>(ctx.expert_ids(), T * K);
+  int64_t differ = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::multiset<int32_t> a(ids.begin() + t * K, ids.begin() + (t + 1) * K);
+    std::multiset<int32_t> b(f.routing.expert_ids.begin() + t * K, f.routing.expert_ids.begin() + (t + 1) * K);
+    differ += a != b;
+  }
+  REQUIRE_MESSAGE(differ == 0, differ << " tokens routed differently from the fp64 reference (a near-tie?)");
+
+  const std::vector<float> losses = download<float>(ctx.losses(), 2);
+  CHECK(std::abs(losses[0] - f.routing.lbl) <= 1e-4 * std::max(1.0, std::abs(f.routing.lbl)));
+  CHECK(std::abs(losses[1] - f.routing.z) <= 1e-4 * std::max(1.0, std::abs(f.routing.z)));
+
+  auto check = [&](const char* name, const DeviceBuffer& out, const std::vector<double>& ref) {
+    const double err = reference::relative_error(ref, download_bf16(out, int64_t(ref.size())));
+    INFO(name << " relative Frobenius error " << err);
+    MESSAGE(name << ": " << err);
+    CHECK(err < 1e-2);  // NaN (an unwritten, poisoned element) fails too
+  };
+  check("y", p.y, f.y);
+  check("dx", p.dx, g.dx);
+  check("drouter", p.drouter, g.drouter);
+  check("dw1", p.dw1, g.dw1);
+  check("dw2", p.dw2, g.dw2);
+  if (c.gated) check("dv1", p.dv1, g.dv1);
+  (void)layer, (void)H, (void)EF;
+}
+
+void run_case(const LayerCase& c, LayerOptions o = {}) {
+  o.renorm_p = c.renorm_p;
+  o.z_weight = c.z_weight;
+  INFO("T=" << c.tokens << " H=" << c.hidden << " F=" << c.ffn << " E=" << c.experts << " K=" << c.top_k
+            << " act=" << to_string(c.act) << " gated=" << c.gated << " routing=" << int(c.routing)
+            << " B=" << c.block << " renorm=" << c.renorm_p);
+  Layer layer(device(), shape_of(c), o);
+  LayerContext ctx(layer);
+  Problem p(c);
+  OwnedStream stream(device());
+  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+  layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  check_step(layer, ctx, p, o);
+}
+
+}  // namespace
+
+TEST_CASE("layer: plain experts, each activation, against the fp64 reference") {
+  run_case({512, 128, 256, 4, 2, Activation::GeluTanh, false});
+  run_case({384, 128, 256, 4, 1, Activation::Silu, false});
+  run_case({256, 64, 128, 6, 2, Activation::Relu, false, Routing::EmptyExperts});
+  run_case({300, 128, 128, 4, 2, Activation::None, false});
+}
+
+TEST_CASE("layer: gated experts (GLU / SwiGLU)") {
+  run_case({384, 128, 256, 8, 2, Activation::Silu, true, Routing::Normal, 128, 1, 1e-3f});
+  run_case({256, 128, 256, 4, 4, Activation::GeluTanh, true});  // K = E
+  run_case({200, 64, 128, 4, 2, Activation::None, true, Routing::OneExpert, 64});
+  run_case({256, 128, 128, 4, 2, Activation::Relu, true, Routing::Normal, 128, 2});
+}
+
+TEST_CASE("layer: degenerate routings and block sizes") {
+  run_case({333, 128, 256, 1, 1, Activation::Silu, false});                          // E = 1
+  run_case({256, 128, 256, 8, 2, Activation::GeluTanh, false, Routing::OneExpert});  // everything to one expert
+  run_case({256, 128, 512, 4, 1, Activation::GeluTanh, false, Routing::Normal, 256});
+  run_case({1024, 256, 512, 16, 4, Activation::GeluTanh, false, Routing::Normal, 64, 1, 1e-3f});
+}
+
+TEST_CASE("layer: forward and backward captured in one CUDA graph, replayed on new inputs") {
+  const LayerCase c{512, 128, 256, 8, 2, Activation::Silu, true};
+  LayerOptions o;
+  o.z_weight = 1e-3f;
+  Layer layer(device(), shape_of(c), o);
+  LayerContext ctx(layer);
+  Problem p(c);
+  OwnedStream stream(device());
+  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());  // compiles and loads first
+  layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  CapturedGraph graph(device(), stream.get(), [&] {
+    layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+    layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  });
+  for (int replay = 0; replay < 3; ++replay) {
+    INFO("replay " << replay);
+    Problem fresh(c);  // new values into the captured buffers
+    for (auto [dst, src] : {std::pair{&p.x, &fresh.x}, {&p.router, &fresh.router}, {&p.w1, &fresh.w1},
+                            {&p.w2, &fresh.w2}, {&p.v1, &fresh.v1}, {&p.dy, &fresh.dy}})
+      set_values(*dst, src->values);
+    p.poison_in_place();
+    graph.launch(stream.get());
+    check_step(layer, ctx, p, o);
+  }
+}
+
+TEST_CASE("layer: a few SGD steps of a small MoE regression problem lower the loss") {
+  // Fit y ≈ target = x·M with M random: the loss ½‖y − target‖² must fall.
+  const LayerCase c{1024, 128, 256, 8, 2, Activation::GeluTanh, false};
+  Layer layer(device(), shape_of(c), {});
+  LayerContext ctx(layer);
+  Problem p(c);
+  OwnedStream stream(device());
+  const int64_t T = c.tokens, H = c.hidden;
+  Tensor m = make_tensor(H * H, 1.f / std::sqrt(float(H)));
+  std::vector<double> target(T * H, 0.0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < H; ++k)
+      for (int64_t j = 0; j < H; ++j) target[t * H + j] += double(p.x.values[t * H + k]) * m.values[k * H + j];
+  std::vector<double> losses;
+  const float lr = 0.5f;
+  for (int step = 0; step < 12; ++step) {
+    layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+    device().synchronize(stream.get());
+    const std::vector<double> y = download_bf16(p.y, T * H);
+    std::vector<float> dy(T * H);
+    double loss = 0;
+    for (int64_t i = 0; i < T * H; ++i) {
+      const double d = y[i] - target[i];
+      loss += 0.5 * d * d / double(T);
+      dy[i] = float(d / double(T));
+    }
+    losses.push_back(loss);
+    set_values(p.dy, dy);
+    layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+    device().synchronize(stream.get());
+    for (auto [w, gbuf] : {std::pair{&p.w1, &p.dw1}, {&p.w2, &p.dw2}, {&p.router, &p.drouter}}) {
+      const std::vector<double> gv = download_bf16(*gbuf, int64_t(w->values.size()));
+      std::vector<float> nv(w->values.size());
+      for (size_t i = 0; i < nv.size(); ++i) {
+        REQUIRE(std::isfinite(gv[i]));
+        nv[i] = float(w->values[i] - lr * gv[i]);
+      }
+      set_values(*w, nv);
+    }
+  }
+  for (size_t i = 0; i < losses.size(); ++i) MESSAGE("step " << i << " loss " << losses[i]);
+  CHECK(losses.back() < 0.8 * losses.front());
+  CHECK(std::is_sorted(losses.begin() + 1, losses.end(), std::greater<>()));  // falls every step after the first
+}
+
+TEST_CASE("layer: bad arguments get clear errors") {
+  const LayerCase c{256, 128, 256, 4, 2, Activation::GeluTanh, false};
+  Layer layer(device(), shape_of(c), {});
+  LayerContext ctx(layer);
+  Problem p(c);
+  OwnedStream stream(device());
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const InvalidArgument& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK(message([&] { layer.forward(nullptr, p.weights(), p.y.get(), ctx, stream.get()); }).find("x is null") !=
+        std::string::npos);
+  CHECK(message([&] {
+          layer.forward(static_cast<char*>(p.x.dev.get()) + 2, p.weights(), p.y.get(), ctx, stream.get());
+        }).find("not 16-byte aligned") != std::string::npos);
+  LayerWeights w = p.weights();
+  w.v1 = p.w1.dev.get();
+  CHECK(message([&] { layer.forward(p.x.dev.get(), w, p.y.get(), ctx, stream.get()); }).find("not gated") !=
+        std::string::npos);
+  CHECK(message([&] { layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get()); })
+            .find("holds no forward pass") != std::string::npos);
+  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+  layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  CHECK(message([&] { layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get()); })
+            .find("holds no forward pass") != std::string::npos);  // backward twice
+  Layer other(device(), shape_of(c), {});
+  CHECK(message([&] { other.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get()); })
+            .find("another layer") != std::string::npos);
+  MoeShape bad = shape_of(c);
+  bad.ffn = 200;
+  CHECK_THROWS_AS(Layer(device(), bad, {}), InvalidArgument);
+  LayerOptions lo;
+  lo.renorm_p = 3;
+  CHECK_THROWS_WITH_AS(Layer(device(), shape_of(c), lo), doctest::Contains("renorm_p"), InvalidArgument);
+  device().synchronize(stream.get());
+}
