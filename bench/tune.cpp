@@ -311,6 +311,7 @@ int tune(const TuneOptions& opt) {
     svg << "</svg>\n";
     fmt::print("plot: {}\n", opt.plot);
   }
+  fmt::print("done in {:.1f} s (compiles included)\n", elapsed());
   return 0;
 }
 

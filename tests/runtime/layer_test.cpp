@@ -161,8 +161,8 @@ void check_step(const Layer& layer, const LayerContext& ctx, const Problem& p, c
 
   auto check = [&](const char* name, const DeviceBuffer& out, const std::vector<double>& ref) {
     const double err = reference::relative_error(ref, download_bf16(out, int64_t(ref.size())));
-    INFO(name << " relative Frobenius error " << err);
-    MESSAGE(name << ": " << err);
+    INFO(std::string(name) << " relative Frobenius error " << err);
+    MESSAGE(std::string(name) << ": " << err);
     CHECK(err < 1e-2);  // NaN (an unwritten, poisoned element) fails too
   };
   check("y", p.y, f.y);
@@ -252,8 +252,10 @@ TEST_CASE("layer: a few SGD steps of a small MoE regression problem lower the lo
     for (int64_t k = 0; k < H; ++k)
       for (int64_t j = 0; j < H; ++j) target[t * H + j] += double(p.x.values[t * H + k]) * m.values[k * H + j];
   std::vector<double> losses;
-  const float lr = 0.5f;
-  for (int step = 0; step < 12; ++step) {
+  // The learning rate: ~4% lower loss per step at the start (0.5 gave 1%, measured on the H200), well
+  // below the stability limit of w1's curvature (~2 / (‖x‖² · E[act′²] · ‖w2 row‖² · K/E) ≈ 4).
+  const float lr = 2.f;
+  for (int step = 0; step < 20; ++step) {
     layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
     device().synchronize(stream.get());
     const std::vector<double> y = download_bf16(p.y, T * H);
@@ -279,7 +281,7 @@ TEST_CASE("layer: a few SGD steps of a small MoE regression problem lower the lo
     }
   }
   for (size_t i = 0; i < losses.size(); ++i) MESSAGE("step " << i << " loss " << losses[i]);
-  CHECK(losses.back() < 0.8 * losses.front());
+  CHECK(losses.back() < 0.8 * losses.front());  // measured at lr 0.5: 0.89 after 12 steps
   CHECK(std::is_sorted(losses.begin() + 1, losses.end(), std::greater<>()));  // falls every step after the first
 }
 
