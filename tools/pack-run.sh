@@ -11,4 +11,5 @@ mkdir -p "$dest/tests" "$dest/bench" "$dest/tools"
 cp "$build"/tests/*_test "$dest/tests/"
 for b in "$build"/bench/*_bench; do [ -x "$b" ] && cp "$b" "$dest/bench/"; done
 cp "$build/tools/dmoe" "$dest/tools/"
+cp -L "$build"/libdmoe.so "$dest/"  # the C ABI test links the shared library ($ORIGIN/..)
 du -sh "$dest"
