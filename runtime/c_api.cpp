@@ -136,16 +136,10 @@ Converted convert(const dmoe_layer_desc& d) {
   }
   if (d.gated != 0 && d.gated != 1) throw InvalidArgument(fmt::format("gated = {} is not 0 or 1", d.gated));
   s.gated = d.gated == 1;
-  dmoe::validate(s);
-  if (s.tokens <= 0) throw InvalidArgument(fmt::format("tokens = {}: a layer needs a positive token count", s.tokens));
-  if (d.renorm_p < 0 || d.renorm_p > 2)
-    throw InvalidArgument(fmt::format("renorm_p = {} is not 0 (off), 1 or 2", d.renorm_p));
-  for (auto [name, w] : {std::pair{"lbl_weight", d.lbl_weight}, std::pair{"z_weight", d.z_weight}})
-    if (!(w >= 0) || !std::isfinite(w))
-      throw InvalidArgument(fmt::format("{} = {} is not a finite non-negative weight", name, w));
   c.options.renorm_p = d.renorm_p;
   c.options.lbl_weight = d.lbl_weight;
   c.options.z_weight = d.z_weight;
+  dmoe::validate(s, c.options);  // the layer's own checks (no GPU needed)
   return c;
 }
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 
 #include "dmoe/cublaslt.hpp"
 #include "dmoe/products.hpp"
@@ -130,22 +132,20 @@ struct LayerContext::State {
   State(const Layer::Impl& l, int renorm_p) : layer(l), ws(l.dev, l.shape, renorm_p) {}
 };
 
-namespace {
-
-void validate_options(const MoeShape& s, const LayerOptions& o) {
+void validate(const MoeShape& s, const LayerOptions& o) {
   validate(s);
-  if (s.tokens <= 0) throw InvalidArgument(fmt::format("Layer: the token count must be positive, got {}", s.tokens));
+  if (s.tokens <= 0) throw InvalidArgument(fmt::format("tokens = {}: a layer needs a positive token count", s.tokens));
   if (o.renorm_p < 0 || o.renorm_p > 2)
-    throw InvalidArgument(fmt::format("Layer: renorm_p must be 0 (off), 1 or 2, got {}", o.renorm_p));
-  if (!(o.lbl_weight >= 0) || !(o.z_weight >= 0))
-    throw InvalidArgument(fmt::format("Layer: loss weights must be non-negative, got lbl {} and z {}", o.lbl_weight,
-                                      o.z_weight));
+    throw InvalidArgument(fmt::format("renorm_p = {} is not 0 (off), 1 or 2", o.renorm_p));
+  for (auto [name, w] : {std::pair{"lbl_weight", o.lbl_weight}, std::pair{"z_weight", o.z_weight}})
+    if (!(w >= 0) || !std::isfinite(w))
+      throw InvalidArgument(fmt::format("{} = {} is not a finite non-negative weight", name, w));
 }
 
-}  // namespace
-
 Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, Allocator alloc) {
-  validate_options(shape, opt);
+  validate(shape, opt);
+  if (bool(alloc.allocate) != bool(alloc.deallocate))
+    throw InvalidArgument("Allocator: allocate and deallocate must both be set, or both be null");
   impl_ = std::make_unique<Impl>(dev, shape, opt, alloc);
   Impl& m = *impl_;
   const MoeShape& s = m.shape;

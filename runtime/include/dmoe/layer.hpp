@@ -34,6 +34,10 @@ struct LayerOptions {
   float z_weight = 0.0f;     // router z-loss weight
 };
 
+// Throws InvalidArgument, naming the value, for a shape a layer cannot have (validate(MoeShape), and a
+// positive token count) or options out of range. Needs no GPU: Layer's constructor starts with it.
+void validate(const MoeShape&, const LayerOptions&);
+
 // Device memory for the layer's own buffers. Without one, dmoe allocates with cuMemAlloc. Every buffer
 // is taken when the Layer or LayerContext is constructed and given back when it is destroyed: forward
 // and backward allocate nothing.
