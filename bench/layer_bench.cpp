@@ -322,4 +322,86 @@ int layer(const LayerBenchOptions& opt) {
   return rc;
 }
 
+int tune_layer_blocks(const LayerTuneOptions& opt) {
+  Device dev(0);
+  OwnedStream stream(dev);
+  MoeShape s = opt.shape;
+  validate(s);
+  const int64_t T = s.tokens, H = s.hidden, E = s.experts, K = s.top_k;
+  // The routing: x's column 0 is 1, the router's column 0 the per-expert bias, its other columns small
+  // enough (uniform ±3/√H: logit noise of standard deviation ~1) for the bias to shape the counts.
+  const uint64_t seed = std::random_device{}();
+  std::vector<uint16_t> xh(T * H), rh(E * H);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (int64_t i = 0; i < T * H; ++i) xh[i] = reference::to_bf16(i % H == 0 ? 1.f : u(rng));
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t j = 0; j < H; ++j)
+      rh[e * H + j] = reference::to_bf16(j == 0 ? (opt.zipf ? -1.2f * std::log(float(e + 1)) : 0.f)
+                                                : 3.f * u(rng) / std::sqrt(float(H)));
+  fmt::print("dmoe tune --layer on {}: T={} H={} F={} E={} K={} {}{}, {} routing, {} timed steps per block size\n",
+             dev.properties().name, T, H, s.ffn, E, K, to_string(s.activation), s.gated ? " gated" : "",
+             opt.zipf ? "Zipf" : "uniform", opt.reps);
+  struct Row {
+    int64_t block;
+    double waste = NAN, fwd = NAN, bwd = NAN;
+    std::string error;
+  };
+  std::vector<Row> rows;
+  for (int64_t block : opt.blocks) {
+    Row row{block};
+    try {
+      s.block = block;
+      validate(s);
+      Layer layer(dev, s, {});
+      LayerContext ctx(layer);
+      Buffers b(dev, s, seed);
+      dev.copy_to_device(b.x.get(), xh.data(), xh.size() * 2);
+      dev.copy_to_device(b.router.get(), rh.data(), rh.size() * 2);
+      const bool g = s.gated;
+      EventTimer fwd(dev), bwd(dev);
+      std::vector<double> f, bk;
+      for (int i = 0; i < std::max(1, opt.reps) + 2; ++i) {
+        fwd.start(stream.get());
+        layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream.get());
+        fwd.stop(stream.get());
+        bwd.start(stream.get());
+        layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream.get());
+        bwd.stop(stream.get());
+        const double fm = fwd.elapsed_ms(), bm = bwd.elapsed_ms();
+        if (i >= 2) f.push_back(fm), bk.push_back(bm);  // two warm-up steps
+      }
+      row.fwd = median(f), row.bwd = median(bk);
+      std::vector<int32_t> counts(E);
+      dev.copy_to_host(counts.data(), ctx.counts(), E * 4);
+      int64_t padded = 0;
+      for (int32_t c : counts) padded += (c + block - 1) / block * block;
+      row.waste = double(padded - T * K) / double(T * K);
+    } catch (const InvalidArgument& e) {
+      row.error = e.what();
+    }
+    rows.push_back(row);
+  }
+  const Row* base = nullptr;
+  const Row* best = nullptr;
+  for (const Row& r : rows) {
+    if (!r.error.empty()) continue;
+    if (r.block == 128) base = &r;
+    if (!best || r.fwd + r.bwd < best->fwd + best->bwd) best = &r;
+  }
+  fmt::print("{:>6} {:>9} {:>10} {:>10} {:>10} {:>9}\n", "block", "padding", "fwd ms", "bwd ms", "step ms",
+             "vs B=128");
+  for (const Row& r : rows) {
+    if (!r.error.empty()) {
+      fmt::print("{:>6}   not a layer of this shape: {}\n", r.block, r.error);
+      continue;
+    }
+    const double step = r.fwd + r.bwd;
+    fmt::print("{:>6} {:>8.1f}% {:>10.3f} {:>10.3f} {:>10.3f} {:>9}{}\n", r.block, 100 * r.waste, r.fwd, r.bwd, step,
+               base ? fmt::format("{:.2f}x", (base->fwd + base->bwd) / step) : "-", &r == best ? "  best" : "");
+  }
+  if (best) fmt::print("best block size: {} (dmoe run --block {})\n", best->block, best->block);
+  return best ? 0 : 1;
+}
+
 }  // namespace dmoe::bench

@@ -42,4 +42,15 @@ struct LayerBenchOptions {
 // Measures the ceilings, runs every preset, prints a table. Returns a process exit code.
 int layer(const LayerBenchOptions&);
 
+// The layer's block size, tuned on the whole step: for each block size, the layer built with it runs
+// forward + backward on a routing drawn uniform or Zipf-skewed (router logits biased by −1.2·ln(e + 1)),
+// timed (median of `reps` steps) beside its padding waste. Prints a table; returns an exit code.
+struct LayerTuneOptions {
+  MoeShape shape;
+  std::vector<int64_t> blocks{64, 128, 256};
+  bool zipf = false;
+  int reps = 10;
+};
+int tune_layer_blocks(const LayerTuneOptions&);
+
 }  // namespace dmoe::bench

@@ -15,6 +15,7 @@
 #include "dmoe/compiler.hpp"
 #include "dmoe/driver.hpp"
 #include "dmoe/tuning.hpp"
+#include "layer_bench.hpp"
 #include "tune.hpp"
 
 namespace dmoe::cli {
@@ -24,7 +25,8 @@ struct TuneFlags {
   std::string ops = "sdd_nt,dsd_nn,dsd_tn", blocks = "128", export_file, import_file, db_file, routing = "uniform",
               plot;
   int64_t tokens = 0;
-  bool dry_run = false, show = false;
+  bool dry_run = false, show = false, layer = false;
+  int reps = 10;
   double budget = 300;
   int jobs = 0;
 };
@@ -102,6 +104,22 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     throw InvalidArgument(fmt::format("--routing {} is not supported (expected uniform|zipf)", f.routing));
   MoeShape s = shape_flags.shape();
   if (f.tokens) s.tokens = f.tokens;
+  if (f.layer) {
+    if (f.dry_run) throw InvalidArgument("--layer times whole layer steps on the GPU; it has no --dry-run");
+    if (s.tokens <= 0) throw InvalidArgument("--tokens is required without --preset (the routing's token count)");
+    bench::LayerTuneOptions o;
+    o.shape = s;
+    o.blocks.clear();
+    for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
+    o.zipf = f.routing == "zipf";
+    o.reps = f.reps;
+    try {
+      return bench::tune_layer_blocks(o);
+    } catch (const NoGpu& e) {
+      fmt::print(stderr, "dmoe: error: {}\n", e.what());
+      return kExitUsage;
+    }
+  }
   if (!f.dry_run) {
     if (s.tokens <= 0) throw InvalidArgument("--tokens is required without --preset (the routing's token count)");
     bench::TuneOptions o;
@@ -167,6 +185,9 @@ Command add_tune_command(CLI::App& root) {
   app->add_option("--ops", f->ops, "Products to tune, OP_TRANS comma-separated")->capture_default_str();
   app->add_option("--blocks", f->blocks, "Block sizes to try, comma-separated: 64,128,256")->capture_default_str();
   app->add_flag("--dry-run", f->dry_run, "List and compile the candidates (no GPU needed)");
+  app->add_flag("--layer", f->layer,
+                "Tune the block size on whole layer steps (use with --blocks, e.g. 64,128,256, and --routing)");
+  app->add_option("--reps", f->reps, "--layer: timed steps per block size")->capture_default_str();
   app->add_option("--budget", f->budget, "Seconds to spend timing candidates")->capture_default_str();
   app->add_option("--tokens", f->tokens, "Tokens of the routing to tune for (default: the preset's)");
   app->add_option("--routing", f->routing, "uniform|zipf")->capture_default_str();
