@@ -331,23 +331,36 @@ int tune_layer_blocks(const LayerTuneOptions& opt) {
   // The routing: x's column 0 is 1, the router's column 0 the per-expert bias, its other columns small
   // enough (uniform ±3/√H: logit noise of standard deviation ~1) for the bias to shape the counts.
   const uint64_t seed = std::random_device{}();
+  // A histogram of counts: bias ln(max(count, 0.5)/mean), so the router's softmax leans toward it.
+  if (!opt.counts.empty() && int64_t(opt.counts.size()) != E)
+    throw InvalidArgument(fmt::format("LayerTuneOptions::counts has {} entries for {} experts", opt.counts.size(), E));
+  std::vector<float> bias(E, 0.f);
+  for (int64_t e = 0; e < E; ++e)
+    if (!opt.counts.empty())
+      bias[e] = float(std::log(std::max(double(opt.counts[e]), 0.5) * double(E) / double(T * K)));
+    else if (opt.zipf)
+      bias[e] = -1.2f * std::log(float(e + 1));
   std::vector<uint16_t> xh(T * H), rh(E * H);
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   for (int64_t i = 0; i < T * H; ++i) xh[i] = reference::to_bf16(i % H == 0 ? 1.f : u(rng));
   for (int64_t e = 0; e < E; ++e)
     for (int64_t j = 0; j < H; ++j)
-      rh[e * H + j] = reference::to_bf16(j == 0 ? (opt.zipf ? -1.2f * std::log(float(e + 1)) : 0.f)
-                                                : 3.f * u(rng) / std::sqrt(float(H)));
+      rh[e * H + j] = reference::to_bf16(j == 0 ? bias[e] : 3.f * u(rng) / std::sqrt(float(H)));
   fmt::print("dmoe tune --layer on {}: T={} H={} F={} E={} K={} {}{}, {} routing, {} timed steps per block size\n",
              dev.properties().name, T, H, s.ffn, E, K, to_string(s.activation), s.gated ? " gated" : "",
-             opt.zipf ? "Zipf" : "uniform", opt.reps);
+             !opt.counts.empty() ? "--counts (router biased toward the histogram; approximate: the router's own "
+                                   "top-k decides)"
+             : opt.zipf          ? "Zipf"
+                                 : "uniform",
+             opt.reps);
   struct Row {
     int64_t block;
     double waste = NAN, fwd = NAN, bwd = NAN;
     std::string error;
   };
   std::vector<Row> rows;
+  std::vector<int64_t> achieved;  // --counts: the router's counts (the same x and router for every block)
   for (int64_t block : opt.blocks) {
     Row row{block};
     try {
@@ -374,6 +387,7 @@ int tune_layer_blocks(const LayerTuneOptions& opt) {
       row.fwd = median(f), row.bwd = median(bk);
       std::vector<int32_t> counts(E);
       dev.copy_to_host(counts.data(), ctx.counts(), E * 4);
+      if (!opt.counts.empty() && achieved.empty()) achieved.assign(counts.begin(), counts.end());
       int64_t padded = 0;
       for (int32_t c : counts) padded += (c + block - 1) / block * block;
       row.waste = double(padded - T * K) / double(T * K);
@@ -388,6 +402,14 @@ int tune_layer_blocks(const LayerTuneOptions& opt) {
     if (!r.error.empty()) continue;
     if (r.block == 128) base = &r;
     if (!best || r.fwd + r.bwd < best->fwd + best->bwd) best = &r;
+  }
+  if (!achieved.empty()) {
+    const auto [lo, hi] = std::minmax_element(opt.counts.begin(), opt.counts.end());
+    const auto [alo, ahi] = std::minmax_element(achieved.begin(), achieved.end());
+    int64_t off = 0;  // assignments the router placed differently from the histogram
+    for (int64_t e = 0; e < E; ++e) off += std::abs(achieved[e] - opt.counts[e]);
+    fmt::print("routing: tokens per expert {}..{} asked, {}..{} routed; {:.1f}% of assignments off the histogram\n",
+               *lo, *hi, *alo, *ahi, 50.0 * double(off) / double(T * K));
   }
   fmt::print("{:>6} {:>9} {:>10} {:>10} {:>10} {:>9}\n", "block", "padding", "fwd ms", "bwd ms", "step ms",
              "vs B=128");

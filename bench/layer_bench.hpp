@@ -44,11 +44,14 @@ int layer(const LayerBenchOptions&);
 
 // The layer's block size, tuned on the whole step: for each block size, the layer built with it runs
 // forward + backward on a routing drawn uniform or Zipf-skewed (router logits biased by −1.2·ln(e + 1)),
-// timed (median of `reps` steps) beside its padding waste. Prints a table; returns an exit code.
+// or toward a histogram of tokens per expert (bias ln(max(count, 0.5)/mean): approximate, the router's own
+// top-k decides), timed (median of `reps` steps) beside its padding waste. Prints a table; returns an
+// exit code.
 struct LayerTuneOptions {
   MoeShape shape;
   std::vector<int64_t> blocks{64, 128, 256};
   bool zipf = false;
+  std::vector<int64_t> counts;  // E tokens per expert to bias the router toward (overrides zipf); empty: none
   int reps = 10;
 };
 int tune_layer_blocks(const LayerTuneOptions&);

@@ -2,8 +2,8 @@
 //
 // First every candidate tile of every product (tuning_candidates: the default first), with each product's
 // SIMT reference, is compiled in one pool on every core (compile_candidates; a refused candidate is
-// reported, never timed). Then for each block size and product: a routing of the shape's T tokens (uniform
-// or Zipf), its topology, random operands (rotated past 2× L2) and the SIMT reference kernel's output, once
+// reported, never timed). Then for each block size and product: a routing of the shape's T tokens (uniform,
+// Zipf or the user's tokens per expert), its topology, random operands (rotated past 2× L2) and the SIMT reference kernel's output, once
 // (it must write every element). Then each candidate: its output poisoned (0xff… is NaN in bf16), one
 // checked run (the whole output copied to the host and compared on every core: every element finite,
 // i.e. written, and the relative Frobenius error against the reference below 1e-2), then batches of
@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "bench_util.hpp"
+#include "counts_file.hpp"
 #include "dmoe/compiler.hpp"
 #include "dmoe/kernel_cache.hpp"
 #include "dmoe/products.hpp"
@@ -96,6 +97,9 @@ struct Product {
 int tune(const TuneOptions& opt) {
   if (opt.shape.dtype != DType::BF16)  // fill_random draws bf16 values
     throw InvalidArgument(fmt::format("dmoe tune times bf16 products only, got {}", to_string(opt.shape.dtype)));
+  if (!opt.counts.empty() &&
+      fit_counts(opt.counts, opt.shape.tokens, opt.shape.top_k, opt.shape.experts, "(TuneOptions)").scaled)
+    throw InvalidArgument(fmt::format("TuneOptions::counts must sum to T·K = {}", opt.shape.tokens * opt.shape.top_k));
   Device dev(0);
   KernelCache cache(dev);
   OwnedStream stream(dev);
@@ -170,7 +174,8 @@ int tune(const TuneOptions& opt) {
   for (int64_t block : opt.blocks) {
     MoeShape s = opt.shape;
     s.block = block;
-    const std::vector<int64_t> counts = expert_counts(s.tokens, s.top_k, s.experts, opt.zipf);
+    const std::vector<int64_t> counts =
+        opt.counts.empty() ? expert_counts(s.tokens, s.top_k, s.experts, opt.zipf) : opt.counts;
     const reference::HostTopology topo = reference::topology_from_counts(counts, int32_t(block), int32_t(s.ffn));
     const DeviceTopology dtopo(dev, topo);
     const int64_t t_pad = topo.padded_rows();

@@ -15,6 +15,8 @@ struct TuneOptions {
   std::vector<std::tuple<Op, bool, bool>> ops;    // products (op, trans_a, trans_b)
   std::vector<int64_t> blocks{128};
   bool zipf = false;                              // Zipf-skewed routing instead of uniform
+  std::vector<int64_t> counts;                    // tokens per expert (E, summing to T·K, each ≤ T) instead
+                                                  // of drawing them; empty: uniform or Zipf
   double budget_s = 300;                          // stop timing new candidates after this long
   int jobs = 0;                                   // parallel compiles (0: every core)
   std::filesystem::path db;                       // the tuning database file

@@ -4,6 +4,7 @@
 // --export and --import manage the tuning database.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "dmoe/compiler.hpp"
 #include "dmoe/driver.hpp"
 #include "dmoe/tuning.hpp"
+#include "counts_file.hpp"
 #include "layer_bench.hpp"
 #include "tune.hpp"
 
@@ -23,7 +25,7 @@ namespace {
 
 struct TuneFlags {
   std::string ops = "sdd_nt,dsd_nn,dsd_tn", blocks = "128", export_file, import_file, db_file, routing = "uniform",
-              plot;
+              plot, counts;
   int64_t tokens = 0;
   bool dry_run = false, show = false, layer = false;
   int reps = 10;
@@ -47,6 +49,19 @@ std::tuple<Op, bool, bool> parse_op_layout(const std::string& text) {
   if (!is_product(op)) throw InvalidArgument(fmt::format("--ops: {} is not a block-sparse product", text));
   const auto [ta, tb] = parse_trans(text.substr(us + 1));
   return {op, ta, tb};
+}
+
+// --counts FILE for shape s: read, checked, scaled to T·K (saying so), before any GPU is asked for.
+std::vector<int64_t> load_counts(const std::string& file, const MoeShape& s) {
+  const bench::FittedCounts fit =
+      bench::fit_counts(bench::read_counts_file(file), s.tokens, s.top_k, s.experts, file);
+  const auto [lo, hi] = std::minmax_element(fit.counts.begin(), fit.counts.end());
+  if (fit.scaled)
+    fmt::print("--counts {}: the counts sum to {}, not T·K = {}·{} = {}: scaled proportionally (largest remainder)\n",
+               file, fit.given_sum, s.tokens, s.top_k, s.tokens * s.top_k);
+  fmt::print("--counts {}: {} experts, {}..{} tokens each, {} in all\n", file, fit.counts.size(), *lo, *hi,
+             s.tokens * s.top_k);
+  return fit.counts;
 }
 
 // Prints the progress line (stderr, rewritten in place) of a compile of `total` specs with an ETA.
@@ -104,6 +119,8 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     throw InvalidArgument(fmt::format("--routing {} is not supported (expected uniform|zipf)", f.routing));
   MoeShape s = shape_flags.shape();
   if (f.tokens) s.tokens = f.tokens;
+  if (!f.counts.empty() && f.dry_run)
+    throw InvalidArgument("--counts shapes the routing of the timed problems; --dry-run only compiles");
   if (f.layer) {
     if (f.dry_run) throw InvalidArgument("--layer times whole layer steps on the GPU; it has no --dry-run");
     if (s.tokens <= 0) throw InvalidArgument("--tokens is required without --preset (the routing's token count)");
@@ -112,6 +129,7 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     o.blocks.clear();
     for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
     o.zipf = f.routing == "zipf";
+    if (!f.counts.empty()) o.counts = load_counts(f.counts, s);
     o.reps = f.reps;
     try {
       return bench::tune_layer_blocks(o);
@@ -128,6 +146,7 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     o.blocks.clear();
     for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
     o.zipf = f.routing == "zipf";
+    if (!f.counts.empty()) o.counts = load_counts(f.counts, s);
     o.budget_s = f.budget;
     o.jobs = f.jobs;
     o.db = db_path;
@@ -190,7 +209,13 @@ Command add_tune_command(CLI::App& root) {
   app->add_option("--reps", f->reps, "--layer: timed steps per block size")->capture_default_str();
   app->add_option("--budget", f->budget, "Seconds to spend timing candidates")->capture_default_str();
   app->add_option("--tokens", f->tokens, "Tokens of the routing to tune for (default: the preset's)");
-  app->add_option("--routing", f->routing, "uniform|zipf")->capture_default_str();
+  CLI::Option* routing = app->add_option("--routing", f->routing, "uniform|zipf")->capture_default_str();
+  app->add_option("--counts", f->counts,
+                  "Tokens per expert instead of --routing: E non-negative integers (whitespace, commas, # comments), "
+                  "scaled to T·K if they sum otherwise, each at most T. With --layer the router is biased toward "
+                  "them (approximate: the router's own top-k decides)")
+      ->type_name("FILE")
+      ->excludes(routing);
   app->add_option("--plot", f->plot, "Draw every candidate's time per product into FILE.svg")->type_name("FILE");
   app->add_option("--jobs", f->jobs, "Parallel compiles (default: every core)");
   app->add_option("--db", f->db_file, "Tuning database file (default: <cache dir>/tuning.json)");
