@@ -17,8 +17,12 @@ std::string_view product_kind(Op op) {
   }
 }
 
-// The epilogue as the kernels' last template argument (dmoe::EpilogueKind), omitted when there is none.
-std::string epilogue_arg(const KernelSpec& k) {
+// The trailing template arguments: the epilogue (dmoe::EpilogueKind), omitted when there is none, then for
+// wgmma the scheduler's group, omitted when it is the default (so default specs emit the source they did
+// before the group was a field); a group that is given brings the epilogue with it.
+std::string trailing_args(const KernelSpec& k) {
+  if (k.tile.mma == Mma::Wgmma && k.tile.group != TileConfig::kDefaultGroup)
+    return fmt::format(", {}, {}", static_cast<int>(k.epilogue), k.tile.group);
   return k.epilogue == Epilogue::None ? "" : fmt::format(", {}", static_cast<int>(k.epilogue));
 }
 
@@ -81,7 +85,8 @@ std::string emit_product(const KernelSpec& k) {
     case Mma::Wgmma:
       header = "sm90_product", function = "dmoe::sm90::product";
       param = "const __grid_constant__ dmoe::Sm90ProductArgs";
-      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}", t.m, t.n, t.k, t.stages);
+      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}", t.m, t.n, t.k, t.stages,
+                              t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" group={}", t.group));
       tile_args = fmt::format("{}, {}, {}", t.m, t.n, t.stages);
       break;
     case Mma::MmaSync:
@@ -116,7 +121,7 @@ std::string emit_product(const KernelSpec& k) {
       fmt::arg("elem", k.dtype == DType::BF16 ? "bf16_t" : "fp16_t"), fmt::arg("kind", product_kind(k.op)),
       fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"),
       fmt::arg("indent", std::string(function.size() + 3, ' ')), fmt::arg("tile_args", tile_args),
-      fmt::arg("epi_arg", epilogue_arg(k)));
+      fmt::arg("epi_arg", trailing_args(k)));
 }
 
 }  // namespace

@@ -289,6 +289,8 @@ void validate_wgmma(const KernelSpec& k) {
   if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages); smem > kSm90MaxSharedBytes)
     throw InvalidArgument(fmt::format("{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
                                       name, t.stages, smem, kSm90MaxSharedBytes));
+  if (t.group != 1 && t.group != 2 && t.group != 4 && t.group != 8 && t.group != 16)
+    throw InvalidArgument(fmt::format("{}: group = {} is not supported (expected 1, 2, 4, 8 or 16)", name, t.group));
 }
 
 // The Ampere-class kernel's constraints (templates/dmoe/kernels/sm80_product.cuh). Its decomposition is
@@ -371,6 +373,9 @@ void validate(const KernelSpec& k) {
     throw InvalidArgument(fmt::format("ffn = {} is not a multiple of the block size {}", k.ffn, k.block));
   require_int32("experts * ffn", int64_t{k.experts} * k.ffn);
   if (k.tile.mma == Mma::Wgmma) return validate_wgmma(k);
+  if (k.tile.group != TileConfig::kDefaultGroup)
+    throw InvalidArgument(fmt::format("tile group = {} applies to the wgmma kernel only (the {} kernel takes the "
+                                      "default {})", k.tile.group, to_string(k.tile.mma), TileConfig::kDefaultGroup));
   if (k.tile.mma == Mma::MmaSync) return validate_mma_sync(k);
   const TileConfig& t = k.tile;
   for (auto [name, v] : {std::pair{"tile m", t.m}, std::pair{"tile n", t.n}}) {
@@ -426,11 +431,13 @@ std::string kernel_name(const KernelSpec& k) {
     if (f.activation) name += fmt::format("_{}", to_string(k.epilogue));
     return name + fmt::format("_sm{}", to_string(k.arch).substr(3));
   }
-  // The product's stem, then its tile: wg{m}x{n}x{k}s{stages} (wgmma), mma{m}x{n}x{k}w{warps}s{stages}
-  // (mma.sync), t{m}x{n}x{k}w{warps}s{stages} (SIMT), then the epilogue and the arch.
+  // The product's stem, then its tile: wg{m}x{n}x{k}s{stages}[g{group}] (wgmma; the group only when it
+  // is not the default, so default names stay as they were), mma{m}x{n}x{k}w{warps}s{stages} (mma.sync),
+  // t{m}x{n}x{k}w{warps}s{stages} (SIMT), then the epilogue and the arch.
   const TileConfig& t = k.tile;
+  const std::string group = t.group == TileConfig::kDefaultGroup ? "" : fmt::format("g{}", t.group);
   const std::string tile = t.mma == Mma::Wgmma
-                               ? fmt::format("wg{}x{}x{}s{}", t.m, t.n, t.k, t.stages)
+                               ? fmt::format("wg{}x{}x{}s{}{}", t.m, t.n, t.k, t.stages, group)
                                : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
                                              t.warps, t.stages);
   return fmt::format("dmoe_{}_{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), to_string(k.arch).substr(3));
@@ -576,8 +583,9 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
   const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8 | uint64_t(k.renorm_p) << 16 |
                      uint64_t(k.tile.mma) << 24 | uint64_t(k.epilogue) << 26 |
                      uint64_t(uint32_t(k.top_k)) << 32;
+  const uint64_t e = uint64_t(k.tile.group);
   uint64_t h = 0x9e3779b97f4a7c15ull;
-  for (uint64_t w : {a, b, c, d}) {
+  for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;

@@ -26,6 +26,7 @@ json::Value tile_json(const TileConfig& t) {
   v.set("k", int64_t{t.k});
   v.set("warps", int64_t{t.warps});
   v.set("stages", int64_t{t.stages});
+  v.set("group", int64_t{t.group});
   return v;
 }
 
@@ -35,6 +36,7 @@ TileConfig tile_from_json(const json::Value& v) {
   auto u16 = [&](const char* k) { return static_cast<uint16_t>(v[k].get_int()); };
   auto u8 = [&](const char* k) { return static_cast<uint8_t>(v[k].get_int()); };
   t.m = u16("m"), t.n = u16("n"), t.k = u16("k"), t.warps = u8("warps"), t.stages = u8("stages");
+  if (v.find("group")) t.group = u8("group");  // databases written before the group was a field: 8
   return t;
 }
 
@@ -60,6 +62,12 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
         for (int s = 2; s <= deepest.stages; ++s) {
           TileConfig t = deepest;
           t.stages = static_cast<uint8_t>(s);
+          add(t);
+        }
+        // The tile order, searched at the deepest ring only (it would multiply the candidates otherwise).
+        for (int g : {1, 4, 16}) {
+          TileConfig t = deepest;
+          t.group = static_cast<uint8_t>(g);
           add(t);
         }
       }
@@ -117,7 +125,9 @@ std::string TuningKey::str() const {
 }
 
 std::string TuningDb::tile_string(const TileConfig& t) {
-  if (t.mma == Mma::Wgmma) return fmt::format("wgmma {}x{}x{} s{}", t.m, t.n, t.k, t.stages);
+  if (t.mma == Mma::Wgmma)
+    return fmt::format("wgmma {}x{}x{} s{}{}", t.m, t.n, t.k, t.stages,
+                       t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" g{}", t.group));
   return fmt::format("{} {}x{}x{} w{} s{}", t.mma == Mma::MmaSync ? "mma" : "simt", t.m, t.n, t.k, t.warps, t.stages);
 }
 

@@ -80,12 +80,14 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
                             "sm_80/86/89)")
                  ->type_name("KIND");
   stages_opt_ = add_int(app, "--stages", stages_, "Override the pipeline stages (wgmma: 2..8, mma: 2..5)");
+  group_opt_ = add_int(app, "--group", group_,
+                       "Override the wgmma tile order: outer indices per scheduler group, 1|2|4|8|16 (default 8)");
   epilogue_opt_ = app.add_option("--epilogue", epilogue_,
                                  "Fused SDD epilogue: none|gelu|silu|relu (forward), dgelu|dsilu|drelu (backward); "
                                  "glu and glu_grad: the activation, none|gelu|silu|relu (default: the preset's)")
                       ->type_name("EPI");
-  options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_, dtype_opt_,
-              arch_opt_,   preset_opt_, tile_opt_,  warps_opt_, mma_opt_,   stages_opt_, epilogue_opt_};
+  options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
+              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, epilogue_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -157,6 +159,12 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
     if (warps_ <= 0 || warps_ > std::numeric_limits<uint8_t>::max())
       throw InvalidArgument(fmt::format("tile warps = {} is not supported (expected 4 or 8)", warps_));
     k.tile.warps = static_cast<uint8_t>(warps_);
+  }
+  if (given(group_opt_)) {
+    // TileConfig::group is 8 bits: reject what would wrap before validate() could see it.
+    if (group_ <= 0 || group_ > std::numeric_limits<uint8_t>::max())
+      throw InvalidArgument(fmt::format("tile group = {} is not supported (expected 1, 2, 4, 8 or 16)", group_));
+    k.tile.group = static_cast<uint8_t>(group_);
   }
   validate(k);
   return k;

@@ -123,6 +123,19 @@ TEST_CASE("the wgmma source instantiates the Hopper kernel with its tensor maps 
   CHECK(src.find("dmoe::sm90::product<dmoe::bf16_t, dmoe::kSDD, false, true, 128, 1024, 4096, 64,") != std::string::npos);
 }
 
+TEST_CASE("the wgmma group is a template argument after the epilogue, left out at the default 8") {
+  KernelSpec k = base();
+  k.tile = wgmma_tile(128, 256);
+  CHECK(emit_source(k).find("128, 256, 3>(args);") != std::string::npos);
+  k.tile.group = 16;
+  std::string src = emit_source(k);
+  CHECK(src.find("128, 256, 3, 0, 16>(args);") != std::string::npos);
+  CHECK(src.find("// wgmma tile=128x256x64 stages=3 group=16 epilogue=none") != std::string::npos);
+  k.epilogue = Epilogue::Silu;
+  src = emit_source(k);
+  CHECK(src.find("128, 256, 3, " + std::to_string(int(Epilogue::Silu)) + ", 16>(args);") != std::string::npos);
+}
+
 TEST_CASE("the mma source instantiates the Ampere-class kernel with the plain ProductArgs") {
   KernelSpec k = base();
   k.arch = Arch::SM80;

@@ -267,6 +267,43 @@ TEST_CASE("wgmma tiles: bad configurations name the value and the limit") {
   expect_error([&] { validate(k); }, {"stages = 1", "2 to 8"});
 }
 
+TEST_CASE("wgmma tile order: the group is validated, named when not 8, part of the key; wgmma only") {
+  const KernelSpec good = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  CHECK(good.tile.group == 8);
+  CHECK(kernel_name(good) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");  // unchanged
+  std::unordered_set<std::string> names;
+  std::unordered_set<KernelSpec> specs;
+  for (int g : {1, 2, 4, 8, 16}) {
+    KernelSpec k = good;
+    k.tile.group = static_cast<uint8_t>(g);
+    CHECK_NOTHROW(validate(k));
+    names.insert(kernel_name(k));
+    specs.insert(k);
+  }
+  CHECK(names.size() == 5);
+  CHECK(specs.size() == 5);
+  KernelSpec k = good;
+  k.tile.group = 4;
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3g4_sm90a");
+  CHECK_FALSE(k == good);
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(good));
+  k.epilogue = Epilogue::SiluGrad;
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3g4_dsilu_sm90a");
+  for (auto [g, text] : {std::pair{0, "group = 0"}, {3, "group = 3"}, {32, "group = 32"}}) {
+    k = good;
+    k.tile.group = static_cast<uint8_t>(g);
+    expect_error([&] { validate(k); }, {text, "1, 2, 4, 8 or 16"});
+  }
+  // The other families have no tile order: the default only, and the refusal names the value.
+  KernelSpec a = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
+  CHECK_NOTHROW(validate(a));
+  a.tile.group = 4;
+  expect_error([&] { validate(a); }, {"group = 4", "wgmma", "mma"});
+  KernelSpec simt = spec();
+  simt.tile.group = 1;
+  expect_error([&] { validate(simt); }, {"group = 1", "simt"});
+}
+
 TEST_CASE("epilogues: SDD only, named in the kernel, part of the key") {
   KernelSpec k = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
   k.epilogue = Epilogue::GeluTanh;

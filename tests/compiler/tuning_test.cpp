@@ -1,6 +1,7 @@
 // The tuner's search space and its database (the CPU-side parts of autotuning).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <unistd.h>
@@ -25,6 +26,28 @@ TEST_CASE("tuning candidates: the default first, every family that runs on the a
   }
   CHECK(names.size() == c.size());
   CHECK(wgmma >= 10);  // 128x256 s2..3, 128x128 s2..6, 128x64, 64x256, 64x128 …
+  // The tile order: groups 1, 4 and 16 at each wgmma shape's deepest ring only, the default 8 elsewhere.
+  int grouped = 0, shapes = 0;
+  for (const KernelSpec& k : c) {
+    if (k.tile.mma != Mma::Wgmma) {
+      CHECK(k.tile.group == TileConfig::kDefaultGroup);
+      continue;
+    }
+    const TileConfig deepest = wgmma_tile(k.tile.m, k.tile.n);
+    if (k.tile.group != TileConfig::kDefaultGroup) {
+      ++grouped;
+      CHECK(k.tile.stages == deepest.stages);
+    } else if (k.tile.stages == deepest.stages) {
+      ++shapes;
+      for (int g : {1, 4, 16}) {
+        KernelSpec v = k;
+        v.tile.group = static_cast<uint8_t>(g);
+        CHECK(std::find(c.begin(), c.end(), v) != c.end());
+      }
+    }
+  }
+  CHECK(shapes >= 4);
+  CHECK(grouped == 3 * shapes);
   CHECK(mma >= 16);
   CHECK(simt == 1);
   // Ampere: no wgmma; DDS keeps its tile within a block.
@@ -86,6 +109,38 @@ TEST_CASE("tuning database: save, reload, merge keeps the faster record, corrupt
   std::ofstream(dir / "v2.json") << "{\"version\": 2, \"entries\": {}}";
   CHECK_THROWS_WITH_AS(TuningDb(dir / "v2.json"), doctest::Contains("version 2"), InvalidArgument);
   CHECK(TuningDb::tile_string(wgmma_tile(128, 256)) == "wgmma 128x256x64 s3");
+}
+
+TEST_CASE("tuning database: the wgmma group round-trips; records written before it was a field load as 8") {
+  const test::TempDir tmp;
+  const std::filesystem::path file = tmp.path / "tuning.json";
+  const TuningKey a{"NVIDIA H200", 132, 13000, "13.0", "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a", 16384};
+  TuningKey b = a;
+  b.tokens = 65536;
+  TileConfig g4 = wgmma_tile(128, 256), g1 = wgmma_tile(128, 128);
+  g4.group = 4, g1.group = 1;
+  CHECK(TuningDb::tile_string(g4) == "wgmma 128x256x64 s3 g4");
+  {
+    TuningDb db(file);
+    db.put(a, {g4, 0.2, 0.25, "k4"});
+    db.put(b, {g1, 0.3, 0.35, "k1"});
+    db.save();
+  }
+  const TuningDb loaded(file);
+  REQUIRE(loaded.find(a));
+  REQUIRE(loaded.find(b));
+  CHECK(loaded.find(a)->tile == g4);
+  CHECK(loaded.find(b)->tile == g1);
+
+  // A database from before the field: no "group" in the tile.
+  const std::filesystem::path old = tmp.path / "old.json";
+  std::ofstream(old) << R"({"version": 1, "entries": {")" << a.str()
+                     << R"(": {"tile": {"mma": "wgmma", "m": 128, "n": 256, "k": 64, "warps": 12, "stages": 3},
+                        "ms": 0.2, "default_ms": 0.25, "kernel": "k"}}})";
+  const TuningDb before(old);
+  REQUIRE(before.find(a));
+  CHECK(before.find(a)->tile == wgmma_tile(128, 256));
+  CHECK(before.find(a)->tile.group == 8);
 }
 
 TEST_CASE("compile_candidates: input order, refusals reported not thrown, progress once per spec") {

@@ -1,6 +1,6 @@
 // GPU tests of the Hopper (TMA + wgmma) products against the fp64 reference: every op and operand layout,
-// both element types, every block size, tile shapes and pipeline depths, skewed and degenerate routings,
-// and problems large enough that each CTA runs several tiles around the stage ring.
+// both element types, every block size, tile shapes, pipeline depths and tile orders, skewed and
+// degenerate routings, and problems large enough that each CTA runs several tiles around the stage ring.
 #include <doctest/doctest.h>
 
 #include "product_check.hpp"
@@ -94,6 +94,28 @@ TEST_CASE("sm90 products: tile shapes and pipeline depths") {
         ++ran;
       }
   CHECK(ran >= 30);
+}
+
+TEST_CASE("sm90 products: tile orders (group 1, partial last groups, a group wider than the outer count)") {
+  if (!hopper()) return;
+  // 14 block rows and 10 block columns: group 4 leaves a last group of 2 both ways, group 16 is one
+  // partial group; the default case has 6 block rows and 8 block columns.
+  const std::vector<int64_t> wide = {700, 0, 300, 129, 260};
+  struct Order {
+    Op op;
+    bool ta, tb;
+    int group;
+    bool wide;
+  };
+  for (const Order o : {Order{Op::SDD, false, true, 1, true}, {Op::SDD, false, true, 4, true},
+                        {Op::DSD, false, false, 16, false}, {Op::DSD, true, false, 4, true},
+                        {Op::DDS, false, false, 16, true}}) {
+    Case c{o.op, o.ta, o.tb};
+    if (o.wide) c.counts = wide;
+    c = with_default_tile(c);
+    c.tile.group = static_cast<uint8_t>(o.group);
+    test::run(c);
+  }
 }
 
 TEST_CASE("sm90 products: capacity beyond the true T_pad is skipped on the device") {

@@ -102,11 +102,16 @@ Mma parse_mma(std::string_view);
 //          of each other, m = 64 side by side), `stages` shared-memory stages in the TMA ring.
 //   MmaSync: m, n in {64, 128}, k in {32, 64}, 4 or 8 warps (2 along m, warps / 2 along n), 2 to 5
 //          `stages` in the cp.async ring.
+// `group` is the wgmma scheduler's tile order: tiles are taken in groups of `group` outer indices (block
+// rows or columns), the outer index fastest, for L2 reuse; 1 is plain outer-major order. One of 1, 2, 4,
+// 8, 16 for Wgmma; the other families have no such order and keep the default.
 struct TileConfig {
+  static constexpr uint8_t kDefaultGroup = 8;
   uint16_t m = 64, n = 64, k = 32;
   uint8_t warps = 8;
   uint8_t stages = 1;
   Mma mma = Mma::Simt;
+  uint8_t group = kDefaultGroup;
   friend bool operator==(const TileConfig&, const TileConfig&) = default;
 };
 
@@ -159,6 +164,7 @@ KernelSpec routing_spec(const MoeShape&, Op, Arch, int renorm_p = 0);
 // Canonical, readable, unique name, used as the extern "C" entry point and in the cache's metadata:
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_t64x64x32w8s1_sm90a      (SIMT)
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a     (wgmma)
+//   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3g4_sm90a   (wgmma, group 4; g only when not 8)
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma128x128x32w8s5_sm80   (mma.sync)
 std::string kernel_name(const KernelSpec&);
 // A product spec with its tile left out: what a tuned tile applies to, e.g.

@@ -1,7 +1,7 @@
 // dmoe/tuning.hpp — what the autotuner searches and where it remembers the answers.
 //
-// The search space of a product spec is its tile configuration (the kernel family, tile shape, warps and
-// pipeline depth); the block size is a property of the layer and is searched by running the layer's
+// The search space of a product spec is its tile configuration (the kernel family, tile shape, warps,
+// pipeline depth and, for wgmma, the tile order); the block size is a property of the layer and is searched by running the layer's
 // products at each block size. Results live in a small JSON database under the cache directory, keyed by
 // the device (GPU name, SM count, driver and NVRTC versions), the spec without its tile, and a bucket of
 // token counts.
@@ -23,7 +23,8 @@
 namespace dmoe {
 
 // Every valid tile for the spec's op, shape and arch, the spec's own tile first: the wgmma family on
-// sm_90a (m 64/128, n 64/128/256, every ring depth from 2 to the deepest that fits), mma.sync on every
+// sm_90a (m 64/128, n 64/128/256, every ring depth from 2 to the deepest that fits, and at the deepest
+// ring the tile orders group 1, 4 and 16 besides the default 8), mma.sync on every
 // arch (m, n 64/128, k 32/64, 4 or 8 warps, rings 2..5 that fit), and the SIMT default. Invalid
 // combinations are filtered by validate(); the list has no duplicates.
 std::vector<KernelSpec> tuning_candidates(const KernelSpec& base);
@@ -80,7 +81,8 @@ class TuningDb {
   void save_as(const std::filesystem::path&) const;
   const std::map<std::string, TuningRecord>& entries() const { return entries_; }
 
-  static std::string tile_string(const TileConfig&);  // "wgmma 128x256x64 s3", "mma 128x128x32 w8 s5", …
+  // "wgmma 128x256x64 s3", "wgmma 128x256x64 s3 g4" (a group other than 8), "mma 128x128x32 w8 s5", …
+  static std::string tile_string(const TileConfig&);
 
  private:
   std::filesystem::path file_;

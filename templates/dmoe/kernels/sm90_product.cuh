@@ -26,7 +26,7 @@ constexpr int kBK = 64;                  // reduction depth of a stage: one 128-
 constexpr uint32_t kChunk = 64 * 64 * 2; // bytes of one MN-major {64, 64} box
 constexpr int kConsumerWarps = 8;
 
-template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN>
+template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int Group>
 struct Tiles {
   static constexpr bool kAK = !TransA;  // A K-major in memory and in shared memory
   static constexpr bool kBKm = TransB;  // B K-major
@@ -49,16 +49,19 @@ struct Tiles {
     return sm90_product_tiles(Kind, TransA, TransB, B, H, F, E, BM, BN, block_rows);
   }
 
-  // Tiles are taken in groups of kGroup outer indices, the outer index fastest: the CTAs running at the
-  // same time share operand tiles (the weights' tile across kGroup block rows, a block row across the
-  // group's column tiles) through L2, instead of each sweeping a whole expert's weights.
-  static constexpr int kGroup = 8;
+  // Tiles are taken in groups of Group outer indices, the outer index fastest: the CTAs running at the
+  // same time share operand tiles (the weights' tile across Group block rows, a block row across the
+  // group's column tiles) through L2, instead of each sweeping a whole expert's weights. Group 1 is plain
+  // outer-major order; the last group (or the only one, when Group > outers) holds the outers left over.
+  // The order only permutes the tiles: their count (sm90_product_tiles) does not depend on it.
+  static_assert(Group >= 1, "the group holds at least one outer index");
+  static constexpr int kGroup = Group;
 
   __device__ void decode(int64_t t, int outers, const Topology& topo) {
     constexpr int64_t per_outer = int64_t(MT) * NT;
     const int64_t group = t / (kGroup * per_outer);
     const int64_t rem = t % (kGroup * per_outer);
-    const int g = min(kGroup, outers - int(group) * kGroup);
+    const int g = min(kGroup, outers - int(group) * kGroup);  // group · kGroup < outers: fits int
     outer = int(group) * kGroup + int(rem % g);
     const int64_t mn = rem / g;
     n0 = int(mn % NT) * BN;
@@ -145,11 +148,12 @@ struct Tiles {
   }
 };
 
+// GROUP: the tile order (Tiles::kGroup), TileConfig::group; the emitter passes it only when it is not 8.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
-          int Epi = kEpiNone>
+          int Epi = kEpiNone, int GROUP = 8>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
-  using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN>;
+  using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, GROUP>;
   constexpr int WGN = BM == 64 ? 2 : 1;  // consumer warpgroups side by side along N (BM 64) or M (BM 128)
   constexpr int NW = BN / WGN;           // columns per consumer warpgroup: the wgmma N
   static_assert(BM == 64 || BM == 128, "BM is 64 or 128");
