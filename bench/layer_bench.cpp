@@ -14,9 +14,9 @@
 #include <set>
 
 #include "bench_util.hpp"
-#include "dmoe/cublaslt.hpp"
 #include "dmoe/layer_reference.hpp"
 #include "dmoe_commit.hpp"
+#include "product_bench.hpp"
 
 namespace dmoe::bench {
 namespace {
@@ -26,27 +26,34 @@ constexpr double kTolerance = 1e-2;  // bf16 operands, fp32 accumulation (dmoe-s
 // Host floats for a [rows, H] bf16 device tensor, filled only for the requested row ranges: the array is
 // allocated uninitialized, so rows never downloaded take no memory (the weights of large presets are tens
 // of GiB as floats).
+// Elements [first, first + count) of a bf16 device tensor, converted into out[0, count).
+template <class T>
+void download_bf16(const Device& dev, const void* src, int64_t first, int64_t count, T* out) {
+  std::vector<uint16_t> bits(count);
+  dev.copy_to_host(bits.data(), static_cast<const uint16_t*>(src) + first, count * 2);
+  for (int64_t i = 0; i < count; ++i) out[i] = T(reference::from_bf16(bits[i]));
+}
+
 struct HostRows {
   std::unique_ptr<float[]> data;
   int64_t size = 0;
   HostRows(int64_t n) : data(new float[std::max<int64_t>(n, 1)]), size(n) {}
   void fetch(const Device& dev, const void* src, int64_t first, int64_t count) {
-    std::vector<uint16_t> bits(count);
-    dev.copy_to_host(bits.data(), static_cast<const uint16_t*>(src) + first, count * 2);
-    for (int64_t i = 0; i < count; ++i) data[first + i] = reference::from_bf16(bits[i]);
+    download_bf16(dev, src, first, count, data.get() + first);
   }
   std::span<const float> span() const { return {data.get(), size_t(size)}; }
 };
 
+// Rows `rows` of a [*, H] bf16 device tensor, back to back.
 std::vector<double> fetch_rows(const Device& dev, const void* src, const std::vector<int64_t>& rows, int64_t H) {
-  std::vector<double> out;
-  std::vector<uint16_t> bits(H);
-  for (int64_t r : rows) {
-    dev.copy_to_host(bits.data(), static_cast<const uint16_t*>(src) + r * H, H * 2);
-    for (uint16_t b : bits) out.push_back(reference::from_bf16(b));
-  }
+  std::vector<double> out(rows.size() * H);
+  for (size_t i = 0; i < rows.size(); ++i) download_bf16(dev, src, rows[i] * H, H, out.data() + i * H);
   return out;
 }
+
+// Tokens the sampled check recomputes: fewer when each costs more (K experts per token).
+int64_t sampled_tokens(const MoeShape& s) { return std::min<int64_t>(std::clamp<int64_t>(32 / s.top_k, 2, 16), s.tokens); }
+constexpr int kSampledRows = 16;
 
 struct Buffers {
   DeviceBuffer x, y, dy, dx, router, drouter, w1, w2, v1, dw1, dw2, dv1;
@@ -82,15 +89,14 @@ reference::SampleResult check_step(const Device& dev, const MoeShape& s, const L
 
   std::mt19937_64 rng(seed);
   reference::LayerSample sample;
-  const int64_t n_tokens = std::clamp<int64_t>(32 / K, 2, 16);
   std::set<int64_t> tokens;
-  while (int64_t(tokens.size()) < std::min(n_tokens, T)) tokens.insert(int64_t(rng() % uint64_t(T)));
+  while (int64_t(tokens.size()) < sampled_tokens(s)) tokens.insert(int64_t(rng() % uint64_t(T)));
   sample.tokens.assign(tokens.begin(), tokens.end());
   std::set<int64_t> experts;  // only these experts' weights are downloaded
   for (int64_t t : sample.tokens)
     for (int64_t k = 0; k < K; ++k) experts.insert(ids[t * K + k]);
   const std::vector<int64_t> ex(experts.begin(), experts.end());
-  for (int i = 0; i < 16; ++i) sample.rows.push_back(ex[rng() % ex.size()] * F + int64_t(rng() % uint64_t(F)));
+  for (int i = 0; i < kSampledRows; ++i) sample.rows.push_back(ex[rng() % ex.size()] * F + int64_t(rng() % uint64_t(F)));
 
   HostRows x(T * H), dy(T * H), router(E * H), w1(E * F * H), w2(E * F * H), v1(s.gated ? E * F * H : 0);
   x.fetch(dev, b.x.get(), 0, T * H);
@@ -112,6 +118,27 @@ reference::SampleResult check_step(const Device& dev, const MoeShape& s, const L
   c.renorm_p = lo.renorm_p, c.lbl_weight = lo.lbl_weight, c.z_weight = lo.z_weight;
   const reference::LayerParams p{x.span(), router.span(), w1.span(), w2.span(), v1.span()};
   return reference::check_layer_sample(c, p, dy.span(), ids, weights, counts, sample);
+}
+
+// Medians of `reps` timed forward and backward passes (events around each), after two warm-up steps.
+struct StepTimes {
+  double fwd_ms = 0, bwd_ms = 0;
+};
+StepTimes time_steps(const Device& dev, Layer& layer, LayerContext& ctx, const Buffers& b, Stream stream, int reps) {
+  const bool g = layer.shape().gated;
+  EventTimer fwd(dev), bwd(dev);
+  std::vector<double> f, bk;
+  for (int i = 0; i < std::max(1, reps) + 2; ++i) {
+    fwd.start(stream);
+    layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream);
+    fwd.stop(stream);
+    bwd.start(stream);
+    layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream);
+    bwd.stop(stream);
+    const double fm = fwd.elapsed_ms(), bm = bwd.elapsed_ms();
+    if (i >= 2) f.push_back(fm), bk.push_back(bm);
+  }
+  return {median(f), median(bk)};
 }
 
 // Minimum bytes of a forward (read x and the expert weights, write y) and of a backward (read dy, x and
@@ -146,21 +173,9 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
     layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream.get());
     layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream.get());
   };
-  for (int i = 0; i < 2; ++i) step();
-  EventTimer fwd(dev), bwd(dev);
-  std::vector<double> fwd_ms, bwd_ms;
-  for (int i = 0; i < std::max(1, o.reps); ++i) {
-    fwd.start(stream.get());
-    layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream.get());
-    fwd.stop(stream.get());
-    bwd.start(stream.get());
-    layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream.get());
-    bwd.stop(stream.get());
-    fwd_ms.push_back(fwd.elapsed_ms());
-    bwd_ms.push_back(bwd.elapsed_ms());
-  }
-  r.fwd_ms = median(fwd_ms);
-  r.bwd_ms = median(bwd_ms);
+  const StepTimes times = time_steps(dev, layer, ctx, b, stream.get(), o.reps);
+  r.fwd_ms = times.fwd_ms;
+  r.bwd_ms = times.bwd_ms;
 
   // Phase times of a few profiled steps (events between phases), for the routing's share of the step.
   layer.set_profiling(true);
@@ -219,7 +234,7 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   if (r.checked)
     fmt::print("  check ({} tokens, {} weight rows, fp64): y {:.1e}  dx {:.1e}  dw1 {:.1e}  dw2 {:.1e}{}  weights "
                "{:.1e}  non-top-k {} -> {}\n",
-               std::clamp<int64_t>(32 / s.top_k, 2, 16), 16, sr.y, sr.dx, sr.dw1, sr.dw2,
+               sampled_tokens(s), kSampledRows, sr.y, sr.dx, sr.dw1, sr.dw2,
                s.gated ? fmt::format("  dv1 {:.1e}", sr.dv1) : "", sr.weights, sr.not_top_k,
                r.verified ? "verified" : "NOT VERIFIED");
   if (o.json)
@@ -238,39 +253,12 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
 
 int layer(const LayerBenchOptions& opt) {
   Device dev(0);
-  OwnedStream stream(dev);
-  // Ceilings in this run: a cuBLASLt bf16 8192³ GEMM and a 2 GiB device-to-device copy (medians of 7).
-  double gemm = 0, copy = 0;
-  {
-    constexpr int64_t n = 8192, kCopy = int64_t{2} << 30;
-    CublasLt lt(dev);
-    Gemm gd{.m = n, .n = n, .k = n, .trans_a = false, .trans_b = false, .lda = n, .ldb = n, .ldc = n};
-    const GemmPlan plan = lt.plan(gd);
-    DeviceBuffer a(dev, n * n * 2), bm(dev, n * n * 2), c(dev, n * n * 2), src(dev, kCopy), dst(dev, kCopy);
-    fill_random(dev, a.get(), n * n * 2, 1);
-    fill_random(dev, bm.get(), n * n * 2, 2);
-    dev.fill_u8(src.get(), 0x3c, kCopy);
-    EventTimer t(dev);
-    std::vector<double> g, cp;
-    for (int i = 0; i < 9; ++i) {
-      t.start(stream.get());
-      lt.run(plan, a.get(), bm.get(), c.get(), stream.get());
-      t.stop(stream.get());
-      if (i >= 2) g.push_back(t.elapsed_ms());
-      t.start(stream.get());
-      dev.copy_device_to_device(dst.get(), src.get(), kCopy, stream.get());
-      t.stop(stream.get());
-      if (i >= 2) cp.push_back(t.elapsed_ms());
-    }
-    gemm = 2.0 * n * n * n / (median(g) * 1e-3);
-    copy = 2.0 * kCopy / (median(cp) * 1e-3);
-    fmt::print("ceilings: cuBLASLt bf16 8192³ GEMM {:.0f} TFLOP/s, device-to-device copy {:.2f} TB/s\n", gemm / 1e12,
-               copy / 1e12);
-    if (opt.json)
-      fmt::print("{{\"ceilings\": true, \"gpu\": \"{}\", \"commit\": \"{}\", \"gemm_tflops\": {:.6g}, "
-                 "\"copy_tbs\": {:.6g}}}\n",
-                 dev.properties().name, DMOE_COMMIT, gemm / 1e12, copy / 1e12);
-  }
+  const Ceilings c = measure_ceilings();  // the product benchmark's definition, printed there
+  const double gemm = c.gemm_flops_per_sec, copy = c.copy_bytes_per_sec;
+  if (opt.json)
+    fmt::print("{{\"ceilings\": true, \"gpu\": \"{}\", \"commit\": \"{}\", \"gemm_tflops\": {:.6g}, "
+               "\"gemm_measured\": {}, \"copy_tbs\": {:.6g}}}\n",
+               dev.properties().name, DMOE_COMMIT, gemm / 1e12, c.gemm_measured, copy / 1e12);
   std::vector<std::string> names = opt.presets;
   if (names.empty())
     for (const Preset& p : presets())
@@ -371,20 +359,8 @@ int tune_layer_blocks(const LayerTuneOptions& opt) {
       Buffers b(dev, s, seed);
       dev.copy_to_device(b.x.get(), xh.data(), xh.size() * 2);
       dev.copy_to_device(b.router.get(), rh.data(), rh.size() * 2);
-      const bool g = s.gated;
-      EventTimer fwd(dev), bwd(dev);
-      std::vector<double> f, bk;
-      for (int i = 0; i < std::max(1, opt.reps) + 2; ++i) {
-        fwd.start(stream.get());
-        layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream.get());
-        fwd.stop(stream.get());
-        bwd.start(stream.get());
-        layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream.get());
-        bwd.stop(stream.get());
-        const double fm = fwd.elapsed_ms(), bm = bwd.elapsed_ms();
-        if (i >= 2) f.push_back(fm), bk.push_back(bm);  // two warm-up steps
-      }
-      row.fwd = median(f), row.bwd = median(bk);
+      const StepTimes times = time_steps(dev, layer, ctx, b, stream.get(), opt.reps);
+      row.fwd = times.fwd_ms, row.bwd = times.bwd_ms;
       std::vector<int32_t> counts(E);
       dev.copy_to_host(counts.data(), ctx.counts(), E * 4);
       if (!opt.counts.empty() && achieved.empty()) achieved.assign(counts.begin(), counts.end());

@@ -176,6 +176,10 @@ class Bench {
   }
 
   int run();
+  Ceilings ceilings() {
+    measure_ceilings();
+    return {gemm_flops_per_sec_, copy_bytes_per_sec_, gemm_measured_};
+  }
 
  private:
   void check_cublas();
@@ -474,6 +478,11 @@ int Bench::run() {
 int products(const ProductBenchOptions& opt) {
   Bench bench(opt);
   return bench.run();
+}
+
+Ceilings measure_ceilings() {
+  const ProductBenchOptions defaults;
+  return Bench(defaults).ceilings();
 }
 
 }  // namespace dmoe::bench

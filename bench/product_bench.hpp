@@ -15,4 +15,13 @@ struct ProductBenchOptions {
 // Prints a table (and JSON lines). Returns a process exit code; throws NoGpu without a GPU.
 int products(const ProductBenchOptions&);
 
+// The GPU's ceilings as the product benchmark measures them (and prints, one line): the fastest of
+// cuBLASLt's first 4 algorithms on a bf16 8192³ GEMM over rotated operands, and a 2 GiB device-to-device
+// copy. Without a working cuBLASLt the GEMM ceiling is the H200 baseline (gemm_measured false).
+struct Ceilings {
+  double gemm_flops_per_sec = 0, copy_bytes_per_sec = 0;
+  bool gemm_measured = false;
+};
+Ceilings measure_ceilings();
+
 }  // namespace dmoe::bench
