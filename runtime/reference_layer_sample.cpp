@@ -7,6 +7,8 @@
 #include <thread>
 
 #include "dmoe/layer_reference.hpp"
+#include "dmoe/reference.hpp"
+#include "dmoe/routing_reference.hpp"
 
 namespace dmoe::reference {
 namespace {
@@ -30,15 +32,6 @@ void parallel_for(int64_t n, int threads, F&& body) {
   for (std::thread& t : pool) t.join();
 }
 
-double rel_err(const std::vector<double>& ref, const std::vector<double>& out) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (out[i] - ref[i]) * (out[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
-}
-
 }  // namespace
 
 SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std::span<const float> dy,
@@ -56,34 +49,25 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
   SampleResult out;
   std::vector<double> y_ref(nt * H), dx_ref(nt * H), w_err(nt, 0);
   std::vector<char> bad(nt, 0);
+  const std::vector<int64_t> counts64(counts.begin(), counts.end());
 
   parallel_for(int64_t(nt), threads, [&](int64_t si) {
     const int64_t t = s.tokens[si];
     const float* xt = x + t * H;
     const float* dyt = dy.data() + t * H;
     // Router in fp64: scores, the chosen set's weights.
-    std::vector<double> logit(E), prob(E);
+    std::vector<double> logit(E), prob(E), w(K);
     for (int64_t e = 0; e < E; ++e) logit[e] = dot(xt, p.router.data() + e * H, H);
-    const double mx = *std::max_element(logit.begin(), logit.end());
-    double sum = 0;
-    for (int64_t e = 0; e < E; ++e) sum += prob[e] = std::exp(logit[e] - mx);
-    for (double& v : prob) v /= sum;
-    const double lse = mx + std::log(sum);
-    const int32_t* ids = expert_ids.data() + t * K;
+    const double lse = softmax_row(logit, prob);
+    const std::span<const int32_t> ids = expert_ids.subspan(t * K, K);
     double min_chosen = 2, max_other = -1;
     std::vector<char> chosen(E, 0);
     for (int64_t k = 0; k < K; ++k) chosen[ids[k]] = 1, min_chosen = std::min(min_chosen, prob[ids[k]]);
     for (int64_t e = 0; e < E; ++e)
       if (!chosen[e]) max_other = std::max(max_other, prob[e]);
     if (max_other > min_chosen * (1 + 1e-3)) bad[si] = 1;
-    std::vector<double> sel(K), w(K);
-    double S = 0;
-    for (int64_t k = 0; k < K; ++k) sel[k] = prob[ids[k]], S += c.renorm_p == 2 ? sel[k] * sel[k] : sel[k];
-    S = c.renorm_p == 0 ? 1.0 : c.renorm_p == 2 ? std::sqrt(S) : S;
-    for (int64_t k = 0; k < K; ++k) {
-      w[k] = sel[k] / S;
-      w_err[si] = std::max(w_err[si], std::abs(w[k] - double(weights[t * K + k])));
-    }
+    routing_weights_row(prob, ids, c.renorm_p, w);
+    for (int64_t k = 0; k < K; ++k) w_err[si] = std::max(w_err[si], std::abs(w[k] - double(weights[t * K + k])));
     // Experts: forward, then the gradients back to x.
     std::vector<double> a(F), g(F), h(F), dh(F), dxv(H, 0.0), dwk(K);
     double* yt = y_ref.data() + si * H;
@@ -114,23 +98,12 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
         }
       }
     }
-    // The router's share of dx: dlogits (as reference::router_grad, with the step's counts) · Wr.
-    std::vector<double> dp(E);
-    for (int64_t e = 0; e < E; ++e) dp[e] = c.lbl_weight * double(E) / (double(T) * K) * double(counts[e]) / double(T);
-    if (c.renorm_p == 0) {
-      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += dwk[k];
-    } else {
-      double gp = 0;
-      for (int64_t k = 0; k < K; ++k) gp += dwk[k] * sel[k];
-      for (int64_t k = 0; k < K; ++k) dp[ids[k]] += dwk[k] / S - gp / (S * S) * (c.renorm_p == 1 ? 1.0 : sel[k] / S);
-    }
-    double pd = 0;
-    for (int64_t e = 0; e < E; ++e) pd += prob[e] * dp[e];
-    const double zc = c.z_weight * 2.0 * lse / double(T);
+    // The router's share of dx: dlogits (router_grad's, with the step's counts) · Wr.
+    std::vector<double> dlogits(E);
+    router_grad_row(prob, lse, ids, dwk, counts64, T, c.renorm_p, c.lbl_weight, c.z_weight, 1.0, 1.0, dlogits);
     for (int64_t e = 0; e < E; ++e) {
-      const double dl = prob[e] * (dp[e] - pd) + zc * prob[e];
       const float* wr = p.router.data() + e * H;
-      for (int64_t j = 0; j < H; ++j) dxv[j] += dl * wr[j];
+      for (int64_t j = 0; j < H; ++j) dxv[j] += dlogits[e] * wr[j];
     }
     std::copy(dxv.begin(), dxv.end(), dx_ref.begin() + si * H);
   });
@@ -163,11 +136,11 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
     }
   });
 
-  out.y = rel_err(y_ref, s.y);
-  out.dx = rel_err(dx_ref, s.dx);
-  out.dw1 = rel_err(dw1_ref, s.dw1);
-  out.dw2 = rel_err(dw2_ref, s.dw2);
-  if (c.gated) out.dv1 = rel_err(dv1_ref, s.dv1);
+  out.y = relative_error(y_ref, s.y);
+  out.dx = relative_error(dx_ref, s.dx);
+  out.dw1 = relative_error(dw1_ref, s.dw1);
+  out.dw2 = relative_error(dw2_ref, s.dw2);
+  if (c.gated) out.dv1 = relative_error(dv1_ref, s.dv1);
   for (double v : w_err) out.weights = std::max(out.weights, v);
   for (char b : bad) out.not_top_k += b;
   return out;

@@ -93,36 +93,53 @@ std::vector<double> router_grad_impl(std::span<const L> logits, std::span<const 
       throw InvalidArgument(fmt::format("expert_ids[{}] = {} is out of range [0, {})", i, expert_ids[i], experts));
     ++counts[expert_ids[i]];
   }
-  std::vector<double> grad(tokens * experts), p(experts), dp(experts), selected(top_k);
-  const double T = double(tokens);
+  std::vector<double> grad(tokens * experts), p(experts);
   for (int64_t t = 0; t < tokens; ++t) {
     const double lse = softmax(logits.data() + t * experts, experts, p.data());
-    const int32_t* ids = expert_ids.data() + t * top_k;
-    const double* g = dw.data() + t * top_k;
-    // Load balancing: lbl = E·w/(T·K) · Σ_e count_e · (1/T) Σ_t p[t, e], counts held fixed.
-    for (int e = 0; e < experts; ++e) dp[e] = d_lbl * lbl_weight * experts / (T * top_k) * double(counts[e]) / T;
-    for (int k = 0; k < top_k; ++k) selected[k] = p[ids[k]];
-    if (renorm_p == 0) {
-      for (int k = 0; k < top_k; ++k) dp[ids[k]] += g[k];
-    } else {
-      // w_k = p_k / S: P = 1, ∂S/∂p_j = 1; P = 2, ∂S/∂p_j = p_j / S.
-      const double S = renorm(selected, renorm_p);
-      double gp = 0;  // Σ_k dw_k · p_k
-      for (int k = 0; k < top_k; ++k) gp += g[k] * selected[k];
-      for (int k = 0; k < top_k; ++k) {
-        const double dS = renorm_p == 1 ? 1.0 : selected[k] / S;
-        dp[ids[k]] += g[k] / S - gp / (S * S) * dS;
-      }
-    }
-    double dot = 0;
-    for (int e = 0; e < experts; ++e) dot += p[e] * dp[e];
-    const double zc = d_z * z_weight * 2.0 * lse / T;
-    for (int e = 0; e < experts; ++e) grad[t * experts + e] = p[e] * (dp[e] - dot) + zc * p[e];
+    router_grad_row(p, lse, expert_ids.subspan(t * top_k, top_k), dw.subspan(t * top_k, top_k), counts, tokens,
+                    renorm_p, lbl_weight, z_weight, d_lbl, d_z, std::span(grad).subspan(t * experts, experts));
   }
   return grad;
 }
 
 }  // namespace
+
+double softmax_row(std::span<const double> logits, std::span<double> p) {
+  return softmax(logits.data(), int(logits.size()), p.data());
+}
+
+void routing_weights_row(std::span<const double> p, std::span<const int32_t> ids, int renorm_p, std::span<double> w) {
+  for (size_t k = 0; k < ids.size(); ++k) w[k] = p[ids[k]];
+  const double s = renorm_p == 0 ? 1.0 : renorm(w.first(ids.size()), renorm_p);
+  for (size_t k = 0; k < ids.size(); ++k) w[k] /= s;
+}
+
+void router_grad_row(std::span<const double> p, double lse, std::span<const int32_t> ids, std::span<const double> dw,
+                     std::span<const int64_t> counts, int64_t tokens, int renorm_p, double lbl_weight,
+                     double z_weight, double d_lbl, double d_z, std::span<double> grad) {
+  const int experts = int(p.size()), top_k = int(ids.size());
+  const double T = double(tokens);
+  std::vector<double> dp(experts), selected(top_k);
+  // Load balancing: lbl = E·w/(T·K) · Σ_e count_e · (1/T) Σ_t p[t, e], counts held fixed.
+  for (int e = 0; e < experts; ++e) dp[e] = d_lbl * lbl_weight * experts / (T * top_k) * double(counts[e]) / T;
+  for (int k = 0; k < top_k; ++k) selected[k] = p[ids[k]];
+  if (renorm_p == 0) {
+    for (int k = 0; k < top_k; ++k) dp[ids[k]] += dw[k];
+  } else {
+    // w_k = p_k / S: P = 1, ∂S/∂p_j = 1; P = 2, ∂S/∂p_j = p_j / S.
+    const double S = renorm(selected, renorm_p);
+    double gp = 0;  // Σ_k dw_k · p_k
+    for (int k = 0; k < top_k; ++k) gp += dw[k] * selected[k];
+    for (int k = 0; k < top_k; ++k) {
+      const double dS = renorm_p == 1 ? 1.0 : selected[k] / S;
+      dp[ids[k]] += dw[k] / S - gp / (S * S) * dS;
+    }
+  }
+  double dot = 0;
+  for (int e = 0; e < experts; ++e) dot += p[e] * dp[e];
+  const double zc = d_z * z_weight * 2.0 * lse / T;
+  for (int e = 0; e < experts; ++e) grad[e] = p[e] * (dp[e] - dot) + zc * p[e];
+}
 
 std::vector<float> jitter(std::span<const float> x, float eps, uint32_t seed_lo, uint32_t seed_hi) {
   std::vector<float> y(x.size());

@@ -25,6 +25,17 @@ RouterResult route(std::span<const float> logits, int64_t tokens, int experts, i
 RouterResult route(std::span<const double> logits, int64_t tokens, int experts, int top_k, int renorm_p,
                    double lbl_weight, double z_weight);  // fp64 logits (the CPU layer)
 
+// One token of the router, for callers that recompute a few tokens of a large routing (the layer's
+// sampled check): the softmax of its logits into p [E] (returns logsumexp); the weights of its chosen
+// experts ids [K] (their probabilities, renormalized as `route` does); the gradient of its logits [E]
+// given dw [K], the load-balancing term taken with `counts` [E] of the whole routing of `tokens` tokens
+// (router_grad runs this per token).
+double softmax_row(std::span<const double> logits, std::span<double> p);
+void routing_weights_row(std::span<const double> p, std::span<const int32_t> ids, int renorm_p, std::span<double> w);
+void router_grad_row(std::span<const double> p, double lse, std::span<const int32_t> ids, std::span<const double> dw,
+                     std::span<const int64_t> counts, int64_t tokens, int renorm_p, double lbl_weight,
+                     double z_weight, double d_lbl, double d_z, std::span<double> grad);
+
 // Gradient of the logits [T, E] given dw = ∂L/∂weights [T·K] and the upstream gradients of the two
 // (weighted) losses, d_lbl and d_z; the expert selection is held fixed (as autograd does through top-k).
 std::vector<double> router_grad(std::span<const float> logits, std::span<const int32_t> expert_ids,
