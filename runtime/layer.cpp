@@ -86,6 +86,14 @@ void check_pointer(const void* p, const char* call, const char* name, bool wante
     throw InvalidArgument(fmt::format("Layer::{}: {} = {} is not 16-byte aligned", call, name, p));
 }
 
+// The weights forward and backward both check.
+void check_weights(const LayerWeights& w, const char* call, bool gated) {
+  check_pointer(w.router, call, "weights.router");
+  check_pointer(w.w1, call, "weights.w1");
+  check_pointer(w.w2, call, "weights.w2");
+  check_pointer(w.v1, call, "weights.v1", gated);
+}
+
 }  // namespace
 
 struct Layer::Impl {
@@ -130,6 +138,12 @@ struct LayerContext::State {
   bool saved = false;  // a forward ran and its backward has not
 
   State(const Layer::Impl& l, int renorm_p) : layer(l), ws(l.dev, l.shape, renorm_p) {}
+
+  // One product over this pass's topology.
+  void product(KernelCache& cache, const KernelSpec& k, const void* a, const void* b, void* out, void* aux,
+               Stream stream) const {
+    launch_product(cache, k, ProductArgs{a, b, out, ws.topology(), ws.max_block_rows(), aux}, stream);
+  }
 };
 
 void validate(const MoeShape& s, const LayerOptions& o) {
@@ -269,10 +283,7 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   const bool gated = m.shape.gated;
   check_pointer(x, "forward", "x");
   check_pointer(y, "forward", "y");
-  check_pointer(w.router, "forward", "weights.router");
-  check_pointer(w.w1, "forward", "weights.w1");
-  check_pointer(w.w2, "forward", "weights.w2");
-  check_pointer(w.v1, "forward", "weights.v1", gated);
+  check_weights(w, "forward", gated);
   LayerContext::State& c = *ctx.s_;
   if (&c.layer != &m) throw InvalidArgument("Layer::forward: the context was made for another layer");
   m.dev.check_stream(stream);
@@ -290,10 +301,8 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   route_forward(m.cache, c.ws, rf, stream);
   m.stop(1, stream);
 
-  const Topology topo = c.ws.topology();
-  const int32_t mbr = c.ws.max_block_rows();
   auto product = [&](const KernelSpec& k, const void* a, const void* b, void* out, void* aux = nullptr) {
-    launch_product(m.cache, k, ProductArgs{a, b, out, topo, mbr, aux}, stream);
+    c.product(m.cache, k, a, b, out, aux, stream);
   };
   m.start(2, stream);
   if (gated) {
@@ -321,10 +330,7 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   Impl& m = *impl_;
   const bool gated = m.shape.gated;
   check_pointer(dy, "backward", "dy");
-  check_pointer(w.router, "backward", "weights.router");
-  check_pointer(w.w1, "backward", "weights.w1");
-  check_pointer(w.w2, "backward", "weights.w2");
-  check_pointer(w.v1, "backward", "weights.v1", gated);
+  check_weights(w, "backward", gated);
   check_pointer(g.dx, "backward", "grads.dx");
   check_pointer(g.drouter, "backward", "grads.drouter");
   check_pointer(g.dw1, "backward", "grads.dw1");
@@ -336,10 +342,8 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
     throw InvalidArgument("Layer::backward: the context holds no forward pass (none ran, or its backward already did)");
   m.dev.check_stream(stream);
 
-  const Topology topo = c.ws.topology();
-  const int32_t mbr = c.ws.max_block_rows();
   auto product = [&](const KernelSpec& k, const void* a, const void* b, void* out, void* aux = nullptr) {
-    launch_product(m.cache, k, ProductArgs{a, b, out, topo, mbr, aux}, stream);
+    c.product(m.cache, k, a, b, out, aux, stream);
   };
 
   // The expert rows' gradient dy·w (padding rows zero) and the routing weights' gradient dw[t, k].
