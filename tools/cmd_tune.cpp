@@ -41,6 +41,25 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
+// "64,128" → {64, 128}; anything but positive integers is refused, naming the entry.
+std::vector<int64_t> parse_blocks(const std::string& text) {
+  std::vector<int64_t> blocks;
+  for (const std::string& b : split(text)) {
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(b, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != b.size() || v <= 0)
+      throw InvalidArgument(fmt::format("--blocks: '{}' is not a block size (expected e.g. 64,128,256)", b));
+    blocks.push_back(v);
+  }
+  if (blocks.empty()) throw InvalidArgument("--blocks: no block size given");
+  return blocks;
+}
+
 // "sdd_nt" → {SDD, false, true}.
 std::tuple<Op, bool, bool> parse_op_layout(const std::string& text) {
   const size_t us = text.find('_');
@@ -121,15 +140,19 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
   if (f.tokens) s.tokens = f.tokens;
   if (!f.counts.empty() && f.dry_run)
     throw InvalidArgument("--counts shapes the routing of the timed problems; --dry-run only compiles");
-  if (f.layer) {
-    if (f.dry_run) throw InvalidArgument("--layer times whole layer steps on the GPU; it has no --dry-run");
+  if (f.layer && f.dry_run) throw InvalidArgument("--layer times whole layer steps on the GPU; it has no --dry-run");
+  const std::vector<int64_t> blocks = parse_blocks(f.blocks);
+  std::vector<int64_t> counts;
+  if (!f.dry_run) {
     if (s.tokens <= 0) throw InvalidArgument("--tokens is required without --preset (the routing's token count)");
+    if (!f.counts.empty()) counts = load_counts(f.counts, s);
+  }
+  if (f.layer) {
     bench::LayerTuneOptions o;
     o.shape = s;
-    o.blocks.clear();
-    for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
+    o.blocks = blocks;
     o.zipf = f.routing == "zipf";
-    if (!f.counts.empty()) o.counts = load_counts(f.counts, s);
+    o.counts = counts;
     o.reps = f.reps;
     try {
       return bench::tune_layer_blocks(o);
@@ -139,14 +162,12 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     }
   }
   if (!f.dry_run) {
-    if (s.tokens <= 0) throw InvalidArgument("--tokens is required without --preset (the routing's token count)");
     bench::TuneOptions o;
     o.shape = s;
     for (const std::string& text : split(f.ops)) o.ops.push_back(parse_op_layout(text));
-    o.blocks.clear();
-    for (const std::string& b : split(f.blocks)) o.blocks.push_back(std::stoll(b));
+    o.blocks = blocks;
     o.zipf = f.routing == "zipf";
-    if (!f.counts.empty()) o.counts = load_counts(f.counts, s);
+    o.counts = counts;
     o.budget_s = f.budget;
     o.jobs = f.jobs;
     o.db = db_path;
@@ -167,8 +188,8 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
   };
   std::vector<Product> products;
   std::vector<KernelSpec> all;
-  for (const std::string& b : split(f.blocks)) {
-    s.block = std::stoll(b);
+  for (const int64_t block : blocks) {
+    s.block = block;
     validate(s);
     for (const std::string& text : split(f.ops)) {
       const auto [op, ta, tb] = parse_op_layout(text);
