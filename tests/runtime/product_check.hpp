@@ -134,4 +134,21 @@ inline void run(const Case& c) {
   if (c.save_pre) check(daux.get(), ref, "saved pre-activation");
 }
 
+// Block sizes 64 and 256 (with empty and partial experts) for every product of the schedule, through a
+// kernel family's run function.
+template <class Run>
+void check_block_sizes(Run&& run) {
+  for (auto [op, ta, tb] : kSchedule) {
+    Case c64{op, ta, tb};
+    c64.block = 64;
+    c64.counts = {1, 70, 0, 200, 64};
+    run(c64);
+    Case c256{op, ta, tb};
+    c256.block = 256;
+    c256.ffn = 512;
+    c256.counts = {300, 0, 1};
+    run(c256);
+  }
+}
+
 }  // namespace dmoe::test

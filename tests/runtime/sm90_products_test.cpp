@@ -52,17 +52,7 @@ TEST_CASE("sm90 products: fp16") {
 
 TEST_CASE("sm90 products: block sizes 64 and 256") {
   if (!hopper()) return;
-  for (auto [op, ta, tb] : kSchedule) {
-    Case c64{op, ta, tb};
-    c64.block = 64;
-    c64.counts = {1, 70, 0, 200, 64};
-    run_default(c64);
-    Case c256{op, ta, tb};
-    c256.block = 256;
-    c256.ffn = 512;
-    c256.counts = {300, 0, 1};
-    run_default(c256);
-  }
+  test::check_block_sizes([](const Case& c) { run_default(c); });
 }
 
 TEST_CASE("sm90 products: tile shapes and pipeline depths") {
