@@ -10,6 +10,7 @@ struct ProductBenchOptions {
   int reps = 0;        // launches per timed batch (median over 7 batches); 0: enough for ~10 ms a batch
   bool quick = false;  // one problem of MegaBlocks' set only (a smoke run)
   bool tuned = false;  // dmoe's tiles from the tuning database (tuned_spec) instead of the defaults
+  std::string schedule;  // "cooperative" or "pingpong": every wgmma product with that schedule's default tile
 };
 
 // Prints a table (and JSON lines). Returns a process exit code; throws NoGpu without a GPU.

@@ -18,9 +18,11 @@ std::string_view product_kind(Op op) {
 }
 
 // The trailing template arguments: the epilogue (dmoe::EpilogueKind), omitted when there is none, then for
-// wgmma the scheduler's group, omitted when it is the default (so default specs emit the source they did
-// before the group was a field); a group that is given brings the epilogue with it.
+// wgmma the scheduler's group and the ping-pong schedule, each omitted when it is the default (so default
+// specs emit the source they did before these were fields); one that is given brings those before it.
 std::string trailing_args(const KernelSpec& k) {
+  if (k.tile.mma == Mma::Wgmma && k.tile.pingpong)
+    return fmt::format(", {}, {}, true", static_cast<int>(k.epilogue), k.tile.group);
   if (k.tile.mma == Mma::Wgmma && k.tile.group != TileConfig::kDefaultGroup)
     return fmt::format(", {}, {}", static_cast<int>(k.epilogue), k.tile.group);
   return k.epilogue == Epilogue::None ? "" : fmt::format(", {}", static_cast<int>(k.epilogue));
@@ -85,8 +87,9 @@ std::string emit_product(const KernelSpec& k) {
     case Mma::Wgmma:
       header = "sm90_product", function = "dmoe::sm90::product";
       param = "const __grid_constant__ dmoe::Sm90ProductArgs";
-      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}", t.m, t.n, t.k, t.stages,
-                              t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" group={}", t.group));
+      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}{}", t.m, t.n, t.k, t.stages,
+                              t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" group={}", t.group),
+                              t.pingpong ? " schedule=pingpong" : "");
       tile_args = fmt::format("{}, {}, {}", t.m, t.n, t.stages);
       break;
     case Mma::MmaSync:

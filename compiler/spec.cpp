@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <span>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -262,11 +264,21 @@ void validate_wgmma(const KernelSpec& k) {
     throw InvalidArgument(fmt::format("{}: warps = {} is not supported (expected 12: three warpgroups)", name, t.warps));
   if (t.m != 64 && t.m != 128)
     throw InvalidArgument(fmt::format("{}: m = {} is not supported (expected 64 or 128)", name, t.m));
-  // Two consumer warpgroups share the tile: side by side along n when m = 64, each wgmma n in 64..256.
-  const int per_wg = t.m == 64 ? t.n / 2 : t.n;
-  if (t.n % 64 != 0 || (per_wg != 64 && per_wg != 128 && per_wg != 256))
-    throw InvalidArgument(fmt::format("{}: n = {} is not supported (expected 64, 128 or 256 columns per "
-                                      "consumer warpgroup; m = 64 splits n over two)", name, t.n));
+  if (t.pingpong) {
+    // Each consumer warpgroup owns the whole tile: wgmma n = n, m / 64 row groups, m·n / 128 fp32
+    // accumulators per thread (at most 128 fit beside the epilogue's registers).
+    if (t.n != 64 && t.n != 128 && t.n != 256)
+      throw InvalidArgument(fmt::format("{} ping-pong: n = {} is not supported (expected 64, 128 or 256)", name, t.n));
+    if (t.m * t.n > 16384)
+      throw InvalidArgument(fmt::format("{} ping-pong: m·n = {} needs {} accumulators per thread, over the 128 "
+                                        "a consumer warpgroup holds (m·n ≤ 16384)", name, t.m * t.n, t.m * t.n / 128));
+  } else {
+    // Two consumer warpgroups share the tile: side by side along n when m = 64, each wgmma n in 64..256.
+    const int per_wg = t.m == 64 ? t.n / 2 : t.n;
+    if (t.n % 64 != 0 || (per_wg != 64 && per_wg != 128 && per_wg != 256))
+      throw InvalidArgument(fmt::format("{}: n = {} is not supported (expected 64, 128 or 256 columns per "
+                                        "consumer warpgroup; m = 64 splits n over two)", name, t.n));
+  }
   // Tile rows: within a block for SDD and DSD, within hidden for DDS. Tile columns: within the expert's
   // ffn for SDD (several blocks allowed), within hidden for DSD, within a block for DDS.
   const int32_t m_extent = k.op == Op::DDS ? k.hidden : k.block;
@@ -286,9 +298,9 @@ void validate_wgmma(const KernelSpec& k) {
   }
   if (t.stages < 2 || t.stages > 8)
     throw InvalidArgument(fmt::format("{}: stages = {} is not supported (expected 2 to 8)", name, t.stages));
-  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages); smem > kSm90MaxSharedBytes)
-    throw InvalidArgument(fmt::format("{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
-                                      name, t.stages, smem, kSm90MaxSharedBytes));
+  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong); smem > kSm90MaxSharedBytes)
+    throw InvalidArgument(fmt::format("{}{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
+                                      name, t.pingpong ? " ping-pong" : "", t.stages, smem, kSm90MaxSharedBytes));
   if (t.group != 1 && t.group != 2 && t.group != 4 && t.group != 8 && t.group != 16)
     throw InvalidArgument(fmt::format("{}: group = {} is not supported (expected 1, 2, 4, 8 or 16)", name, t.group));
 }
@@ -352,9 +364,10 @@ TileConfig mma_sync_tile(int m, int n, Arch arch, int k) {
   return t;
 }
 
-TileConfig wgmma_tile(int m, int n) {
+TileConfig wgmma_tile(int m, int n, bool pingpong) {
   TileConfig t{static_cast<uint16_t>(m), static_cast<uint16_t>(n), 64, 12, 2, Mma::Wgmma};
-  while (t.stages < 8 && sm90_smem_bytes(m, n, t.stages + 1) <= kSm90MaxSharedBytes) ++t.stages;
+  t.pingpong = pingpong;
+  while (t.stages < 8 && sm90_smem_bytes(m, n, t.stages + 1, pingpong) <= kSm90MaxSharedBytes) ++t.stages;
   return t;
 }
 
@@ -376,6 +389,9 @@ void validate(const KernelSpec& k) {
   if (k.tile.group != TileConfig::kDefaultGroup)
     throw InvalidArgument(fmt::format("tile group = {} applies to the wgmma kernel only (the {} kernel takes the "
                                       "default {})", k.tile.group, to_string(k.tile.mma), TileConfig::kDefaultGroup));
+  if (k.tile.pingpong)
+    throw InvalidArgument(fmt::format("the ping-pong schedule applies to the wgmma kernel only, not {}",
+                                      to_string(k.tile.mma)));
   if (k.tile.mma == Mma::MmaSync) return validate_mma_sync(k);
   const TileConfig& t = k.tile;
   for (auto [name, v] : {std::pair{"tile m", t.m}, std::pair{"tile n", t.n}}) {
@@ -431,13 +447,13 @@ std::string kernel_name(const KernelSpec& k) {
     if (f.activation) name += fmt::format("_{}", to_string(k.epilogue));
     return name + fmt::format("_sm{}", to_string(k.arch).substr(3));
   }
-  // The product's stem, then its tile: wg{m}x{n}x{k}s{stages}[g{group}] (wgmma; the group only when it
-  // is not the default, so default names stay as they were), mma{m}x{n}x{k}w{warps}s{stages} (mma.sync),
+  // The product's stem, then its tile: wg{m}x{n}x{k}s{stages}[g{group}][pp] (wgmma; the group only when
+  // it is not the default, pp for ping-pong, so default names stay as they were), mma{m}x{n}x{k}w{warps}s{stages} (mma.sync),
   // t{m}x{n}x{k}w{warps}s{stages} (SIMT), then the epilogue and the arch.
   const TileConfig& t = k.tile;
   const std::string group = t.group == TileConfig::kDefaultGroup ? "" : fmt::format("g{}", t.group);
   const std::string tile = t.mma == Mma::Wgmma
-                               ? fmt::format("wg{}x{}x{}s{}{}", t.m, t.n, t.k, t.stages, group)
+                               ? fmt::format("wg{}x{}x{}s{}{}{}", t.m, t.n, t.k, t.stages, group, t.pingpong ? "pp" : "")
                                : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
                                              t.warps, t.stages);
   return fmt::format("dmoe_{}_{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), to_string(k.arch).substr(3));
@@ -461,7 +477,7 @@ int threads_per_cta(const KernelSpec& k) {
 
 int dynamic_shared_bytes(const KernelSpec& k) {
   if (!is_product(k.op)) return 0;  // routing kernels use static shared memory only
-  if (k.tile.mma == Mma::Wgmma) return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages);
+  if (k.tile.mma == Mma::Wgmma) return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages, k.tile.pingpong);
   if (k.tile.mma == Mma::MmaSync) return sm80_smem_bytes(k.tile.m, k.tile.n, k.tile.k, k.tile.stages);
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }
@@ -480,19 +496,10 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
   k.experts = static_cast<int32_t>(s.experts);
   k.tile = TileConfig{64, 64, 32, 8, 1};
   if (arch == Arch::SM90a) {
-    // 128 rows over two consumer warpgroups, as many columns as divide (fewer loads per FLOP). Shapes no
-    // wgmma tile divides (hidden or ffn an odd multiple of 64 with small blocks) keep the SIMT kernel.
-    for (int m : {128, 64})
-      for (int n : {256, 128, 64}) {
-        KernelSpec w = k;
-        w.tile = wgmma_tile(m, n);
-        try {
-          validate(w);
-        } catch (const InvalidArgument&) {
-          continue;
-        }
-        return w;
-      }
+    // Shapes no wgmma tile divides (hidden or ffn an odd multiple of 64 with small blocks) keep the SIMT
+    // kernel.
+    if (const auto t = default_wgmma_tile(k, false)) k.tile = *t;
+    return k;
   } else {
     // 128×128 over 8 warps (64×32 warp tiles), narrower where a block (B = 64) or hidden bounds the tile.
     for (auto [m, n] : {std::pair{128, 128}, {128, 64}, {64, 128}, {64, 64}}) {
@@ -508,6 +515,27 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
   }
   validate(k);
   return k;
+}
+
+std::optional<TileConfig> default_wgmma_tile(const KernelSpec& k, bool pingpong) {
+  // Cooperative: 128 rows over two consumer warpgroups, as many columns as divide (fewer loads per FLOP).
+  // Ping-pong: the largest tile one warpgroup holds (128 accumulators per thread), square first.
+  static constexpr std::pair<int, int> kCooperative[] = {{128, 256}, {128, 128}, {128, 64},
+                                                         {64, 256},  {64, 128},  {64, 64}};
+  static constexpr std::pair<int, int> kPingpong[] = {{128, 128}, {64, 256}, {64, 128}, {128, 64}, {64, 64}};
+  for (auto [m, n] : pingpong ? std::span<const std::pair<int, int>>(kPingpong)
+                              : std::span<const std::pair<int, int>>(kCooperative)) {
+    KernelSpec w = k;
+    w.arch = Arch::SM90a;
+    w.tile = wgmma_tile(m, n, pingpong);
+    try {
+      validate(w);
+    } catch (const InvalidArgument&) {
+      continue;
+    }
+    return w.tile;
+  }
+  return std::nullopt;
 }
 
 KernelSpec routing_spec(const MoeShape& s, Op op, Arch arch, int renorm_p) {
@@ -583,7 +611,7 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
   const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8 | uint64_t(k.renorm_p) << 16 |
                      uint64_t(k.tile.mma) << 24 | uint64_t(k.epilogue) << 26 |
                      uint64_t(uint32_t(k.top_k)) << 32;
-  const uint64_t e = uint64_t(k.tile.group);
+  const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

@@ -27,6 +27,7 @@ json::Value tile_json(const TileConfig& t) {
   v.set("warps", int64_t{t.warps});
   v.set("stages", int64_t{t.stages});
   v.set("group", int64_t{t.group});
+  v.set("pingpong", t.pingpong);
   return v;
 }
 
@@ -37,6 +38,7 @@ TileConfig tile_from_json(const json::Value& v) {
   auto u8 = [&](const char* k) { return static_cast<uint8_t>(v[k].get_int()); };
   t.m = u16("m"), t.n = u16("n"), t.k = u16("k"), t.warps = u8("warps"), t.stages = u8("stages");
   if (v.find("group")) t.group = u8("group");  // databases written before the group was a field: 8
+  if (v.find("pingpong")) t.pingpong = v["pingpong"].get_bool();  // before the schedule was: cooperative
   return t;
 }
 
@@ -67,6 +69,19 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
         // The tile order, searched at the deepest ring only (it would multiply the candidates otherwise).
         for (int g : {1, 4, 16}) {
           TileConfig t = deepest;
+          t.group = static_cast<uint8_t>(g);
+          add(t);
+        }
+        // The ping-pong schedule: its two deepest rings (each consumer holds a staging buffer, so fewer
+        // stages fit), and the tile orders at the deepest.
+        const TileConfig pp = wgmma_tile(m, n, true);
+        for (int s = std::max(2, int(pp.stages) - 1); s <= pp.stages; ++s) {
+          TileConfig t = pp;
+          t.stages = static_cast<uint8_t>(s);
+          add(t);
+        }
+        for (int g : {1, 4, 16}) {
+          TileConfig t = pp;
           t.group = static_cast<uint8_t>(g);
           add(t);
         }
@@ -126,8 +141,9 @@ std::string TuningKey::str() const {
 
 std::string TuningDb::tile_string(const TileConfig& t) {
   if (t.mma == Mma::Wgmma)
-    return fmt::format("wgmma {}x{}x{} s{}{}", t.m, t.n, t.k, t.stages,
-                       t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" g{}", t.group));
+    return fmt::format("wgmma {}x{}x{} s{}{}{}", t.m, t.n, t.k, t.stages,
+                       t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" g{}", t.group),
+                       t.pingpong ? " pp" : "");
   return fmt::format("{} {}x{}x{} w{} s{}", t.mma == Mma::MmaSync ? "mma" : "simt", t.m, t.n, t.k, t.warps, t.stages);
 }
 

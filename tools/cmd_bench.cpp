@@ -20,6 +20,7 @@ Command add_bench_command(CLI::App& root) {
        check = std::make_shared<bool>(false);
   auto presets = std::make_shared<std::vector<std::string>>();
   auto tokens = std::make_shared<int64_t>(0);
+  auto schedule = std::make_shared<std::string>();
   app->add_flag("--routing", *routing, "The routing chain: router, bins, permutation, topology, gather, scatter");
   app->add_flag("--products", *products, "The block-sparse products against cuBLASLt and the GPU's ceilings");
   app->add_flag("--layer", *layer, "The whole layer, forward and backward, per preset, against the GPU's ceilings");
@@ -28,13 +29,16 @@ Command add_bench_command(CLI::App& root) {
   app->add_option("--tokens", *tokens, "--layer: tokens per step (default: each preset's)");
   app->add_flag("--check", *check, "--layer: also check each step against sampled fp64 recomputations");
   app->add_flag("--tuned", *tuned, "--products: dmoe's tiles from the tuning database (dmoe tune) instead of the defaults");
+  app->add_option("--schedule", *schedule,
+                  "--products: every wgmma product with this consumer schedule's default tile: cooperative|pingpong")
+      ->check(CLI::IsMember({"cooperative", "pingpong"}));
   app->add_flag("--json", opt->json, "Also print one JSON object per problem");
   app->add_flag("--quick", opt->quick, "Only the smallest problems");
   app->add_option("--filter", opt->filter, "Only problems whose label contains TEXT, e.g. 'E=64'")->type_name("TEXT");
   CLI::Option* reps = app->add_option("--reps", opt->reps,
                                       "Launches per timed batch, the median of 7 batches reported (default: 20 for "
                                       "--routing, about 10 ms of launches for --products)");
-  return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check] {
+  return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check, schedule] {
             if (!*routing && !*products && !*layer)
               throw InvalidArgument("choose what to benchmark: --routing, --products or --layer");
             if (opt->reps < 1) throw InvalidArgument(fmt::format("--reps must be positive, got {}", opt->reps));
@@ -42,7 +46,8 @@ Command add_bench_command(CLI::App& root) {
               int rc = 0;
               if (*routing) rc = bench::routing(*opt);
               if (*products && rc == 0)
-                rc = bench::products({opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned});
+                rc = bench::products(
+                    {opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned, *schedule});
               if (*layer && rc == 0)
                 rc = bench::layer({*presets, *tokens, opt->json, *check, reps->count() ? opt->reps : 10});
               return rc;

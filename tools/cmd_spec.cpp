@@ -82,12 +82,16 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   stages_opt_ = add_int(app, "--stages", stages_, "Override the pipeline stages (wgmma: 2..8, mma: 2..5)");
   group_opt_ = add_int(app, "--group", group_,
                        "Override the wgmma tile order: outer indices per scheduler group, 1|2|4|8|16 (default 8)");
+  schedule_opt_ = app.add_option("--schedule", schedule_,
+                                 "wgmma consumers' schedule: cooperative (both warpgroups share a tile) or pingpong "
+                                 "(each owns whole tiles; one's epilogue runs under the other's main loop)")
+                      ->type_name("S");
   epilogue_opt_ = app.add_option("--epilogue", epilogue_,
                                  "Fused SDD epilogue: none|gelu|silu|relu (forward), dgelu|dsilu|drelu (backward); "
                                  "glu and glu_grad: the activation, none|gelu|silu|relu (default: the preset's)")
                       ->type_name("EPI");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
-              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, epilogue_opt_};
+              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, schedule_opt_, epilogue_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -136,6 +140,12 @@ std::vector<KernelSpec> SpecFlags::layer_specs() const {
 }
 
 KernelSpec SpecFlags::with_tile(KernelSpec k) const {
+  bool pingpong = k.tile.pingpong;
+  if (given(schedule_opt_)) {
+    if (schedule_ != "cooperative" && schedule_ != "pingpong")
+      throw InvalidArgument(fmt::format("--schedule {} is not known (expected cooperative or pingpong)", schedule_));
+    pingpong = schedule_ == "pingpong";
+  }
   if (given(mma_opt_)) {
     const Mma m = parse_mma(mma_);
     if (m != k.tile.mma)
@@ -146,8 +156,14 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
   if (given(tile_opt_)) {
     k.tile = parse_tile(tile_, k.tile);
     // A new wgmma or mma tile gets the deepest ring that fits unless --stages says otherwise.
-    if (k.tile.mma == Mma::Wgmma) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n).stages;
+    if (k.tile.mma == Mma::Wgmma) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, pingpong).stages;
     if (k.tile.mma == Mma::MmaSync) k.tile.stages = mma_sync_tile(k.tile.m, k.tile.n, k.arch, k.tile.k).stages;
+  }
+  if (given(schedule_opt_)) {
+    k.tile.pingpong = pingpong;
+    // The ping-pong schedule's second staging buffer takes stages: the deepest ring that fits, unless
+    // --stages says otherwise.
+    if (k.tile.mma == Mma::Wgmma && !given(stages_opt_)) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, pingpong).stages;
   }
   if (given(stages_opt_)) {
     if (stages_ <= 0 || stages_ > std::numeric_limits<uint8_t>::max())

@@ -86,10 +86,11 @@ DMOE_HD inline int64_t sm90_product_tiles(int32_t kind, bool trans_a, bool trans
 constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared memory an sm_90 CTA may use
 
 // Dynamic shared memory of the Hopper products: the stage ring ((BM + BN) × 64 elements per stage,
-// 16-bit), the output tile (BM × BN, staged for the TMA store), 1 KiB of slack to align both to the
-// 128-byte swizzle's 1 KiB atoms, two mbarriers per stage and one for the epilogue's operand.
-DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages) {
-  return stages * (bm + bn) * 64 * 2 + bm * bn * 2 + 1024 + (2 * stages + 1) * 8;
+// 16-bit), the output tile (BM × BN, staged for the TMA store; one per consumer when ping-pong), 1 KiB of
+// slack to align both to the 128-byte swizzle's 1 KiB atoms, two mbarriers per stage and one per output
+// tile for the epilogue's operand (ping-pong: two more that order the consumers' main loops).
+DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages, bool pingpong = false) {
+  return stages * (bm + bn) * 64 * 2 + (pingpong ? 2 : 1) * bm * bn * 2 + 1024 + (2 * stages + (pingpong ? 4 : 1)) * 8;
 }
 
 // The most dynamic shared memory one CTA may use: sm_80 (A100) 163 KiB, sm_86 / sm_89 99 KiB.

@@ -136,6 +136,19 @@ TEST_CASE("the wgmma group is a template argument after the epilogue, left out a
   CHECK(src.find("128, 256, 3, " + std::to_string(int(Epilogue::Silu)) + ", 16>(args);") != std::string::npos);
 }
 
+TEST_CASE("the ping-pong schedule is the wgmma template's last argument, given with the epilogue and group") {
+  KernelSpec k = base();
+  k.tile = wgmma_tile(128, 128, true);
+  std::string src = emit_source(k);
+  CHECK(src.find("128, 128, 5, 0, 8, true>(args);") != std::string::npos);
+  CHECK(src.find("// wgmma tile=128x128x64 stages=5 schedule=pingpong epilogue=none") != std::string::npos);
+  k.tile.group = 1;
+  k.epilogue = Epilogue::GeluTanhGrad;
+  src = emit_source(k);
+  CHECK(src.find("128, 128, 5, " + std::to_string(int(Epilogue::GeluTanhGrad)) + ", 1, true>(args);") !=
+        std::string::npos);
+}
+
 TEST_CASE("the mma source instantiates the Ampere-class kernel with the plain ProductArgs") {
   KernelSpec k = base();
   k.arch = Arch::SM80;

@@ -304,6 +304,49 @@ TEST_CASE("wgmma tile order: the group is validated, named when not 8, part of t
   expect_error([&] { validate(simt); }, {"group = 1", "simt"});
 }
 
+TEST_CASE("wgmma ping-pong schedule: validated, named pp, part of the key, its own shared memory; wgmma only") {
+  const KernelSpec good = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  CHECK_FALSE(good.tile.pingpong);
+  KernelSpec k = good;
+  k.tile = wgmma_tile(128, 128, true);
+  CHECK(k.tile.pingpong);
+  // Two staging buffers: one stage fewer than the cooperative 128×128 ring (6).
+  CHECK(k.tile.stages == 5);
+  CHECK(sm90_smem_bytes(128, 128, 5, true) <= kSm90MaxSharedBytes);
+  CHECK(sm90_smem_bytes(128, 128, 6, true) > kSm90MaxSharedBytes);
+  CHECK(dynamic_shared_bytes(k) == sm90_smem_bytes(128, 128, 5, true));
+  CHECK(dynamic_shared_bytes(k) > sm90_smem_bytes(128, 128, 5));
+  CHECK_NOTHROW(validate(k));
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5pp_sm90a");
+  KernelSpec coop = k;
+  coop.tile.pingpong = false;
+  CHECK_FALSE(k == coop);
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(coop));
+  CHECK(kernel_name(coop) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5_sm90a");
+  k.tile.group = 4;
+  k.epilogue = Epilogue::GeluTanh;
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5g4pp_gelu_sm90a");
+  // One warpgroup holds the whole tile: n is its wgmma n (64 allowed, unlike cooperative m = 64), and at
+  // most 128 accumulators per thread.
+  CHECK_NOTHROW(validate([&] { KernelSpec x = good; x.tile = wgmma_tile(64, 64, true); return x; }()));
+  CHECK_NOTHROW(validate([&] { KernelSpec x = good; x.tile = wgmma_tile(64, 256, true); return x; }()));
+  KernelSpec big = good;
+  big.tile = wgmma_tile(128, 256);
+  big.tile.pingpong = true;
+  expect_error([&] { validate(big); }, {"ping-pong", "m·n = 32768", "256 accumulators", "16384"});
+  big.tile.n = 192;
+  big.tile.m = 64;
+  expect_error([&] { validate(big); }, {"ping-pong", "n = 192"});
+  KernelSpec deep = good;
+  deep.tile = wgmma_tile(128, 128, true);
+  deep.tile.stages = 6;
+  expect_error([&] { validate(deep); }, {"ping-pong", "6 stages", "232448"});
+  // The other families have no consumer schedule.
+  KernelSpec a = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
+  a.tile.pingpong = true;
+  expect_error([&] { validate(a); }, {"ping-pong", "wgmma", "mma"});
+}
+
 TEST_CASE("epilogues: SDD only, named in the kernel, part of the key") {
   KernelSpec k = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
   k.epilogue = Epilogue::GeluTanh;

@@ -33,7 +33,7 @@ TEST_CASE("tuning candidates: the default first, every family that runs on the a
       CHECK(k.tile.group == TileConfig::kDefaultGroup);
       continue;
     }
-    const TileConfig deepest = wgmma_tile(k.tile.m, k.tile.n);
+    const TileConfig deepest = wgmma_tile(k.tile.m, k.tile.n, k.tile.pingpong);
     if (k.tile.group != TileConfig::kDefaultGroup) {
       ++grouped;
       CHECK(k.tile.stages == deepest.stages);
@@ -48,6 +48,15 @@ TEST_CASE("tuning candidates: the default first, every family that runs on the a
   }
   CHECK(shapes >= 4);
   CHECK(grouped == 3 * shapes);
+  // The ping-pong schedule: at the tiles one warpgroup can hold (m·n ≤ 16384), its two deepest rings.
+  std::set<std::pair<int, int>> pingpong;
+  for (const KernelSpec& k : c)
+    if (k.tile.pingpong) {
+      CHECK(k.tile.m * k.tile.n <= 16384);
+      CHECK(k.tile.stages + 1 >= wgmma_tile(k.tile.m, k.tile.n, true).stages);
+      pingpong.insert({k.tile.m, k.tile.n});
+    }
+  CHECK(pingpong == std::set<std::pair<int, int>>{{128, 128}, {128, 64}, {64, 256}, {64, 128}, {64, 64}});
   CHECK(mma >= 16);
   CHECK(simt == 1);
   // Ampere: no wgmma; DDS keeps its tile within a block.
@@ -141,6 +150,24 @@ TEST_CASE("tuning database: the wgmma group round-trips; records written before 
   REQUIRE(before.find(a));
   CHECK(before.find(a)->tile == wgmma_tile(128, 256));
   CHECK(before.find(a)->tile.group == 8);
+  CHECK_FALSE(before.find(a)->tile.pingpong);
+}
+
+TEST_CASE("tuning database: the ping-pong schedule round-trips and is shown") {
+  const test::TempDir tmp;
+  const std::filesystem::path file = tmp.path / "tuning.json";
+  const TuningKey a{"NVIDIA H200", 132, 13000, "13.0", "sdd_nt_bf16_b128_h512_f2048_e64_gelu_sm90a", 65536};
+  TileConfig pp = wgmma_tile(128, 128, true);
+  pp.group = 4;
+  CHECK(TuningDb::tile_string(pp) == "wgmma 128x128x64 s5 g4 pp");
+  {
+    TuningDb db(file);
+    db.put(a, {pp, 0.2, 0.3, "k"});
+    db.save();
+  }
+  const TuningDb loaded(file);
+  REQUIRE(loaded.find(a));
+  CHECK(loaded.find(a)->tile == pp);
 }
 
 TEST_CASE("compile_candidates: input order, refusals reported not thrown, progress once per spec") {

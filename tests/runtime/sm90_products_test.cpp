@@ -1,6 +1,6 @@
 // GPU tests of the Hopper (TMA + wgmma) products against the fp64 reference: every op and operand layout,
-// both element types, every block size, tile shapes, pipeline depths and tile orders, skewed and
-// degenerate routings, and problems large enough that each CTA runs several tiles around the stage ring.
+// both element types, every block size, tile shapes, pipeline depths, tile orders and both consumer
+// schedules (cooperative, ping-pong), skewed and degenerate routings, and problems large enough that each CTA runs several tiles around the stage ring.
 #include <doctest/doctest.h>
 
 #include "product_check.hpp"
@@ -167,5 +167,68 @@ TEST_CASE("sm90 products: fused activation epilogues and their gradients (SDD)")
       wide.dtype = DType::FP16;
       wide.tile = wgmma_tile(128, 128);
       test::run(wide);
+    }
+}
+
+TEST_CASE("sm90 products: the ping-pong schedule") {
+  if (!hopper()) return;
+  // Each consumer owns every other tile of its CTA: odd and even tile counts per CTA, CTAs with one tile
+  // (the other consumer idle), tiles with no reduction steps (an empty expert's weight gradient), the
+  // ring wrapping inside a tile and between the consumers' tiles, both row-group counts (m 64, 128).
+  int ran = 0;
+  for (auto [op, ta, tb] : kSchedule)
+    for (auto [m, n] : {std::pair{128, 128}, {64, 256}, {64, 128}, {128, 64}})
+      for (const std::vector<int64_t>& counts :
+           {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+        Case c{op, ta, tb};
+        c.hidden = 512;
+        c.ffn = 512;
+        c.counts = counts;
+        c.tile = wgmma_tile(m, n, true);
+        KernelSpec probe;
+        probe.op = op;
+        probe.trans_a = ta;
+        probe.trans_b = tb;
+        probe.block = c.block;
+        probe.hidden = c.hidden;
+        probe.ffn = c.ffn;
+        probe.experts = static_cast<int32_t>(c.counts.size());
+        probe.tile = c.tile;
+        try {
+          validate(probe);
+        } catch (const InvalidArgument&) {
+          continue;
+        }
+        test::run(c);
+        ++ran;
+      }
+  CHECK(ran >= 24);
+  // Every operand layout, a shallow ring, fp16, B 64 and 256, a tile order.
+  for (auto [ta, tb] : kAllTrans)
+    for (Op op : {Op::SDD, Op::DSD, Op::DDS}) {
+      Case c{op, ta, tb};
+      c.tile = wgmma_tile(128, 128, true);
+      c.tile.stages = 2;
+      test::run(c);
+    }
+  for (int32_t block : {64, 256}) {
+    Case c{Op::SDD, false, true};
+    c.block = block;
+    c.dtype = DType::FP16;
+    c.tile = wgmma_tile(64, 128, true);
+    c.tile.group = 4;
+    test::run(c);
+  }
+  // Fused epilogues: each consumer's own staging buffer and pre-activation load.
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::SiluGrad})
+    for (bool save_pre : {false, true}) {
+      if (is_gradient(e) && save_pre) continue;
+      Case c{Op::SDD, false, true};
+      c.hidden = 512;
+      c.counts = {700, 0, 129, 1000};
+      c.epilogue = e;
+      c.save_pre = save_pre;
+      c.tile = wgmma_tile(128, 128, true);
+      test::run(c);
     }
 }

@@ -105,6 +105,9 @@ Mma parse_mma(std::string_view);
 // `group` is the wgmma scheduler's tile order: tiles are taken in groups of `group` outer indices (block
 // rows or columns), the outer index fastest, for L2 reuse; 1 is plain outer-major order. One of 1, 2, 4,
 // 8, 16 for Wgmma; the other families have no such order and keep the default.
+// `pingpong` (Wgmma only) is the consumers' schedule: false, cooperative, the two consumer warpgroups
+// share each m×n tile; true, ping-pong, each consumer owns whole m×n tiles (m = 128: two m64 wgmma rows,
+// at most 128 accumulators per thread, so m·n ≤ 16384) and one's epilogue overlaps the other's main loop.
 struct TileConfig {
   static constexpr uint8_t kDefaultGroup = 8;
   uint16_t m = 64, n = 64, k = 32;
@@ -112,11 +115,12 @@ struct TileConfig {
   uint8_t stages = 1;
   Mma mma = Mma::Simt;
   uint8_t group = kDefaultGroup;
+  bool pingpong = false;
   friend bool operator==(const TileConfig&, const TileConfig&) = default;
 };
 
 // The Hopper tile with the most pipeline stages that fit the shared memory an sm_90 CTA may use.
-TileConfig wgmma_tile(int m, int n);
+TileConfig wgmma_tile(int m, int n, bool pingpong = false);
 
 // The Ampere-class tile m×n×k over 8 warps with the most pipeline stages (at most 5) that fit the
 // shared memory a CTA may use on this arch (99 KiB on sm_86 / sm_89, 163 KiB on sm_80, 227 KiB on sm_90a).
@@ -179,6 +183,10 @@ int dynamic_shared_bytes(const KernelSpec&);
 // (128-row tiles, 256 columns where the shape allows), the mma.sync kernel on sm_80 / sm_86 / sm_89
 // (128×128×32 over 8 warps where the shape allows), the SIMT kernel where no tile fits.
 KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch);
+
+// The default wgmma tile of one consumer schedule for k's product (its op, layout, block and shape; the
+// tile and arch fields are ignored): the first that validates, or none when no wgmma tile fits.
+std::optional<TileConfig> default_wgmma_tile(const KernelSpec& k, bool pingpong);
 
 // Every distinct kernel one layer's forward and backward passes need (SDD NT, DSD NN, DSD TN).
 std::vector<KernelSpec> layer_kernels(const MoeShape&, Arch);

@@ -149,24 +149,34 @@ struct Tiles {
 };
 
 // GROUP: the tile order (Tiles::kGroup), TileConfig::group; the emitter passes it only when it is not 8.
+// PINGPONG: the consumers' schedule, TileConfig::pingpong. Cooperative (false): both consumer warpgroups
+// share each tile (side by side along N when BM = 64, stacked along M when BM = 128) and run its epilogue
+// together, so the tensor cores idle during every epilogue. Ping-pong (true): each consumer owns whole
+// BM×BN tiles, taking every other tile of the CTA; their main loops alternate (a pair of ordered
+// mbarriers), so one warpgroup's epilogue runs under the other's wgmma. Each has its own staging buffer.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
-          int Epi = kEpiNone, int GROUP = 8>
+          int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, GROUP>;
-  constexpr int WGN = BM == 64 ? 2 : 1;  // consumer warpgroups side by side along N (BM 64) or M (BM 128)
-  constexpr int NW = BN / WGN;           // columns per consumer warpgroup: the wgmma N
+  constexpr int kTileWGs = PINGPONG ? 1 : 2;              // consumer warpgroups per tile
+  constexpr int WGN = !PINGPONG && BM == 64 ? 2 : 1;      // cooperative BM 64: consumers side by side along N
+  constexpr int MI = PINGPONG ? BM / 64 : 1;              // m64 wgmma row groups per warpgroup
+  constexpr int NW = BN / WGN;                            // columns per consumer warpgroup: the wgmma N
   static_assert(BM == 64 || BM == 128, "BM is 64 or 128");
   static_assert(NW == 64 || NW == 128 || NW == 256, "each consumer warpgroup covers 64, 128 or 256 columns");
+  static_assert(MI * NW <= 256, "at most 128 fp32 accumulators per thread");
   constexpr uint32_t kABytes = BM * kBK * 2, kBBytes = BN * kBK * 2, kCBytes = BM * BN * 2;
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep the 1 KiB swizzle alignment");
+  constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
-  char* c_tile = smem + STAGES * (kABytes + kBBytes);  // BN/64 chunks of [BM rows][128 B], swizzled
-  uint64_t* full = reinterpret_cast<uint64_t*>(c_tile + kCBytes);
+  char* c_tiles = smem + STAGES * (kABytes + kBBytes);  // per buffer: BN/64 chunks of [BM rows][128 B], swizzled
+  uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + kBuffers * kCBytes);
   uint64_t* empty = full + STAGES;
-  uint64_t* aux_full = empty + STAGES;  // the epilogue operand's TMA load
+  uint64_t* aux_full = empty + STAGES;  // per buffer: the epilogue operand's TMA load
+  uint64_t* order = aux_full + kBuffers;  // ping-pong: order[c] lets consumer c start its next main loop
   auto a_stage = [&](int s) { return smem + s * (kABytes + kBBytes); };
   auto b_stage = [&](int s) { return smem + s * (kABytes + kBBytes) + kABytes; };
 
@@ -174,9 +184,10 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       ptx::mbarrier_init(&full[s], 1);
-      ptx::mbarrier_init(&empty[s], kConsumerWarps);
+      ptx::mbarrier_init(&empty[s], 4 * kTileWGs);  // lane 0 of each warp of the tile's consumers
     }
-    ptx::mbarrier_init(aux_full, 1);
+    for (int b = 0; b < kBuffers; ++b) ptx::mbarrier_init(&aux_full[b], 1);
+    if constexpr (PINGPONG) ptx::mbarrier_init(&order[0], 1), ptx::mbarrier_init(&order[1], 1);
     ptx::fence_barrier_init();
   }
   __syncthreads();
@@ -218,23 +229,46 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   } else {
     ptx::setmaxnreg_inc<232>();
     const int c = wg - 1;  // consumer index
-    const int wm = WGN == 1 ? c : 0, wn = WGN == 1 ? 0 : c;
-    const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-    // Per-warpgroup offsets into a stage and the per-k16 step, for each operand's majorness.
-    // K-major: rows of 128 B, 8-row atoms (SBO 1 KiB), k16 = +32 B. MN-major: {64, 64} chunks (LBO),
-    // 8-row K atoms (SBO 1 KiB), k16 = +16 rows = +2 KiB.
-    const uint32_t a_off = T::kAK ? wm * 64 * 128 : wm * kChunk;
+    const int wm = WGN == 1 && !PINGPONG ? c : 0, wn = WGN == 1 ? 0 : c;
+    const int wt = threadIdx.x % 128, warp = wt / 32, lane = threadIdx.x % 32;
+    // The thread that issues (and later waits for) the tile's TMA stores: bulk groups are per thread.
+    const bool storer = PINGPONG ? wt == 0 : threadIdx.x == 128;
+    auto sync_tile = [&] {  // the warpgroups that share the staging buffer
+      if constexpr (PINGPONG) ptx::named_barrier(1 + c, 128);
+      else ptx::named_barrier(1, 256);
+    };
+    char* c_tile = c_tiles + (PINGPONG ? c * kCBytes : 0);
+    uint64_t* my_aux = aux_full + (PINGPONG ? c : 0);
+    // Offsets into a stage and the per-k16 step, for each operand's majorness. K-major: rows of 128 B,
+    // 8-row atoms (SBO 1 KiB), k16 = +32 B, 64 rows = 8 KiB. MN-major: {64, 64} chunks (LBO), 8-row K
+    // atoms (SBO 1 KiB), k16 = +16 rows = +2 KiB, 64 rows = one chunk.
+    constexpr uint32_t a_m64 = T::kAK ? 64 * 128 : kChunk;
+    const uint32_t a_off = wm * a_m64;
     const uint32_t b_off = T::kBKm ? wn * NW * 128 : wn * (NW / 64) * kChunk;
     constexpr uint32_t a_step = T::kAK ? 32 : 2048, b_step = T::kBKm ? 32 : 2048;
     const uint32_t smem_base = ptx::smem_addr(smem);
-    uint32_t aux_phase = 0;
+    uint32_t aux_phase = 0, order_phase = 0;
 
-    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    int64_t i = 0;  // the tile's index among this CTA's tiles
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x, ++i) {
       T tile;
       tile.decode(t, outers, args.p.topo);
-      float acc[NW / 2];
+      if constexpr (PINGPONG) {
+        if ((i & 1) != c) {  // the other consumer's tile: its stages go by
+          const int s = stage + tile.nk;
+          stage = s % STAGES, phase ^= (s / STAGES) & 1;
+          continue;
+        }
+        // Wait until the previous tile's consumer has waited for all its stages: from then on, every
+        // stage this tile waits for is the fill it expects (a parity wait cannot see two fills ahead),
+        // and the main loops alternate on the tensor cores.
+        if (i > 0) ptx::mbarrier_wait(&order[c], order_phase), order_phase ^= 1;
+      }
+      float acc[MI][NW / 2];
 #pragma unroll
-      for (int i = 0; i < NW / 2; ++i) acc[i] = 0.f;
+      for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int j = 0; j < NW / 2; ++j) acc[mi][j] = 0.f;
       // One wgmma group stays in flight: step ks is issued before step ks − 1 is waited for, and only
       // then is ks − 1's stage handed back to the producer.
       int held = -1;
@@ -243,32 +277,39 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         const uint32_t a_base = smem_base + stage * (kABytes + kBBytes) + a_off;
         const uint32_t b_base = smem_base + stage * (kABytes + kBBytes) + kABytes + b_off;
 #pragma unroll
-        for (int i = 0; i < NW / 2; ++i) ptx::fence_operand(acc[i]);
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+          for (int j = 0; j < NW / 2; ++j) ptx::fence_operand(acc[mi][j]);
         ptx::wgmma_fence();
 #pragma unroll
         for (int k = 0; k < kBK / 16; ++k)
-          ptx::wgmma_ss<Elem::kIsBf16, NW, !T::kAK, !T::kBKm>(
-              acc, ptx::sw128_desc(a_base + k * a_step, kChunk, 1024),
-              ptx::sw128_desc(b_base + k * b_step, kChunk, 1024), 1);
+#pragma unroll
+          for (int mi = 0; mi < MI; ++mi)
+            ptx::wgmma_ss<Elem::kIsBf16, NW, !T::kAK, !T::kBKm>(
+                acc[mi], ptx::sw128_desc(a_base + mi * a_m64 + k * a_step, kChunk, 1024),
+                ptx::sw128_desc(b_base + k * b_step, kChunk, 1024), 1);
         ptx::wgmma_commit();
         ptx::wgmma_wait<1>();
         if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
         held = stage;
         advance();
       }
+      if constexpr (PINGPONG)
+        if (wt == 0) ptx::mbarrier_arrive(&order[c ^ 1]);  // the other consumer's main loop may start
       ptx::wgmma_wait<0>();
 #pragma unroll
-      for (int i = 0; i < NW / 2; ++i) ptx::fence_operand(acc[i]);
+      for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int j = 0; j < NW / 2; ++j) ptx::fence_operand(acc[mi][j]);
       if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
       // Epilogue: registers → shared memory (bf16/fp16, 128-byte swizzle: conflict-free for this
       // layout) → TMA store, which drains while the next tile's mainloop runs. Accumulator layout of
       // m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4 (+8) and columns
       // 8j + 2·(lane % 4) (+1).
-      const int ctid = threadIdx.x - 128;
       const uint32_t c_base = ptx::smem_addr(c_tile);
-      auto at = [&](int j, int h) {
+      auto at = [&](int mi, int j, int h) {
         const int col = wn * NW + j * 8 + 2 * (lane % 4);
-        const int row = wm * 64 + warp * 16 + lane / 4 + 8 * h;
+        const int row = (wm + mi) * 64 + warp * 16 + lane / 4 + 8 * h;
         return c_base + (col / 64) * (BM * 128) + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
       };
       // Writes the accumulator into the staged tile (kPlain: as is, kAct: act(acc), kGrad: acc · act'(pre)
@@ -276,48 +317,50 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       enum { kPlain, kAct, kGrad };
       auto stage_and_store = [&](const void* map, int mode) {
 #pragma unroll
-        for (int j = 0; j < NW / 8; ++j)
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const uint32_t addr = at(j, h);
-            float x = acc[j * 4 + 2 * h], y = acc[j * 4 + 2 * h + 1];
-            if (mode == kAct) {
-              x = apply_act<Epi>(x);
-              y = apply_act<Epi>(y);
-            } else if (mode == kGrad) {
-              const uint32_t pre = ptx::ld_shared_u32(addr);
-              x = apply_grad<Epi>(x, Elem::to_float(pre & 0xffff));
-              y = apply_grad<Epi>(y, Elem::to_float(pre >> 16));
+          for (int j = 0; j < NW / 8; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const uint32_t addr = at(mi, j, h);
+              float x = acc[mi][j * 4 + 2 * h], y = acc[mi][j * 4 + 2 * h + 1];
+              if (mode == kAct) {
+                x = apply_act<Epi>(x);
+                y = apply_act<Epi>(y);
+              } else if (mode == kGrad) {
+                const uint32_t pre = ptx::ld_shared_u32(addr);
+                x = apply_grad<Epi>(x, Elem::to_float(pre & 0xffff));
+                y = apply_grad<Epi>(y, Elem::to_float(pre >> 16));
+              }
+              ptx::st_shared_u32(addr, Elem::pack2(x, y));
             }
-            ptx::st_shared_u32(addr, Elem::pack2(x, y));
-          }
         ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
-        ptx::named_barrier(1, 256);
-        if (ctid == 0) {
+        sync_tile();
+        if (storer) {
 #pragma unroll
           for (int q = 0; q < BN / 64; ++q) tile.store_chunk(map, c_tile + q * (BM * 128), q);
           ptx::bulk_commit();
         }
       };
-      if (ctid == 0) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
+      if (storer) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
       if constexpr (epilogue_is_gradient(Epi)) {
         // The pre-activation tile arrives by TMA into the staging buffer; each thread turns its own
         // elements into g · act'(pre) in place.
-        if (ctid == 0) {
-          ptx::mbarrier_arrive_expect_tx(aux_full, BM * BN * 2);
+        if (storer) {
+          ptx::mbarrier_arrive_expect_tx(my_aux, BM * BN * 2);
 #pragma unroll
-          for (int q = 0; q < BN / 64; ++q) tile.load_aux_chunk(&args.aux, c_tile + q * (BM * 128), q, aux_full);
+          for (int q = 0; q < BN / 64; ++q) tile.load_aux_chunk(&args.aux, c_tile + q * (BM * 128), q, my_aux);
         }
-        ptx::mbarrier_wait(aux_full, aux_phase);
+        ptx::mbarrier_wait(my_aux, aux_phase);
         aux_phase ^= 1;
         stage_and_store(&args.c, kGrad);
       } else {
-        ptx::named_barrier(1, 256);
+        sync_tile();
         if constexpr (Epi != kEpiNone) {
           if (args.p.aux) {  // keep the pre-activation for the backward pass
             stage_and_store(&args.aux, kPlain);
-            if (ctid == 0) ptx::bulk_wait_read();
-            ptx::named_barrier(1, 256);
+            if (storer) ptx::bulk_wait_read();
+            sync_tile();
           }
           stage_and_store(&args.c, kAct);
         } else {
@@ -325,7 +368,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         }
       }
     }
-    if (threadIdx.x == 128) ptx::bulk_wait();  // shared memory must outlive the last store
+    if (storer) ptx::bulk_wait();  // shared memory must outlive the last store
   }
 }
 
