@@ -376,9 +376,9 @@ void Bench::run_problem(const Problem& p, Json fields) {
     std::string kernel;
     Timing dmoe;
     try {
-      KernelSpec spec = opt_.tuned ? tuned_spec(dev_, shape, prod.op, prod.trans_a, prod.trans_b)
-                                   : default_spec(shape, prod.op, prod.trans_a, prod.trans_b, device_arch(dev_.properties()));
-      spec.epilogue = prod.epilogue;
+      KernelSpec spec = opt_.tuned ? tuned_spec(dev_, shape, prod.op, prod.trans_a, prod.trans_b, prod.epilogue)
+                                   : default_spec(shape, prod.op, prod.trans_a, prod.trans_b,
+                                                  device_arch(dev_.properties()), prod.epilogue);
       if (!opt_.schedule.empty() && spec.tile.mma == Mma::Wgmma) {
         const auto t = default_wgmma_tile(spec, opt_.schedule == "pingpong");
         if (!t) throw InvalidArgument(fmt::format("no {} wgmma tile fits {}", opt_.schedule, kernel_name(spec)));

@@ -117,11 +117,12 @@ int tune(const TuneOptions& opt) {
     MoeShape s = opt.shape;
     s.block = block;
     validate(s);
-    for (const auto& [op, ta, tb] : opt.ops) {
-      Product p{s, op, ta, tb, tuning_candidates(default_spec(s, op, ta, tb, arch)), {}, {}, {}, {}};
+    for (const auto& [op, ta, tb, epi] : opt.ops) {
+      Product p{s, op, ta, tb, tuning_candidates(default_spec(s, op, ta, tb, arch, epi)), {}, {}, {}, {}};
       p.reference = p.candidates.front();
       p.reference.tile = TileConfig{64, 64, 32, 8, 1, Mma::Simt};
-      p.label = fmt::format("{}_{}{} b{}", to_string(op), ta ? 't' : 'n', tb ? 't' : 'n', block);
+      p.label = fmt::format("{}_{}{}{} b{}", to_string(op), ta ? 't' : 'n', tb ? 't' : 'n',
+                            epi == Epilogue::None ? "" : fmt::format("+{}", to_string(epi)), block);
       products.push_back(std::move(p));
     }
   }
@@ -198,9 +199,16 @@ int tune(const TuneOptions& opt) {
         fill_random(dev, bufs.back().get(), b_elems * 2, 0x1001 + 3 * i);
         bufs.emplace_back(dev, c_elems * 2);
       }
+      // A fused epilogue's second tensor (SDD's layout): the pre-activation it keeps (an output, not
+      // checked) or, for a gradient, reads (random input; the same for every set).
+      DeviceBuffer aux;
+      if (base.epilogue != Epilogue::None) {
+        aux = DeviceBuffer(dev, c_elems * 2);
+        fill_random(dev, aux.get(), c_elems * 2, 0x2000);
+      }
       auto args = [&](int set) {
         return ProductArgs{bufs[3 * set].get(), bufs[3 * set + 1].get(), bufs[3 * set + 2].get(), dtopo.view,
-                           topo.block_rows, nullptr};
+                           topo.block_rows, aux.get()};
       };
       // The reference: the SIMT kernel on set 0, into a poisoned output it must fill.
       if (!p.reference_refused.empty())

@@ -10,9 +10,16 @@
 
 namespace dmoe::bench {
 
+// One product to tune: op, layout and SDD's fused epilogue (a problem of its own: `sdd_nt+gelu`).
+struct TuneOp {
+  Op op;
+  bool trans_a, trans_b;
+  Epilogue epilogue = Epilogue::None;
+};
+
 struct TuneOptions {
   MoeShape shape;                                 // tokens: the routing's T
-  std::vector<std::tuple<Op, bool, bool>> ops;    // products (op, trans_a, trans_b)
+  std::vector<TuneOp> ops;                        // products
   std::vector<int64_t> blocks{128};
   bool zipf = false;                              // Zipf-skewed routing instead of uniform
   std::vector<int64_t> counts;                    // tokens per expert (E, summing to T·K, each ≤ T) instead

@@ -482,7 +482,7 @@ int dynamic_shared_bytes(const KernelSpec& k) {
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }
 
-KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Arch arch) {
+KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Arch arch, Epilogue epilogue) {
   validate(s);
   KernelSpec k;
   k.op = op;
@@ -494,11 +494,15 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
   k.hidden = static_cast<int32_t>(s.hidden);
   k.ffn = static_cast<int32_t>(s.ffn);
   k.experts = static_cast<int32_t>(s.experts);
+  k.epilogue = epilogue;
   k.tile = TileConfig{64, 64, 32, 8, 1};
   if (arch == Arch::SM90a) {
     // Shapes no wgmma tile divides (hidden or ffn an odd multiple of 64 with small blocks) keep the SIMT
     // kernel.
-    if (const auto t = default_wgmma_tile(k, false)) k.tile = *t;
+    const bool pingpong = epilogue != Epilogue::None && op == Op::SDD && s.hidden <= 2048;
+    if (auto t = default_wgmma_tile(k, pingpong)) k.tile = *t;
+    else if ((t = default_wgmma_tile(k, false))) k.tile = *t;
+    validate(k);
     return k;
   } else {
     // 128×128 over 8 warps (64×32 warp tiles), narrower where a block (B = 64) or hidden bounds the tile.

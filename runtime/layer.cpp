@@ -172,11 +172,9 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   m.fused_act = !s.gated && s.activation != Activation::None;
   m.sdd_fwd = m.sdd_plain;
   m.sdd_bwd = m.sdd_plain;
-  if (m.fused_act) {
-    m.sdd_fwd.epilogue = forward_epilogue(s.activation);
-    m.sdd_bwd.epilogue = gradient_epilogue(s.activation);
-    validate(m.sdd_fwd);
-    validate(m.sdd_bwd);
+  if (m.fused_act) {  // the fused SDDs are problems of their own: their own defaults and tuning records
+    m.sdd_fwd = tuned_spec(dev, s, Op::SDD, false, true, forward_epilogue(s.activation));
+    m.sdd_bwd = tuned_spec(dev, s, Op::SDD, false, true, gradient_epilogue(s.activation));
   }
   m.dsd_nn = tuned_spec(dev, s, Op::DSD, false, false);
   m.dsd_tn = tuned_spec(dev, s, Op::DSD, true, false);

@@ -110,9 +110,9 @@ const TuningDb* tuning_db() {
 
 }  // namespace
 
-KernelSpec tuned_spec(const Device& dev, const MoeShape& s, Op op, bool trans_a, bool trans_b) {
+KernelSpec tuned_spec(const Device& dev, const MoeShape& s, Op op, bool trans_a, bool trans_b, Epilogue epilogue) {
   const DeviceProperties& p = dev.properties();
-  KernelSpec k = default_spec(s, op, trans_a, trans_b, device_arch(p));
+  KernelSpec k = default_spec(s, op, trans_a, trans_b, device_arch(p), epilogue);
   const TuningDb* db = tuning_db();
   if (!db) return k;
   const TuningKey key{p.name, p.sm_count, p.driver_version, nvrtc_version(), tuning_problem(k), token_bucket(s.tokens)};

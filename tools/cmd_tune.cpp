@@ -60,14 +60,20 @@ std::vector<int64_t> parse_blocks(const std::string& text) {
   return blocks;
 }
 
-// "sdd_nt" → {SDD, false, true}.
-std::tuple<Op, bool, bool> parse_op_layout(const std::string& text) {
-  const size_t us = text.find('_');
-  if (us == std::string::npos) throw InvalidArgument(fmt::format("--ops: '{}' is not OP_TRANS, e.g. sdd_nt", text));
-  const Op op = parse_op(text.substr(0, us));
+// "sdd_nt" → {SDD, false, true}; "sdd_nt+gelu" → the same with the fused epilogue.
+bench::TuneOp parse_op_layout(const std::string& text) {
+  const size_t plus = text.find('+');
+  const std::string product = text.substr(0, plus);
+  const size_t us = product.find('_');
+  if (us == std::string::npos)
+    throw InvalidArgument(fmt::format("--ops: '{}' is not OP_TRANS[+EPILOGUE], e.g. sdd_nt or sdd_nt+gelu", text));
+  const Op op = parse_op(product.substr(0, us));
   if (!is_product(op)) throw InvalidArgument(fmt::format("--ops: {} is not a block-sparse product", text));
-  const auto [ta, tb] = parse_trans(text.substr(us + 1));
-  return {op, ta, tb};
+  const auto [ta, tb] = parse_trans(product.substr(us + 1));
+  const Epilogue epi = plus == std::string::npos ? Epilogue::None : parse_epilogue(text.substr(plus + 1));
+  if (epi != Epilogue::None && op != Op::SDD)
+    throw InvalidArgument(fmt::format("--ops: {}: fused epilogues apply to SDD only", text));
+  return {op, ta, tb, epi};
 }
 
 // --counts FILE for shape s: read, checked, scaled to T·K (saying so), before any GPU is asked for.
@@ -192,8 +198,8 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     s.block = block;
     validate(s);
     for (const std::string& text : split(f.ops)) {
-      const auto [op, ta, tb] = parse_op_layout(text);
-      const std::vector<KernelSpec> c = tuning_candidates(default_spec(s, op, ta, tb, arch));
+      const auto [op, ta, tb, epi] = parse_op_layout(text);
+      const std::vector<KernelSpec> c = tuning_candidates(default_spec(s, op, ta, tb, arch, epi));
       products.push_back({fmt::format("{} block {}: {} candidates ({})", text, s.block, c.size(),
                                       tuning_problem(c.front())),
                           all.size(), c.size()});
@@ -222,7 +228,10 @@ Command add_tune_command(CLI::App& root) {
   auto shape = std::make_shared<SpecFlags>();
   shape->add_to(*app, /*with_op=*/false);
   auto f = std::make_shared<TuneFlags>();
-  app->add_option("--ops", f->ops, "Products to tune, OP_TRANS comma-separated")->capture_default_str();
+  app->add_option("--ops", f->ops,
+                  "Products to tune, OP_TRANS[+EPILOGUE] comma-separated (sdd_nt+gelu: the SDD with the fused "
+                  "activation, sdd_nt+dgelu: with its gradient)")
+      ->capture_default_str();
   app->add_option("--blocks", f->blocks, "Block sizes to try, comma-separated: 64,128,256")->capture_default_str();
   app->add_flag("--dry-run", f->dry_run, "List and compile the candidates (no GPU needed)");
   app->add_flag("--layer", f->layer,

@@ -341,6 +341,17 @@ TEST_CASE("wgmma ping-pong schedule: validated, named pp, part of the key, its o
   deep.tile = wgmma_tile(128, 128, true);
   deep.tile.stages = 6;
   expect_error([&] { validate(deep); }, {"ping-pong", "6 stages", "232448"});
+  // Defaults: a fused SDD up to hidden 2048 takes the ping-pong 128×128 tile; wider, and every plain
+  // product, the cooperative one.
+  const KernelSpec fused = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh);
+  CHECK(fused.epilogue == Epilogue::GeluTanh);
+  CHECK(fused.tile == wgmma_tile(128, 128, true));
+  CHECK(default_spec(preset("mb-46m"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanhGrad).tile.pingpong);
+  CHECK_FALSE(default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::Silu).tile.pingpong);
+  CHECK_FALSE(default_spec(preset("mb-356m"), Op::DSD, false, false, Arch::SM90a).tile.pingpong);
+  CHECK(default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM86, Epilogue::GeluTanh).tile.mma == Mma::MmaSync);
+  CHECK_THROWS_AS(default_spec(preset("mb-356m"), Op::DSD, false, false, Arch::SM90a, Epilogue::GeluTanh),
+                  InvalidArgument);
   // The other families have no consumer schedule.
   KernelSpec a = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
   a.tile.pingpong = true;

@@ -181,8 +181,11 @@ int dynamic_shared_bytes(const KernelSpec&);
 
 // The default spec for one product of a layer of this shape on this arch: the wgmma kernel on sm_90a
 // (128-row tiles, 256 columns where the shape allows), the mma.sync kernel on sm_80 / sm_86 / sm_89
-// (128×128×32 over 8 warps where the shape allows), the SIMT kernel where no tile fits.
-KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch);
+// (128×128×32 over 8 warps where the shape allows), the SIMT kernel where no tile fits. `epilogue`: SDD's
+// fused epilogue; on sm_90a a fused SDD with hidden ≤ 2048 takes the ping-pong schedule (128×128), whose
+// epilogue overlaps the other consumer's main loop (measured 1.04–1.13× over cooperative 128×256 there,
+// 0.94–0.97× at hidden 4096: bench/NOTES.md, "product v6").
+KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch, Epilogue epilogue = Epilogue::None);
 
 // The default wgmma tile of one consumer schedule for k's product (its op, layout, block and shape; the
 // tile and arch fields are ignored): the first that validates, or none when no wgmma tile fits.

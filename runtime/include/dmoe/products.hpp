@@ -13,7 +13,8 @@ int64_t product_grid(const KernelSpec&, int32_t max_block_rows);
 // The spec dmoe runs for a product on this device: default_spec, with the tile `dmoe tune` recorded in
 // the tuning database (TuningDb::default_path(), read once per process) for this device, problem and
 // token bucket, if any. A database that cannot be read is reported once on stderr and ignored.
-KernelSpec tuned_spec(const Device&, const MoeShape&, Op, bool trans_a, bool trans_b);
+KernelSpec tuned_spec(const Device&, const MoeShape&, Op, bool trans_a, bool trans_b,
+                      Epilogue epilogue = Epilogue::None);
 
 // Launches spec over args on stream. The operand roles and shapes are documented on KernelSpec and
 // ProductArgs. Nothing is read back from the device: the true T_pad is read by the kernel from
