@@ -12,50 +12,6 @@
 namespace dmoe {
 namespace {
 
-// One device allocation, through the caller's allocator or cuMemAlloc; freed on destruction.
-class Memory {
- public:
-  Memory() = default;
-  Memory(const Device& dev, const Allocator& a, size_t bytes) : dev_(&dev), alloc_(a), bytes_(bytes) {
-    if (bytes == 0) return;
-    if (a.allocate) {
-      if (!a.deallocate) throw InvalidArgument("Allocator: allocate is set but deallocate is null");
-      ptr_ = a.allocate(bytes, a.user);
-      if (!ptr_) throw std::bad_alloc();
-      if (reinterpret_cast<uintptr_t>(ptr_) % 256 != 0) {
-        a.deallocate(ptr_, bytes, a.user);
-        throw InvalidArgument(fmt::format("Allocator: {} bytes came back at {}, not 256-byte aligned", bytes, ptr_));
-      }
-    } else {
-      ptr_ = dev.alloc(bytes);
-    }
-  }
-  ~Memory() { release(); }
-  Memory(Memory&& o) noexcept { *this = std::move(o); }
-  Memory& operator=(Memory&& o) noexcept {
-    if (this != &o) {
-      release();
-      dev_ = o.dev_, alloc_ = o.alloc_, ptr_ = o.ptr_, bytes_ = o.bytes_;
-      o.ptr_ = nullptr, o.bytes_ = 0;
-    }
-    return *this;
-  }
-  void* get() const { return ptr_; }
-  size_t size() const { return bytes_; }
-
- private:
-  void release() noexcept {
-    if (!ptr_) return;
-    if (alloc_.deallocate) alloc_.deallocate(ptr_, bytes_, alloc_.user);
-    else dev_->free(ptr_);
-    ptr_ = nullptr;
-  }
-  const Device* dev_ = nullptr;
-  Allocator alloc_{};
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
 Epilogue forward_epilogue(Activation a) {
   switch (a) {
     case Activation::GeluTanh: return Epilogue::GeluTanh;
@@ -110,18 +66,19 @@ struct Layer::Impl {
   KernelSpec sdd_fwd, sdd_plain, sdd_bwd, dsd_nn, dsd_tn;
   bool fused_act = false;  // plain layer with an activation: the pre-activation is saved
   int32_t max_rows = 0;
-  size_t sparse_bytes = 0, rows_bytes = 0;
   // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient, the
   // router's.
-  Memory d_rows, d_sparse, dlogits, dlogits_lp, dweights;
+  DeviceBuffer d_rows, d_sparse, dlogits, dlogits_lp, dweights;
   // Phase timers (set_profiling), in LayerProfile's field order.
   static constexpr int kPhases = 8;
   std::vector<std::unique_ptr<EventTimer>> timers;
 
-  Impl(const Device& d, const MoeShape& s, const LayerOptions& o, Allocator a)
-      : dev(d), shape(s), opt(o), alloc(a), cache(d), lt(d) {}
+  LayerMemoryPlan plan;
 
-  Memory mem(size_t bytes) { return Memory(dev, alloc, bytes); }
+  Impl(const Device& d, const MoeShape& s, const LayerOptions& o, Allocator a)
+      : dev(d), shape(s), opt(o), alloc(a), cache(d), lt(d, a), plan(memory_plan(s, o)) {}
+
+  DeviceBuffer mem(size_t bytes) const { return DeviceBuffer(dev, bytes, alloc); }
   void start(int phase, Stream s) {
     if (!timers.empty()) timers[phase]->start(s);
   }
@@ -133,11 +90,11 @@ struct Layer::Impl {
 struct LayerContext::State {
   const Layer::Impl& layer;
   RoutingWorkspace ws;
-  Memory logits, x_perm, pre, gate, hidden, y_rows;
+  DeviceBuffer logits, x_perm, pre, gate, hidden, y_rows;
   const void* x = nullptr;
   bool saved = false;  // a forward ran and its backward has not
 
-  State(const Layer::Impl& l, int renorm_p) : layer(l), ws(l.dev, l.shape, renorm_p) {}
+  explicit State(const Layer::Impl& l) : layer(l), ws(l.dev, l.shape, l.opt.renorm_p, l.alloc) {}
 
   // One product over this pass's topology.
   void product(KernelCache& cache, const KernelSpec& k, const void* a, const void* b, void* out, void* aux,
@@ -156,6 +113,35 @@ void validate(const MoeShape& s, const LayerOptions& o) {
       throw InvalidArgument(fmt::format("{} = {} is not a finite non-negative weight", name, w));
 }
 
+size_t LayerMemoryPlan::layer_bytes() const {
+  return rows_grad + sparse_grad + dlogits + dlogits_lp + dweights + cublaslt_workspace;
+}
+
+size_t LayerMemoryPlan::context_bytes() const { return routing + logits + x_perm + pre + gate + hidden + y_rows; }
+
+LayerMemoryPlan memory_plan(const MoeShape& s, const LayerOptions& o) {
+  validate(s, o);
+  const size_t T = size_t(s.tokens), H = size_t(s.hidden), F = size_t(s.ffn), E = size_t(s.experts);
+  const size_t max_rows = size_t(max_padded_rows(s)), elem = 2;  // bf16 and fp16
+  const size_t rows = max_rows * H * elem, sparse = max_rows * F * elem;
+  const bool fused_act = !s.gated && s.activation != Activation::None;
+  LayerMemoryPlan p;
+  p.rows_grad = rows;
+  p.sparse_grad = sparse;
+  p.dlogits = T * E * 4;
+  p.dlogits_lp = T * E * elem;
+  p.dweights = T * size_t(s.top_k) * 4;
+  p.cublaslt_workspace = CublasLt::kWorkspaceBytes;
+  p.routing = size_t(RoutingWorkspace::planned_bytes(s));
+  p.logits = T * E * 4;
+  p.x_perm = rows;
+  p.pre = fused_act || s.gated ? sparse : 0;
+  p.gate = s.gated ? sparse : 0;
+  p.hidden = sparse;
+  p.y_rows = rows;
+  return p;
+}
+
 Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, Allocator alloc) {
   validate(shape, opt);
   if (bool(alloc.allocate) != bool(alloc.deallocate))
@@ -165,8 +151,6 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   const MoeShape& s = m.shape;
   const int64_t T = s.tokens, H = s.hidden, E = s.experts;
   m.max_rows = static_cast<int32_t>(max_padded_rows(s));
-  m.sparse_bytes = size_t(m.max_rows) * size_t(s.ffn) * 2;
-  m.rows_bytes = size_t(m.max_rows) * size_t(H) * 2;
 
   m.sdd_plain = tuned_spec(dev, s, Op::SDD, false, true);
   m.fused_act = !s.gated && s.activation != Activation::None;
@@ -193,11 +177,11 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   dx_router.accumulate = true;
   m.dx_router_plan = m.lt.plan(dx_router);
 
-  m.d_rows = m.mem(m.rows_bytes);
-  m.d_sparse = m.mem(m.sparse_bytes);
-  m.dlogits = m.mem(size_t(T * E) * 4);
-  m.dlogits_lp = m.mem(size_t(T * E) * 2);
-  m.dweights = m.mem(size_t(T * s.top_k) * 4);
+  m.d_rows = m.mem(m.plan.rows_grad);
+  m.d_sparse = m.mem(m.plan.sparse_grad);
+  m.dlogits = m.mem(m.plan.dlogits);
+  m.dlogits_lp = m.mem(m.plan.dlogits_lp);
+  m.dweights = m.mem(m.plan.dweights);
 
   const std::vector<KernelSpec> specs = kernels();
   m.cache.warm_up(specs);
@@ -227,7 +211,7 @@ const Device& Layer::device() const { return impl_->dev; }
 size_t Layer::bytes() const {
   const Impl& m = *impl_;
   return m.d_rows.size() + m.d_sparse.size() + m.dlogits.size() + m.dlogits_lp.size() + m.dweights.size() +
-         (size_t{32} << 20);  // cuBLASLt's workspace
+         CublasLt::kWorkspaceBytes;
 }
 
 std::vector<KernelSpec> Layer::kernels() const {
@@ -254,15 +238,14 @@ double Layer::backward_flops() const { return 2 * forward_flops(); }
 
 LayerContext::LayerContext(const Layer& layer) {
   const Layer::Impl& m = *layer.impl_;
-  s_ = std::make_unique<State>(m, m.opt.renorm_p);
+  s_ = std::make_unique<State>(m);
   State& c = *s_;
-  auto mem = [&](size_t bytes) { return Memory(m.dev, m.alloc, bytes); };
-  c.logits = mem(size_t(m.shape.tokens * m.shape.experts) * 4);
-  c.x_perm = mem(m.rows_bytes);
-  if (m.fused_act || m.shape.gated) c.pre = mem(m.sparse_bytes);
-  if (m.shape.gated) c.gate = mem(m.sparse_bytes);
-  c.hidden = mem(m.sparse_bytes);
-  c.y_rows = mem(m.rows_bytes);
+  c.logits = m.mem(m.plan.logits);
+  c.x_perm = m.mem(m.plan.x_perm);
+  c.pre = m.mem(m.plan.pre);
+  c.gate = m.mem(m.plan.gate);
+  c.hidden = m.mem(m.plan.hidden);
+  c.y_rows = m.mem(m.plan.y_rows);
 }
 
 LayerContext::~LayerContext() = default;

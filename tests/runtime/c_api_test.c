@@ -236,6 +236,7 @@ static float from_bf16(uint16_t h) {
 typedef struct {
   dmoe_device* device;
   long live, total;
+  size_t live_bytes;
 } counting_allocator;
 
 static void* counting_allocate(size_t bytes, void* user) {
@@ -243,14 +244,15 @@ static void* counting_allocate(size_t bytes, void* user) {
   void* p = NULL;
   if (dmoe_device_alloc(a->device, bytes, &p) != DMOE_OK) return NULL;
   ++a->live, ++a->total;
+  a->live_bytes += bytes;
   return p;
 }
 
 static void counting_deallocate(void* ptr, size_t bytes, void* user) {
   counting_allocator* a = (counting_allocator*)user;
-  (void)bytes;
   dmoe_device_free(a->device, ptr);
   --a->live;
+  a->live_bytes -= bytes;
 }
 
 typedef struct {
@@ -312,7 +314,7 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   dmoe_weights w, bad_w;
   dmoe_gradients g;
   tensor x, router, w1, w2, v1, y, dy, dx, drouter, dw1, dw2, dv1;
-  size_t bytes = 0, i, k;
+  size_t bytes = 0, layer_bytes = 0, i, k;
   double fwd = 0, bwd = 0;
   const float* d_losses = NULL;
   const float* d_weights = NULL;
@@ -341,7 +343,7 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   g.dx = dx.dev, g.drouter = drouter.dev, g.dw1 = dw1.dev, g.dw2 = dw2.dev, g.dv1 = gated ? dv1.dev : NULL;
 
   /* The layer on a second handle to the same GPU, destroyed at once: the layer keeps it alive. */
-  counter.device = dev, counter.live = 0, counter.total = 0;
+  counter.device = dev, counter.live = 0, counter.total = 0, counter.live_bytes = 0;
   alloc.allocate = counting_allocate, alloc.deallocate = counting_deallocate, alloc.user = &counter;
   if (!EXPECT_OK(dmoe_device_create(0, &own))) goto done;
   if (!EXPECT_OK(dmoe_layer_create(own, desc, use_allocator ? &alloc : NULL, &layer))) goto done;
@@ -351,10 +353,12 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
 
   EXPECT_OK(dmoe_layer_get_desc(layer, &back));
   CHECK(memcmp(&back, desc, sizeof back) == 0);
-  EXPECT_OK(dmoe_layer_bytes(layer, &bytes));
-  CHECK(bytes > 0);
+  EXPECT_OK(dmoe_layer_bytes(layer, &layer_bytes));
+  CHECK(layer_bytes > 0);
   EXPECT_OK(dmoe_context_bytes(ctx, &bytes));
   CHECK(bytes > 0);
+  /* Every device byte the layer and its context hold came from the allocator, and is what they report. */
+  if (use_allocator) CHECK(counter.live_bytes == layer_bytes + bytes);
   EXPECT_OK(dmoe_layer_flops(layer, &fwd, &bwd));
   CHECK(fwd == (gated ? 3.0 : 2.0) * 2.0 * (double)T * (double)K * (double)H * (double)F && bwd > fwd);
 
@@ -431,7 +435,7 @@ done:
   /* The layer first: its context keeps it alive until destroyed. */
   EXPECT_OK(dmoe_layer_destroy(layer));
   EXPECT_OK(dmoe_context_destroy(ctx));
-  if (use_allocator) CHECK(counter.live == 0 && counter.total > 0);
+  if (use_allocator) CHECK(counter.live == 0 && counter.live_bytes == 0 && counter.total > 0);
   free_tensor(dev, &x), free_tensor(dev, &router), free_tensor(dev, &w1), free_tensor(dev, &w2);
   free_tensor(dev, &v1), free_tensor(dev, &y), free_tensor(dev, &dy), free_tensor(dev, &dx);
   free_tensor(dev, &drouter), free_tensor(dev, &dw1), free_tensor(dev, &dw2), free_tensor(dev, &dv1);

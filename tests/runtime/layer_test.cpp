@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "dmoe/layer.hpp"
@@ -189,7 +190,90 @@ void run_case(const LayerCase& c, LayerOptions o = {}) {
   check_step(layer, ctx, p, o);
 }
 
+// A caller's allocator over one pool (bump allocation, 256-byte aligned) that records every block it
+// hands out, and can be told to fail at its n-th call.
+struct PoolAllocator {
+  DeviceBuffer pool;
+  size_t used = 0, live_bytes = 0, total_bytes = 0;
+  std::map<const char*, size_t> live;
+  int64_t calls = 0, returned = 0, fail_at = -1;
+  bool bad_free = false;
+
+  explicit PoolAllocator(size_t bytes) : pool(device(), bytes) {}
+  Allocator get() { return {&allocate, &deallocate, this}; }
+  bool owns(const void* p) const {
+    const char* base = static_cast<const char*>(pool.get());
+    return p >= base && p < base + pool.size();
+  }
+  static void* allocate(size_t bytes, void* user) {
+    PoolAllocator& a = *static_cast<PoolAllocator*>(user);
+    if (a.calls++ == a.fail_at || a.used + bytes > a.pool.size()) return nullptr;
+    char* p = static_cast<char*>(a.pool.get()) + a.used;
+    a.used += (bytes + 255) / 256 * 256;
+    a.live[p] = bytes;
+    a.live_bytes += bytes, a.total_bytes += bytes;
+    return p;
+  }
+  static void deallocate(void* ptr, size_t bytes, void* user) {
+    PoolAllocator& a = *static_cast<PoolAllocator*>(user);
+    auto it = a.live.find(static_cast<const char*>(ptr));
+    if (it == a.live.end() || it->second != bytes) {
+      a.bad_free = true;
+      return;
+    }
+    a.live.erase(it);
+    a.live_bytes -= bytes;
+    ++a.returned;
+  }
+};
+
 }  // namespace
+
+TEST_CASE("layer: every device buffer comes from the caller's allocator, and all go back") {
+  const LayerCase c{384, 128, 256, 8, 2, Activation::Silu, true};
+  LayerOptions o;
+  const LayerMemoryPlan plan = memory_plan(shape_of(c), o);
+  PoolAllocator pool(plan.layer_bytes() + plan.context_bytes() + (64 << 10));
+  {
+    Layer layer(device(), shape_of(c), o, pool.get());
+    CHECK(layer.bytes() == plan.layer_bytes());
+    CHECK(pool.total_bytes == plan.layer_bytes());  // the scratch and cuBLASLt's workspace
+    {
+      LayerContext ctx(layer);
+      CHECK(ctx.bytes() == plan.context_bytes());
+      CHECK(pool.live_bytes == plan.layer_bytes() + plan.context_bytes());  // the routing workspace too
+      CHECK((pool.owns(ctx.expert_ids()) && pool.owns(ctx.weights()) && pool.owns(ctx.counts()) &&
+             pool.owns(ctx.losses())));
+      Problem p(c);
+      OwnedStream stream(device());
+      layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+      layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+      check_step(layer, ctx, p, o);
+    }
+    CHECK(pool.live_bytes == plan.layer_bytes());
+  }
+  CHECK(pool.live.empty());
+  CHECK(pool.returned == pool.calls);
+  CHECK(!pool.bad_free);
+
+  // An allocator failing at its n-th call: std::bad_alloc, and every block taken before it goes back.
+  for (int64_t n : {0, 2, 5}) {
+    INFO("failing at call " << n);
+    PoolAllocator failing(plan.layer_bytes() + plan.context_bytes() + (64 << 10));
+    failing.fail_at = n;
+    CHECK_THROWS_AS(Layer(device(), shape_of(c), o, failing.get()), std::bad_alloc);
+    CHECK(failing.live.empty());
+    CHECK(!failing.bad_free);
+  }
+  PoolAllocator ctx_fails(plan.layer_bytes() + plan.context_bytes() + (64 << 10));
+  {
+    Layer layer(device(), shape_of(c), o, ctx_fails.get());
+    ctx_fails.fail_at = ctx_fails.calls + 3;  // the context's fourth buffer
+    CHECK_THROWS_AS(LayerContext{layer}, std::bad_alloc);
+    CHECK(ctx_fails.live_bytes == plan.layer_bytes());
+  }
+  CHECK(ctx_fails.live.empty());
+}
 
 TEST_CASE("layer: plain experts, each activation, against the fp64 reference") {
   run_case({512, 128, 256, 4, 2, Activation::GeluTanh, false});

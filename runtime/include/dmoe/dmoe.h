@@ -78,8 +78,9 @@ typedef struct dmoe_layer_desc {
   float z_weight;     /* router z-loss weight, >= 0 */
 } dmoe_layer_desc;
 
-/* Device memory for a layer's own buffers (scratch, saved activations). With allocate NULL, dmoe uses
- * cuMemAlloc. allocate must return 256-byte aligned device memory of the layer's device, or NULL
+/* Device memory for every buffer a layer and its contexts hold (backward scratch, cuBLASLt's workspace,
+ * the routing workspace, saved activations: dmoe_layer_bytes + dmoe_context_bytes, to the byte). With
+ * allocate NULL, dmoe uses cuMemAlloc. allocate must return 256-byte aligned device memory of the layer's device, or NULL
  * (DMOE_OUT_OF_MEMORY). Set both functions or neither. `user` is passed back unchanged and must stay
  * valid until the layer and all its contexts are destroyed. Called only from layer and context
  * create/destroy, on the calling thread. */
@@ -178,7 +179,8 @@ DMOE_API dmoe_status dmoe_layer_create(dmoe_device* device, const dmoe_layer_des
 DMOE_API dmoe_status dmoe_layer_destroy(dmoe_layer* layer);
 /* The description the layer was created with. */
 DMOE_API dmoe_status dmoe_layer_get_desc(const dmoe_layer* layer, dmoe_layer_desc* desc);
-/* Device memory the layer itself holds (scratch and cuBLASLt workspace; contexts not included). */
+/* Device memory the layer itself holds (scratch and cuBLASLt workspace; contexts not included). A step's
+ * peak is this plus each live context's dmoe_context_bytes, plus the caller's tensors. */
 DMOE_API dmoe_status dmoe_layer_bytes(const dmoe_layer* layer, size_t* bytes);
 /* Useful FLOPs of the expert products of one forward and one backward (2*T*K*H*F per product, padding
  * excluded). Either pointer may be NULL. */

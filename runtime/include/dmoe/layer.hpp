@@ -38,14 +38,34 @@ struct LayerOptions {
 // positive token count) or options out of range. Needs no GPU: Layer's constructor starts with it.
 void validate(const MoeShape&, const LayerOptions&);
 
-// Device memory for the layer's own buffers. Without one, dmoe allocates with cuMemAlloc. Every buffer
-// is taken when the Layer or LayerContext is constructed and given back when it is destroyed: forward
-// and backward allocate nothing.
-struct Allocator {
-  void* (*allocate)(size_t bytes, void* user) = nullptr;  // must return 256-byte aligned memory or null
-  void (*deallocate)(void* ptr, size_t bytes, void* user) = nullptr;
-  void* user = nullptr;
+// Every device buffer of a layer and of one of its contexts, in bytes (0: not allocated), for a shape and
+// options: what Layer::bytes() and LayerContext::bytes() report, computed without a GPU. Each buffer is one
+// allocation, through the layer's Allocator when it has one (dmoe/driver.hpp), else cuMemAlloc; taken when
+// the Layer or LayerContext is constructed and given back when it is destroyed: forward and backward
+// allocate nothing. (The driver's own memory for loaded kernels and cuBLASLt's handle is not included.)
+struct LayerMemoryPlan {
+  // The layer's, shared by its contexts: backward scratch and cuBLASLt's workspace.
+  size_t rows_grad = 0;           // [T_pad max, H]: the expert rows' gradient (dy's rows, then dx's)
+  size_t sparse_grad = 0;         // [T_pad max, F]: the hidden activation's gradient
+  size_t dlogits = 0;             // [T, E] fp32
+  size_t dlogits_lp = 0;          // [T, E] in the dtype (cuBLASLt's operand)
+  size_t dweights = 0;            // [T·K] fp32: the routing weights' gradient
+  size_t cublaslt_workspace = 0;  // CublasLt::kWorkspaceBytes
+  // One context's: what a forward saves for its backward.
+  size_t routing = 0;             // RoutingWorkspace::planned_bytes: ids, weights, permutation, topology
+  size_t logits = 0;              // [T, E] fp32
+  size_t x_perm = 0;              // [T_pad max, H]: the permuted input
+  size_t pre = 0;                 // [T_pad max, F]: the pre-activation x·W1ᵀ (plain with an activation; gated)
+  size_t gate = 0;                // [T_pad max, F]: gated: x·V1ᵀ
+  size_t hidden = 0;              // [T_pad max, F]: the hidden activation
+  size_t y_rows = 0;              // [T_pad max, H]: the expert outputs
+
+  size_t layer_bytes() const;
+  size_t context_bytes() const;
 };
+
+// Throws InvalidArgument as validate(MoeShape, LayerOptions) does.
+LayerMemoryPlan memory_plan(const MoeShape&, const LayerOptions&);
 
 struct LayerWeights {
   const void* router = nullptr;  // [E, H]
@@ -93,22 +113,10 @@ class LayerContext {
   const int32_t* expert_ids() const;
   const float* weights() const;
   const int32_t* counts() const;
-  size_t bytes() const;  // device memory this context holds
+  size_t bytes() const;  // device memory this context holds: memory_plan(...).context_bytes()
 
  private:
   friend class Layer;
-
-// Time per phase of the last profiled forward and backward (Layer::set_profiling), in milliseconds.
-struct LayerProfile {
-  double router_gemm = 0;   // forward: logits = x·Wrᵀ
-  double routing = 0;       // forward: router, bins, permutation, topology, padded gather
-  double experts_fwd = 0;   // forward: the SDD(s), GLU and DSD
-  double combine = 0;       // forward: the weighted scatter
-  double routing_bwd = 0;   // backward: scatter's gradient and the router's
-  double experts_bwd = 0;   // backward: SDD, GLU gradient, DSD TN and NN
-  double gather_bwd = 0;    // backward: gather's gradient (the unweighted scatter into dx)
-  double router_gemm_bwd = 0;  // backward: dWr and dx += dlogits·Wr
-};
   struct State;
   std::unique_ptr<State> s_;
 };
@@ -116,7 +124,8 @@ struct LayerProfile {
 class Layer {
  public:
   // Validates the shape (T = shape.tokens is the token count of every call), loads cuBLASLt, plans the
-  // router GEMMs, allocates the backward scratch and compiles every kernel the layer needs in parallel
+  // router GEMMs, allocates the backward scratch and cuBLASLt's workspace (through `alloc` when it has
+  // functions; a context allocates through its layer's) and compiles every kernel the layer needs in parallel
   // (from the compiler's caches when warm). Throws InvalidArgument for a bad shape or options, NoGpu
   // when cuBLASLt is missing, CompileError, CudaError.
   Layer(const Device&, const MoeShape&, const LayerOptions& = {}, Allocator = {});
@@ -138,7 +147,9 @@ class Layer {
   const MoeShape& shape() const;
   const LayerOptions& options() const;
   const Device& device() const;
-  size_t bytes() const;  // device memory the layer itself holds (scratch, cuBLASLt workspace)
+  // Device memory the layer itself holds (scratch, cuBLASLt workspace): memory_plan(...).layer_bytes().
+  // A step's peak is bytes() plus the bytes() of each live context, plus the caller's tensors.
+  size_t bytes() const;
   // Every JIT kernel spec the layer launches, in launch order of forward then backward (for inspection).
   std::vector<KernelSpec> kernels() const;
   // 2·T·K·H·F multiply-adds per expert GEMM: the useful FLOPs of the expert products of one forward
