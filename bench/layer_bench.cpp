@@ -185,7 +185,8 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
     step();
     prof = layer.profile();
     const double routing = prof.routing + prof.combine + prof.routing_bwd + prof.gather_bwd;
-    const double total = routing + prof.router_gemm + prof.experts_fwd + prof.experts_bwd + prof.router_gemm_bwd;
+    const double total = routing + prof.router_gemm + prof.experts_fwd + prof.experts_bwd + prof.router_gemm_bwd +
+                         prof.recompute;
     share.push_back(routing / total);
   }
   layer.set_profiling(false);
@@ -215,9 +216,9 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   }
 
   const DeviceProperties& props = dev.properties();
-  fmt::print("dmoe run --device gpu: {} T={} H={} F={} E={} K={} {}{} B={} on {} (dmoe {})\n", o.label, s.tokens,
-             s.hidden, s.ffn, s.experts, s.top_k, to_string(s.activation), s.gated ? " gated" : "", s.block,
-             props.name, DMOE_COMMIT);
+  fmt::print("dmoe run --device gpu: {} T={} H={} F={} E={} K={} {}{} B={}{} on {} (dmoe {})\n", o.label,
+             s.tokens, s.hidden, s.ffn, s.experts, s.top_k, to_string(s.activation), s.gated ? " gated" : "", s.block,
+             o.layer.recompute ? " recompute" : "", props.name, DMOE_COMMIT);
   fmt::print("  warm-up (layer construction, kernels compiled or loaded) {:.0f} ms\n", r.warmup_ms);
   fmt::print("  forward   {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms, ffl / (r.fwd_ms * 1e9),
              r.fwd_sol > 0 ? fmt::format("  SOL {:.2f}", r.fwd_sol) : "");
@@ -225,10 +226,11 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   fmt::print("  step      {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms + r.bwd_ms,
              (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9),
              r.step_sol > 0 ? fmt::format("  SOL {:.2f}", r.step_sol) : "");
-  fmt::print("  phases (ms): router GEMM {:.3f}, routing {:.3f}, experts {:.3f}, combine {:.3f} | routing grad "
+  fmt::print("  phases (ms): router GEMM {:.3f}, routing {:.3f}, experts {:.3f}, combine {:.3f} | {}routing grad "
              "{:.3f}, experts {:.3f}, gather grad {:.3f}, router GEMMs {:.3f}; routing share {:.1f}%\n",
-             prof.router_gemm, prof.routing, prof.experts_fwd, prof.combine, prof.routing_bwd, prof.experts_bwd,
-             prof.gather_bwd, prof.router_gemm_bwd, 100 * r.routing_share);
+             prof.router_gemm, prof.routing, prof.experts_fwd, prof.combine,
+             o.layer.recompute ? fmt::format("recompute {:.3f}, ", prof.recompute) : "", prof.routing_bwd,
+             prof.experts_bwd, prof.gather_bwd, prof.router_gemm_bwd, 100 * r.routing_share);
   fmt::print("  device memory: dmoe {:.1f} MiB, with the caller's tensors {:.1f} MiB\n", r.dmoe_bytes / 1048576.0,
              r.peak_bytes / 1048576.0);
   if (r.checked)
@@ -240,12 +242,12 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   if (o.json)
     fmt::print("{{\"device\": \"gpu\", \"gpu\": \"{}\", \"commit\": \"{}\", \"label\": \"{}\", \"tokens\": {}, "
                "\"hidden\": {}, \"ffn\": {}, \"experts\": {}, \"top_k\": {}, \"activation\": \"{}\", \"gated\": {}, "
-               "\"block\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
+               "\"block\": {}, \"recompute\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
                "\"step_tflops\": {:.6g}, \"fwd_sol\": {:.4g}, \"step_sol\": {:.4g}, \"routing_share\": {:.4g}, "
                "\"dmoe_bytes\": {}, \"peak_bytes\": {}, \"checked\": {}, \"max_rel_err\": {:.6g}, \"verified\": {}, "
                "\"seed\": {}}}\n",
                props.name, DMOE_COMMIT, o.label, s.tokens, s.hidden, s.ffn, s.experts, s.top_k,
-               to_string(s.activation), s.gated, s.block, r.warmup_ms, r.fwd_ms, r.bwd_ms, ffl / (r.fwd_ms * 1e9),
+               to_string(s.activation), s.gated, s.block, o.layer.recompute, r.warmup_ms, r.fwd_ms, r.bwd_ms, ffl / (r.fwd_ms * 1e9),
                (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9), r.fwd_sol, r.step_sol, r.routing_share, r.dmoe_bytes,
                r.peak_bytes, r.checked, r.max_rel_err, r.verified, seed);
   return r;

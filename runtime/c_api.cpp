@@ -48,7 +48,7 @@ struct dmoe_context {
   explicit dmoe_context(std::shared_ptr<LayerState> l) : layer(std::move(l)), context(layer->layer) {}
 };
 
-static_assert(sizeof(dmoe_layer_desc) == 72, "dmoe_layer_desc must have no padding");
+static_assert(sizeof(dmoe_layer_desc) == 80, "dmoe_layer_desc must have no padding");
 static_assert(sizeof(dmoe_allocator) == 3 * sizeof(void*));
 
 namespace {
@@ -139,6 +139,9 @@ Converted convert(const dmoe_layer_desc& d) {
   c.options.renorm_p = d.renorm_p;
   c.options.lbl_weight = d.lbl_weight;
   c.options.z_weight = d.z_weight;
+  if (d.recompute != 0 && d.recompute != 1) throw InvalidArgument(fmt::format("recompute = {} is not 0 or 1", d.recompute));
+  c.options.recompute = d.recompute == 1;
+  if (d.reserved != 0) throw InvalidArgument(fmt::format("reserved = {} must be 0", d.reserved));
   dmoe::validate(s, c.options);  // the layer's own checks (no GPU needed)
   return c;
 }
@@ -155,6 +158,7 @@ dmoe_layer_desc default_desc() {
   d.renorm_p = o.renorm_p;
   d.lbl_weight = o.lbl_weight;
   d.z_weight = o.z_weight;
+  d.recompute = o.recompute ? 1 : 0;
   return d;
 }
 

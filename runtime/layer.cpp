@@ -66,11 +66,12 @@ struct Layer::Impl {
   KernelSpec sdd_fwd, sdd_plain, sdd_bwd, dsd_nn, dsd_tn;
   bool fused_act = false;  // plain layer with an activation: the pre-activation is saved
   int32_t max_rows = 0;
-  // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient, the
-  // router's.
-  DeviceBuffer d_rows, d_sparse, dlogits, dlogits_lp, dweights;
+  // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient (with
+  // recompute also the hidden activation, forward and backward), the router's; with recompute the expert
+  // outputs.
+  DeviceBuffer d_rows, d_sparse, dlogits, dlogits_lp, dweights, rows_scratch;
   // Phase timers (set_profiling), in LayerProfile's field order.
-  static constexpr int kPhases = 8;
+  static constexpr int kPhases = 9;
   std::vector<std::unique_ptr<EventTimer>> timers;
 
   LayerMemoryPlan plan;
@@ -114,7 +115,7 @@ void validate(const MoeShape& s, const LayerOptions& o) {
 }
 
 size_t LayerMemoryPlan::layer_bytes() const {
-  return rows_grad + sparse_grad + dlogits + dlogits_lp + dweights + cublaslt_workspace;
+  return rows_grad + sparse_grad + dlogits + dlogits_lp + dweights + rows_scratch + cublaslt_workspace;
 }
 
 size_t LayerMemoryPlan::context_bytes() const { return routing + logits + x_perm + pre + gate + hidden + y_rows; }
@@ -131,14 +132,15 @@ LayerMemoryPlan memory_plan(const MoeShape& s, const LayerOptions& o) {
   p.dlogits = T * E * 4;
   p.dlogits_lp = T * E * elem;
   p.dweights = T * size_t(s.top_k) * 4;
+  p.rows_scratch = o.recompute ? rows : 0;
   p.cublaslt_workspace = CublasLt::kWorkspaceBytes;
   p.routing = size_t(RoutingWorkspace::planned_bytes(s));
   p.logits = T * E * 4;
   p.x_perm = rows;
-  p.pre = fused_act || s.gated ? sparse : 0;
+  p.pre = fused_act || s.gated || o.recompute ? sparse : 0;  // recompute, no activation: the hidden itself
   p.gate = s.gated ? sparse : 0;
-  p.hidden = sparse;
-  p.y_rows = rows;
+  p.hidden = o.recompute ? 0 : sparse;
+  p.y_rows = o.recompute ? 0 : rows;
   return p;
 }
 
@@ -182,6 +184,7 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   m.dlogits = m.mem(m.plan.dlogits);
   m.dlogits_lp = m.mem(m.plan.dlogits_lp);
   m.dweights = m.mem(m.plan.dweights);
+  m.rows_scratch = m.mem(m.plan.rows_scratch);
 
   const std::vector<KernelSpec> specs = kernels();
   m.cache.warm_up(specs);
@@ -201,7 +204,7 @@ LayerProfile Layer::profile() {
   if (m.timers.empty()) throw InvalidArgument("Layer::profile: profiling is off (set_profiling(true) first)");
   double t[Impl::kPhases];
   for (int i = 0; i < Impl::kPhases; ++i) t[i] = m.timers[i]->elapsed_ms();
-  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]};
+  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]};
 }
 
 const MoeShape& Layer::shape() const { return impl_->shape; }
@@ -211,7 +214,7 @@ const Device& Layer::device() const { return impl_->dev; }
 size_t Layer::bytes() const {
   const Impl& m = *impl_;
   return m.d_rows.size() + m.d_sparse.size() + m.dlogits.size() + m.dlogits_lp.size() + m.dweights.size() +
-         CublasLt::kWorkspaceBytes;
+         m.rows_scratch.size() + CublasLt::kWorkspaceBytes;
 }
 
 std::vector<KernelSpec> Layer::kernels() const {
@@ -223,6 +226,7 @@ std::vector<KernelSpec> Layer::kernels() const {
   k.push_back(m.sdd_fwd);
   if (m.shape.gated) k.push_back(routing(Op::Glu));
   k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter), routing(Op::ScatterGrad), routing(Op::RouterGrad)});
+  if (m.opt.recompute && m.fused_act) k.push_back(routing(Op::Glu));  // act(pre) alone (no gate)
   if (m.fused_act) k.push_back(m.sdd_bwd);
   k.push_back(m.dsd_tn);
   if (m.shape.gated) k.push_back(routing(Op::GluGrad));
@@ -287,6 +291,11 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   auto product = [&](const KernelSpec& k, const void* a, const void* b, void* out, void* aux = nullptr) {
     c.product(m.cache, k, a, b, out, aux, stream);
   };
+  // With recompute, the hidden activation and the expert outputs live in the layer's scratch (backward
+  // recomputes them); a plain layer without activation keeps its SDD output, the hidden, as `pre`.
+  const bool rc = m.opt.recompute;
+  void* hidden = rc ? m.d_sparse.get() : c.hidden.get();
+  void* y_rows = rc ? m.rows_scratch.get() : c.y_rows.get();
   m.start(2, stream);
   if (gated) {
     product(m.sdd_plain, c.x_perm.get(), w.w1, c.pre.get());
@@ -294,15 +303,18 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
     RoutingArgs a = c.ws.args();
     a.x = c.pre.get();
     a.aux = c.gate.get();
-    a.y = c.hidden.get();
+    a.y = hidden;
     launch_routing(m.cache, c.ws.spec(Op::Glu), a, stream);
+  } else if (m.fused_act) {
+    product(m.sdd_fwd, c.x_perm.get(), w.w1, hidden, c.pre.get());
   } else {
-    product(m.sdd_fwd, c.x_perm.get(), w.w1, c.hidden.get(), m.fused_act ? c.pre.get() : nullptr);
+    if (rc) hidden = c.pre.get();
+    product(m.sdd_fwd, c.x_perm.get(), w.w1, hidden);
   }
-  product(m.dsd_nn, c.hidden.get(), w.w2, c.y_rows.get());
+  product(m.dsd_nn, hidden, w.w2, y_rows);
   m.stop(2, stream);
   m.start(3, stream);
-  route_combine(m.cache, c.ws, c.y_rows.get(), y, stream);
+  route_combine(m.cache, c.ws, y_rows, y, stream);
   m.stop(3, stream);
   c.x = x;
   c.saved = true;
@@ -329,12 +341,34 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
     c.product(m.cache, k, a, b, out, aux, stream);
   };
 
+  // The hidden activation h and the expert outputs: saved, or recomputed from the saved pre-activation(s)
+  // into the layer's scratch (h into the sparse gradient's buffer, free until dW2 is done).
+  const void* hidden = c.hidden.get();
+  void* y_rows = c.y_rows.get();
+  RoutingArgs a;
+  if (m.opt.recompute) {
+    m.start(8, stream);
+    y_rows = m.rows_scratch.get();
+    if (gated || m.fused_act) {
+      a = c.ws.args();
+      a.x = c.pre.get();
+      a.aux = gated ? c.gate.get() : nullptr;  // null: act(pre) alone
+      a.y = m.d_sparse.get();
+      launch_routing(m.cache, c.ws.spec(Op::Glu), a, stream);
+      hidden = m.d_sparse.get();
+    } else {
+      hidden = c.pre.get();
+    }
+    product(m.dsd_nn, hidden, w.w2, y_rows);
+    m.stop(8, stream);
+  }
+
   // The expert rows' gradient dy·w (padding rows zero) and the routing weights' gradient dw[t, k].
   m.start(4, stream);
-  RoutingArgs a = c.ws.args();
+  a = c.ws.args();
   a.x = dy;
   a.y = m.d_rows.get();
-  a.aux = c.y_rows.get();
+  a.aux = y_rows;
   a.dweights = static_cast<float*>(m.dweights.get());
   launch_routing(m.cache, c.ws.spec(Op::ScatterGrad), a, stream);
   a = c.ws.args();
@@ -350,9 +384,9 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   m.stop(4, stream);
   m.start(5, stream);
 
-  // dAct = dy_rows·W2ᵀ (with act′ fused for plain layers); dW2 = actᵀ·dy_rows.
+  // dW2 = hᵀ·dy_rows; then dAct = dy_rows·W2ᵀ (with act′ fused for plain layers), over h when recomputed.
+  product(m.dsd_tn, hidden, m.d_rows.get(), g.dw2);
   product(m.sdd_bwd, m.d_rows.get(), w.w2, m.d_sparse.get(), m.fused_act ? c.pre.get() : nullptr);
-  product(m.dsd_tn, c.hidden.get(), m.d_rows.get(), g.dw2);
   if (gated) {
     // dA = dAct ⊙ g ⊙ act′(a) over dAct, dG = dAct ⊙ act(a) over g (the saved gate is not needed again).
     a = c.ws.args();
@@ -367,12 +401,12 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   if (gated) product(m.dsd_tn, c.gate.get(), c.x_perm.get(), g.dv1);
   // dX rows: dA·W1 (+ dG·V1 into the expert outputs' rows, which ScatterGrad has consumed).
   product(m.dsd_nn, m.d_sparse.get(), w.w1, m.d_rows.get());
-  if (gated) product(m.dsd_nn, c.gate.get(), w.v1, c.y_rows.get());
+  if (gated) product(m.dsd_nn, c.gate.get(), w.v1, y_rows);
   m.stop(5, stream);
   m.start(6, stream);
   a = c.ws.args();
   a.x = m.d_rows.get();
-  a.x2 = gated ? c.y_rows.get() : nullptr;
+  a.x2 = gated ? y_rows : nullptr;
   a.y = g.dx;
   a.weighted = 0;
   launch_routing(m.cache, c.ws.spec(Op::Scatter), a, stream);

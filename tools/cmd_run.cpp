@@ -22,7 +22,7 @@ struct RunFlags {
   double lbl_weight = 0.01, z_weight = 0.0;
   int64_t block = 0;
   int64_t tokens = 0, hidden = 0, ffn = 0, experts = 0, top_k = 0;
-  bool glu = false, json = false;
+  bool glu = false, json = false, recompute = false;
   uint64_t seed = 0;
   CLI::Option* activation_opt = nullptr;
   CLI::Option* glu_opt = nullptr;
@@ -57,6 +57,7 @@ int run_layer(const RunFlags& f) {
     o.layer.renorm_p = f.renorm_p;
     o.layer.lbl_weight = float(f.lbl_weight);
     o.layer.z_weight = float(f.z_weight);
+    o.layer.recompute = f.recompute;
     o.json = f.json;
     o.reps = f.reps;
     o.seed = f.seed;
@@ -156,6 +157,9 @@ Command add_run_command(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--lbl-weight", f->lbl_weight, "Load-balancing loss weight")->capture_default_str();
   app->add_option("--z-weight", f->z_weight, "Router z-loss weight")->capture_default_str();
+  app->add_flag("--recompute", f->recompute,
+                "GPU: memory-saving mode, backward recomputes the hidden activation and the expert outputs "
+                "(the CPU reference keeps everything)");
   app->add_option("--reps", f->reps, "GPU: timed steps (medians reported)")->capture_default_str();
   app->add_option("--seed", f->seed, "Random seed (default: fresh each run)");
   app->add_flag("--json", f->json, "Also print one JSON object with fwd_ms, bwd_ms, peak_bytes, max_rel_err, verified");

@@ -52,7 +52,7 @@ static void test_accessors(void) {
   CHECK(strcmp(dmoe_status_name(DMOE_INVALID_ARGUMENT), "DMOE_INVALID_ARGUMENT") == 0);
   CHECK(strcmp(dmoe_status_name(DMOE_INTERNAL), "DMOE_INTERNAL") == 0);
   CHECK(strcmp(dmoe_status_name((dmoe_status)99), "unknown status") == 0);
-  CHECK(sizeof(dmoe_layer_desc) == 72);
+  CHECK(sizeof(dmoe_layer_desc) == 80);
 }
 
 static void test_presets(void) {
@@ -72,6 +72,7 @@ static void test_presets(void) {
     CHECK(d.hidden == 128 && d.ffn == 256 && d.experts == 4 && d.top_k == 2 && d.block == 128);
     CHECK(d.tokens == 512 && d.dtype == DMOE_DTYPE_BF16 && d.activation == DMOE_ACTIVATION_GELU_TANH);
     CHECK(d.gated == 0 && d.renorm_p == 0 && d.lbl_weight == 0.01f && d.z_weight == 0.0f);
+    CHECK(d.recompute == 0 && d.reserved == 0);
   }
   if (EXPECT_OK(dmoe_layer_desc_preset("mixtral-8x7b", &d)))
     CHECK(d.hidden == 4096 && d.experts == 8 && d.gated == 1 && d.activation == DMOE_ACTIVATION_SILU);
@@ -132,6 +133,12 @@ static void test_validate(void) {
   EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "lbl_weight = -0.5");
   d = tiny(), d.z_weight = (float)NAN;
   EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "z_weight = nan");
+  d = tiny(), d.recompute = 2;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "recompute = 2 is not 0 or 1");
+  d = tiny(), d.reserved = 5;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "reserved = 5 must be 0");
+  d = tiny(), d.recompute = 1;
+  EXPECT_OK(dmoe_layer_desc_validate(&d));
   d = tiny(), d.gated = 1, d.activation = DMOE_ACTIVATION_SILU, d.renorm_p = 2, d.dtype = DMOE_DTYPE_FP16;
   EXPECT_OK(dmoe_layer_desc_validate(&d));
   EXPECT(dmoe_layer_desc_validate(NULL), DMOE_INVALID_ARGUMENT, "desc is NULL");
@@ -473,6 +480,9 @@ static void test_gpu(dmoe_device* dev) {
   run_layer(dev, &d, 0);
   d = tiny(), d.gated = 1, d.activation = DMOE_ACTIVATION_SILU, d.renorm_p = 1, d.z_weight = 0.001f;
   printf("layer tiny (gated, SiLU, renorm 1, z-loss), counting allocator\n");
+  run_layer(dev, &d, 1);
+  d = tiny(), d.recompute = 1;
+  printf("layer tiny (plain, GELU-tanh, recompute), counting allocator\n");
   run_layer(dev, &d, 1);
 }
 

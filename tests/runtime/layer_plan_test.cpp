@@ -76,3 +76,29 @@ TEST_CASE("memory_plan: refuses what validate refuses") {
   s.tokens = 0;
   CHECK_THROWS_WITH_AS(memory_plan(s, {}), doctest::Contains("tokens = 0"), InvalidArgument);
 }
+
+TEST_CASE("memory_plan: recompute keeps the permuted input and the pre-activations, not h nor the expert outputs") {
+  for (auto [act, gated] : {std::pair{Activation::GeluTanh, false}, {Activation::None, false},
+                            {Activation::Silu, true}, {Activation::None, true}}) {
+    INFO(to_string(act) << (gated ? " gated" : ""));
+    const MoeShape s = shape(777, 256, 512, 16, 4, 128, act, gated);
+    const size_t t_pad = (777 * 4 + 16 * 127 + 127) / 128 * 128, rows = t_pad * 256 * 2, sparse = t_pad * 512 * 2;
+    LayerOptions o;
+    const LayerMemoryPlan normal = memory_plan(s, o);
+    o.recompute = true;
+    const LayerMemoryPlan rc = memory_plan(s, o);
+    CHECK(rc.hidden == 0);
+    CHECK(rc.y_rows == 0);
+    CHECK(rc.x_perm == rows);
+    CHECK(rc.pre == sparse);  // without activation the SDD output, which is h itself
+    CHECK(rc.gate == (gated ? sparse : 0));
+    CHECK(rc.routing == normal.routing);
+    CHECK(rc.logits == normal.logits);
+    // Per context: h and the expert outputs, or only the latter where h was the pre-activation already.
+    const bool h_was_pre = !gated && act == Activation::None;
+    CHECK(normal.context_bytes() - rc.context_bytes() == (h_was_pre ? rows : sparse + rows));
+    // The layer: one [T_pad, H] scratch for the recomputed expert outputs (h reuses the sparse gradient's).
+    CHECK(rc.rows_scratch == rows);
+    CHECK(rc.layer_bytes() - normal.layer_bytes() == rows);
+  }
+}

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Raised when a struct's layout or a function's meaning changes; compare with dmoe_abi_version(). */
-#define DMOE_ABI_VERSION 1
+#define DMOE_ABI_VERSION 2
 
 typedef enum dmoe_status {
   DMOE_OK = 0,
@@ -61,8 +61,8 @@ typedef struct dmoe_device dmoe_device;
 typedef struct dmoe_layer dmoe_layer;
 typedef struct dmoe_context dmoe_context;
 
-/* One layer: the MoeShape and the router options (dmoe/spec.hpp, dmoe/layer.hpp). Fixed-width fields,
- * no padding (72 bytes). Fill it with dmoe_layer_desc_init or dmoe_layer_desc_preset, then edit. */
+/* One layer: the MoeShape and the layer options (dmoe/spec.hpp, dmoe/layer.hpp). Fixed-width fields,
+ * no padding (80 bytes). Fill it with dmoe_layer_desc_init or dmoe_layer_desc_preset, then edit. */
 typedef struct dmoe_layer_desc {
   int64_t hidden;     /* H, a multiple of 64 */
   int64_t ffn;        /* F per expert, a multiple of block */
@@ -76,6 +76,9 @@ typedef struct dmoe_layer_desc {
   int32_t renorm_p;   /* renormalize the top-k weights by their p-norm: 0 (off), 1 or 2 */
   float lbl_weight;   /* load-balancing loss weight, >= 0 */
   float z_weight;     /* router z-loss weight, >= 0 */
+  int32_t recompute;  /* 1: memory-saving mode (LayerOptions::recompute): contexts keep only the permuted
+                         input and the pre-activations, backward recomputes the rest; 0: off */
+  int32_t reserved;   /* 0 */
 } dmoe_layer_desc;
 
 /* Device memory for every buffer a layer and its contexts hold (backward scratch, cuBLASLt's workspace,
@@ -132,7 +135,7 @@ DMOE_API const char* dmoe_status_name(dmoe_status status);
 /* ---- Descriptions (no GPU needed). ---- */
 
 /* Sets *desc to the defaults: all sizes 0 except top_k 1 and block 128, bf16, GELU-tanh, not gated,
- * renorm_p 0, lbl_weight 0.01, z_weight 0. The sizes must then be set. */
+ * renorm_p 0, lbl_weight 0.01, z_weight 0, recompute 0. The sizes must then be set. */
 DMOE_API dmoe_status dmoe_layer_desc_init(dmoe_layer_desc* desc);
 /* Sets *desc to a named model shape (dmoe presets: "mb-46m", "mb-356m", "mixtral-8x7b", "fine-grained",
  * "deepseek-v3", "tiny") with the default options. An unknown name: DMOE_INVALID_ARGUMENT, listing the

@@ -26,12 +26,17 @@
 
 namespace dmoe {
 
-// Router options; the rest of the layer's description is the MoeShape (H, F, E, K, B, the token count T,
-// dtype, activation, gated).
+// Router and memory options; the rest of the layer's description is the MoeShape (H, F, E, K, B, the
+// token count T, dtype, activation, gated).
 struct LayerOptions {
   int renorm_p = 0;          // renormalize the top-k weights by their p-norm (0: raw softmax weights; 1, 2)
   float lbl_weight = 0.01f;  // load-balancing loss weight
   float z_weight = 0.0f;     // router z-loss weight
+  // Memory-saving mode: a context keeps only the permuted input and the pre-activation(s); backward
+  // recomputes the hidden activation (act(pre), or the GLU) and the expert outputs (one DSD) that the
+  // scatter's weight gradient needs. Saves [T_pad, F] + [T_pad, H] per context ([T_pad, H] for a plain
+  // layer without activation) for one more product per backward; the layer keeps one [T_pad, H] scratch.
+  bool recompute = false;
 };
 
 // Throws InvalidArgument, naming the value, for a shape a layer cannot have (validate(MoeShape), and a
@@ -50,15 +55,17 @@ struct LayerMemoryPlan {
   size_t dlogits = 0;             // [T, E] fp32
   size_t dlogits_lp = 0;          // [T, E] in the dtype (cuBLASLt's operand)
   size_t dweights = 0;            // [T·K] fp32: the routing weights' gradient
+  size_t rows_scratch = 0;        // recompute: [T_pad max, H], the expert outputs (forward and backward)
   size_t cublaslt_workspace = 0;  // CublasLt::kWorkspaceBytes
   // One context's: what a forward saves for its backward.
   size_t routing = 0;             // RoutingWorkspace::planned_bytes: ids, weights, permutation, topology
   size_t logits = 0;              // [T, E] fp32
   size_t x_perm = 0;              // [T_pad max, H]: the permuted input
-  size_t pre = 0;                 // [T_pad max, F]: the pre-activation x·W1ᵀ (plain with an activation; gated)
+  size_t pre = 0;                 // [T_pad max, F]: the pre-activation x·W1ᵀ (with an activation, gated, or
+                                  // recompute)
   size_t gate = 0;                // [T_pad max, F]: gated: x·V1ᵀ
-  size_t hidden = 0;              // [T_pad max, F]: the hidden activation
-  size_t y_rows = 0;              // [T_pad max, H]: the expert outputs
+  size_t hidden = 0;              // [T_pad max, F]: the hidden activation (not with recompute)
+  size_t y_rows = 0;              // [T_pad max, H]: the expert outputs (not with recompute)
 
   size_t layer_bytes() const;
   size_t context_bytes() const;
@@ -94,11 +101,13 @@ struct LayerProfile {
   double experts_bwd = 0;   // backward: SDD, GLU gradient, DSD TN and NN
   double gather_bwd = 0;    // backward: gather's gradient (the unweighted scatter into dx)
   double router_gemm_bwd = 0;  // backward: dWr and dx += dlogits·Wr
+  double recompute = 0;     // backward (LayerOptions::recompute): the hidden activation and expert outputs
 };
 
 // What one forward pass saves for its backward pass: the routing (ids, weights, permutation, topology),
 // the permuted input, the pre-activation (and the gated branch), the hidden activation and the expert
-// outputs, plus a pointer to the caller's x, which must stay unchanged until backward. backward uses the
+// outputs (the last two not with LayerOptions::recompute), plus a pointer to the caller's x, which must
+// stay unchanged until backward. backward uses the
 // saved activations as scratch, so it runs once per forward (a second call throws).
 class LayerContext {
  public:
