@@ -141,7 +141,7 @@ Converted convert(const dmoe_layer_desc& d) {
   c.options.z_weight = d.z_weight;
   if (d.recompute != 0 && d.recompute != 1) throw InvalidArgument(fmt::format("recompute = {} is not 0 or 1", d.recompute));
   c.options.recompute = d.recompute == 1;
-  if (d.reserved != 0) throw InvalidArgument(fmt::format("reserved = {} must be 0", d.reserved));
+  c.options.jitter_eps = d.jitter_eps;
   dmoe::validate(s, c.options);  // the layer's own checks (no GPU needed)
   return c;
 }
@@ -159,6 +159,7 @@ dmoe_layer_desc default_desc() {
   d.lbl_weight = o.lbl_weight;
   d.z_weight = o.z_weight;
   d.recompute = o.recompute ? 1 : 0;
+  d.jitter_eps = o.jitter_eps;
   return d;
 }
 
@@ -361,6 +362,10 @@ dmoe_status dmoe_layer_bytes(const dmoe_layer* layer, size_t* bytes) {
   });
 }
 
+dmoe_status dmoe_layer_set_seed(dmoe_layer* layer, uint64_t seed) {
+  return guarded(__func__, [&] { need(layer, "layer").state->layer.set_seed(seed); });
+}
+
 dmoe_status dmoe_layer_flops(const dmoe_layer* layer, double* forward, double* backward) {
   return guarded(__func__, [&] {
     const dmoe::Layer& l = need(layer, "layer").state->layer;
@@ -429,6 +434,13 @@ dmoe_status dmoe_context_counts(const dmoe_context* context, const int32_t** cou
   return guarded(__func__, [&] {
     const dmoe_context& c = need(context, "context");
     need(counts, "counts") = c.context.counts();
+  });
+}
+
+dmoe_status dmoe_context_jitter_seed(const dmoe_context* context, const uint64_t** seed) {
+  return guarded(__func__, [&] {
+    const dmoe_context& c = need(context, "context");
+    need(seed, "seed") = c.context.jitter_seed();
   });
 }
 

@@ -60,6 +60,8 @@ struct Layer::Impl {
   KernelCache cache;
   CublasLt lt;
   GemmPlan logits_plan, drouter_plan, dx_router_plan;
+  GemmPlan dx_router_jitter_plan;  // jitter: dlogits·Wr, not accumulated (U ⊙ it is added by Jitter)
+  bool jitter = false;
   // Products. sdd_fwd: x·W1ᵀ with the activation fused (keeping the pre-activation) for plain layers with
   // an activation, no epilogue otherwise (gated layers apply the activation in the GLU kernel). sdd_bwd:
   // dy·W2ᵀ with the activation's gradient fused (plain layers with an activation).
@@ -70,6 +72,8 @@ struct Layer::Impl {
   // recompute also the hidden activation, forward and backward), the router's; with recompute the expert
   // outputs.
   DeviceBuffer d_rows, d_sparse, dlogits, dlogits_lp, dweights, rows_scratch;
+  // Jitter: the router's input x ⊙ U (then dx's router share), and {base seed, next offset}.
+  DeviceBuffer router_x, jitter_state;
   // Phase timers (set_profiling), in LayerProfile's field order.
   static constexpr int kPhases = 9;
   std::vector<std::unique_ptr<EventTimer>> timers;
@@ -91,11 +95,24 @@ struct Layer::Impl {
 struct LayerContext::State {
   const Layer::Impl& layer;
   RoutingWorkspace ws;
-  DeviceBuffer logits, x_perm, pre, gate, hidden, y_rows;
+  DeviceBuffer logits, x_perm, pre, gate, hidden, y_rows, jitter_seed;
   const void* x = nullptr;
   bool saved = false;  // a forward ran and its backward has not
 
   explicit State(const Layer::Impl& l) : layer(l), ws(l.dev, l.shape, l.opt.renorm_p, l.alloc) {}
+
+  // y = x ⊙ U (+ aux) with this context's noise; `advance`: the forward's launch, which moves the layer's
+  // counter on.
+  void jitter(KernelCache& cache, const void* x, const void* aux, void* y, bool advance, Stream stream) const {
+    RoutingArgs a = ws.args();
+    a.x = x;
+    a.aux = aux;
+    a.y = y;
+    a.jitter_eps = layer.opt.jitter_eps;
+    a.jitter_seed = static_cast<const uint64_t*>(jitter_seed.get());
+    a.jitter_next = advance ? static_cast<uint64_t*>(layer.jitter_state.get()) + 1 : nullptr;
+    launch_routing(cache, ws.spec(Op::Jitter), a, stream);
+  }
 
   // One product over this pass's topology.
   void product(KernelCache& cache, const KernelSpec& k, const void* a, const void* b, void* out, void* aux,
@@ -112,13 +129,19 @@ void validate(const MoeShape& s, const LayerOptions& o) {
   for (auto [name, w] : {std::pair{"lbl_weight", o.lbl_weight}, std::pair{"z_weight", o.z_weight}})
     if (!(w >= 0) || !std::isfinite(w))
       throw InvalidArgument(fmt::format("{} = {} is not a finite non-negative weight", name, w));
+  if (!(o.jitter_eps >= 0 && o.jitter_eps < 1))
+    throw InvalidArgument(fmt::format("jitter_eps = {} is not in [0, 1) (0: off; the noise is U(1 - eps, 1 + eps))",
+                                      o.jitter_eps));
 }
 
 size_t LayerMemoryPlan::layer_bytes() const {
-  return rows_grad + sparse_grad + dlogits + dlogits_lp + dweights + rows_scratch + cublaslt_workspace;
+  return rows_grad + sparse_grad + dlogits + dlogits_lp + dweights + rows_scratch + router_input + jitter_state +
+         cublaslt_workspace;
 }
 
-size_t LayerMemoryPlan::context_bytes() const { return routing + logits + x_perm + pre + gate + hidden + y_rows; }
+size_t LayerMemoryPlan::context_bytes() const {
+  return routing + logits + x_perm + pre + gate + hidden + y_rows + jitter_seed;
+}
 
 LayerMemoryPlan memory_plan(const MoeShape& s, const LayerOptions& o) {
   validate(s, o);
@@ -133,6 +156,9 @@ LayerMemoryPlan memory_plan(const MoeShape& s, const LayerOptions& o) {
   p.dlogits_lp = T * E * elem;
   p.dweights = T * size_t(s.top_k) * 4;
   p.rows_scratch = o.recompute ? rows : 0;
+  p.router_input = o.jitter_eps > 0 ? T * H * elem : 0;
+  p.jitter_state = o.jitter_eps > 0 ? 2 * sizeof(uint64_t) : 0;
+  p.jitter_seed = o.jitter_eps > 0 ? 2 * sizeof(uint64_t) : 0;
   p.cublaslt_workspace = CublasLt::kWorkspaceBytes;
   p.routing = size_t(RoutingWorkspace::planned_bytes(s));
   p.logits = T * E * 4;
@@ -178,6 +204,11 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   dx_router.dtype = s.dtype;
   dx_router.accumulate = true;
   m.dx_router_plan = m.lt.plan(dx_router);
+  m.jitter = opt.jitter_eps > 0;
+  if (m.jitter) {
+    dx_router.accumulate = false;
+    m.dx_router_jitter_plan = m.lt.plan(dx_router);
+  }
 
   m.d_rows = m.mem(m.plan.rows_grad);
   m.d_sparse = m.mem(m.plan.sparse_grad);
@@ -185,6 +216,9 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   m.dlogits_lp = m.mem(m.plan.dlogits_lp);
   m.dweights = m.mem(m.plan.dweights);
   m.rows_scratch = m.mem(m.plan.rows_scratch);
+  m.router_x = m.mem(m.plan.router_input);
+  m.jitter_state = m.mem(m.plan.jitter_state);
+  if (m.jitter) set_seed(0);
 
   const std::vector<KernelSpec> specs = kernels();
   m.cache.warm_up(specs);
@@ -207,6 +241,13 @@ LayerProfile Layer::profile() {
   return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]};
 }
 
+void Layer::set_seed(uint64_t seed) {
+  Impl& m = *impl_;
+  if (!m.jitter) throw InvalidArgument("Layer::set_seed: jitter is off (LayerOptions::jitter_eps = 0)");
+  const uint64_t state[2] = {seed, 0};
+  m.dev.copy_to_device(m.jitter_state.get(), state, sizeof state);
+}
+
 const MoeShape& Layer::shape() const { return impl_->shape; }
 const LayerOptions& Layer::options() const { return impl_->opt; }
 const Device& Layer::device() const { return impl_->dev; }
@@ -214,15 +255,17 @@ const Device& Layer::device() const { return impl_->dev; }
 size_t Layer::bytes() const {
   const Impl& m = *impl_;
   return m.d_rows.size() + m.d_sparse.size() + m.dlogits.size() + m.dlogits_lp.size() + m.dweights.size() +
-         m.rows_scratch.size() + CublasLt::kWorkspaceBytes;
+         m.rows_scratch.size() + m.router_x.size() + m.jitter_state.size() + CublasLt::kWorkspaceBytes;
 }
 
 std::vector<KernelSpec> Layer::kernels() const {
   const Impl& m = *impl_;
   const Arch arch = device_arch(m.dev.properties());
   auto routing = [&](Op op) { return routing_spec(m.shape, op, arch, m.opt.renorm_p); };
-  std::vector<KernelSpec> k = {routing(Op::Router), routing(Op::Bins), routing(Op::Permute), routing(Op::Topology),
-                               routing(Op::Gather)};
+  std::vector<KernelSpec> k;
+  if (m.jitter) k.push_back(routing(Op::Jitter));  // forward; backward launches it again (x ⊙ U, then dx)
+  k.insert(k.end(), {routing(Op::Router), routing(Op::Bins), routing(Op::Permute), routing(Op::Topology),
+                     routing(Op::Gather)});
   k.push_back(m.sdd_fwd);
   if (m.shape.gated) k.push_back(routing(Op::Glu));
   k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter), routing(Op::ScatterGrad), routing(Op::RouterGrad)});
@@ -250,6 +293,7 @@ LayerContext::LayerContext(const Layer& layer) {
   c.gate = m.mem(m.plan.gate);
   c.hidden = m.mem(m.plan.hidden);
   c.y_rows = m.mem(m.plan.y_rows);
+  c.jitter_seed = m.mem(m.plan.jitter_seed);
 }
 
 LayerContext::~LayerContext() = default;
@@ -258,11 +302,12 @@ const float* LayerContext::losses() const { return s_->ws.state().losses; }
 const int32_t* LayerContext::expert_ids() const { return s_->ws.state().expert_ids; }
 const float* LayerContext::weights() const { return s_->ws.state().weights; }
 const int32_t* LayerContext::counts() const { return s_->ws.state().counts; }
+const uint64_t* LayerContext::jitter_seed() const { return static_cast<const uint64_t*>(s_->jitter_seed.get()); }
 
 size_t LayerContext::bytes() const {
   const State& c = *s_;
   return size_t(c.ws.bytes()) + c.logits.size() + c.x_perm.size() + c.pre.size() + c.gate.size() +
-         c.hidden.size() + c.y_rows.size();
+         c.hidden.size() + c.y_rows.size() + c.jitter_seed.size();
 }
 
 void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext& ctx, Stream stream) {
@@ -276,7 +321,14 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   m.dev.check_stream(stream);
 
   m.start(0, stream);
-  m.lt.run(m.logits_plan, x, w.router, c.logits.get(), stream);
+  const void* router_x = x;
+  if (m.jitter) {
+    // This forward's {seed, offset} from the layer's counter; Jitter advances the counter for the next.
+    m.dev.copy_device_to_device(c.jitter_seed.get(), m.jitter_state.get(), 2 * sizeof(uint64_t), stream);
+    c.jitter(m.cache, x, nullptr, m.router_x.get(), true, stream);
+    router_x = m.router_x.get();
+  }
+  m.lt.run(m.logits_plan, router_x, w.router, c.logits.get(), stream);
   m.stop(0, stream);
   RouteForward rf;
   rf.logits = static_cast<const float*>(c.logits.get());
@@ -412,10 +464,18 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   launch_routing(m.cache, c.ws.spec(Op::Scatter), a, stream);
   m.stop(6, stream);
 
-  // The router: dWr = dlogitsᵀ·x, dx += dlogits·Wr.
+  // The router: dWr = dlogitsᵀ·x, dx += dlogits·Wr; with jitter dWr = dlogitsᵀ·(x ⊙ U) (x ⊙ U recomputed,
+  // the same bits as forward's) and dx += U ⊙ (dlogits·Wr).
   m.start(7, stream);
-  m.lt.run(m.drouter_plan, m.dlogits_lp.get(), c.x, g.drouter, stream);
-  m.lt.run(m.dx_router_plan, m.dlogits_lp.get(), w.router, g.dx, stream);
+  if (m.jitter) {
+    c.jitter(m.cache, c.x, nullptr, m.router_x.get(), false, stream);
+    m.lt.run(m.drouter_plan, m.dlogits_lp.get(), m.router_x.get(), g.drouter, stream);
+    m.lt.run(m.dx_router_jitter_plan, m.dlogits_lp.get(), w.router, m.router_x.get(), stream);
+    c.jitter(m.cache, m.router_x.get(), g.dx, g.dx, false, stream);
+  } else {
+    m.lt.run(m.drouter_plan, m.dlogits_lp.get(), c.x, g.drouter, stream);
+    m.lt.run(m.dx_router_plan, m.dlogits_lp.get(), w.router, g.dx, stream);
+  }
   m.stop(7, stream);
   c.saved = false;
 }

@@ -72,7 +72,7 @@ static void test_presets(void) {
     CHECK(d.hidden == 128 && d.ffn == 256 && d.experts == 4 && d.top_k == 2 && d.block == 128);
     CHECK(d.tokens == 512 && d.dtype == DMOE_DTYPE_BF16 && d.activation == DMOE_ACTIVATION_GELU_TANH);
     CHECK(d.gated == 0 && d.renorm_p == 0 && d.lbl_weight == 0.01f && d.z_weight == 0.0f);
-    CHECK(d.recompute == 0 && d.reserved == 0);
+    CHECK(d.recompute == 0 && d.jitter_eps == 0.0f);
   }
   if (EXPECT_OK(dmoe_layer_desc_preset("mixtral-8x7b", &d)))
     CHECK(d.hidden == 4096 && d.experts == 8 && d.gated == 1 && d.activation == DMOE_ACTIVATION_SILU);
@@ -135,9 +135,13 @@ static void test_validate(void) {
   EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "z_weight = nan");
   d = tiny(), d.recompute = 2;
   EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "recompute = 2 is not 0 or 1");
-  d = tiny(), d.reserved = 5;
-  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "reserved = 5 must be 0");
-  d = tiny(), d.recompute = 1;
+  d = tiny(), d.jitter_eps = 1.0f;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "jitter_eps = 1 is not in [0, 1)");
+  d = tiny(), d.jitter_eps = -0.01f;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "jitter_eps = -0.01");
+  d = tiny(), d.jitter_eps = (float)NAN;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "jitter_eps = nan");
+  d = tiny(), d.recompute = 1, d.jitter_eps = 0.01f;
   EXPECT_OK(dmoe_layer_desc_validate(&d));
   d = tiny(), d.gated = 1, d.activation = DMOE_ACTIVATION_SILU, d.renorm_p = 2, d.dtype = DMOE_DTYPE_FP16;
   EXPECT_OK(dmoe_layer_desc_validate(&d));
@@ -170,6 +174,7 @@ static void test_null_handles(void) {
   dmoe_device_properties props;
   const float* f = NULL;
   const int32_t* i32 = NULL;
+  const uint64_t* u64 = NULL;
   size_t bytes = 0;
   void* ptr = NULL;
   char host[16];
@@ -200,6 +205,7 @@ static void test_null_handles(void) {
   EXPECT(dmoe_layer_get_desc(NULL, &d), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_bytes(NULL, &bytes), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_flops(NULL, NULL, NULL), DMOE_INVALID_ARGUMENT, "layer is NULL");
+  EXPECT(dmoe_layer_set_seed(NULL, 1), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_forward(NULL, host, &w, host, ctx, NULL), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_backward(NULL, host, &w, ctx, &g, NULL), DMOE_INVALID_ARGUMENT, "layer is NULL");
 
@@ -209,6 +215,7 @@ static void test_null_handles(void) {
   EXPECT(dmoe_context_weights(NULL, &f), DMOE_INVALID_ARGUMENT, "context is NULL");
   EXPECT(dmoe_context_counts(NULL, &i32), DMOE_INVALID_ARGUMENT, "context is NULL");
   EXPECT(dmoe_context_bytes(NULL, &bytes), DMOE_INVALID_ARGUMENT, "context is NULL");
+  EXPECT(dmoe_context_jitter_seed(NULL, &u64), DMOE_INVALID_ARGUMENT, "context is NULL");
 
   /* Destroying NULL is a no-op, like free(NULL). */
   EXPECT_OK(dmoe_device_destroy(NULL));
@@ -326,6 +333,8 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   const float* d_losses = NULL;
   const float* d_weights = NULL;
   const int32_t *d_ids = NULL, *d_counts = NULL;
+  const uint64_t* d_seed = NULL;
+  uint64_t seed[2] = {0, 0};
   float losses[2] = {-1, -1};
   float* weights = (float*)malloc(T * K * sizeof(float));
   int32_t* ids = (int32_t*)malloc(T * K * sizeof(int32_t));
@@ -390,6 +399,12 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   dmoe_context_destroy(other_ctx);
   dmoe_layer_destroy(other);
 
+  /* Jitter: the seed is settable, and each forward records its {seed, offset}. */
+  EXPECT_OK(dmoe_context_jitter_seed(ctx, &d_seed));
+  CHECK((desc->jitter_eps > 0) == (d_seed != NULL));
+  if (desc->jitter_eps > 0) EXPECT_OK(dmoe_layer_set_seed(layer, 1234));
+  else EXPECT(dmoe_layer_set_seed(layer, 1234), DMOE_INVALID_ARGUMENT, "jitter is off");
+
   /* Forward into poisoned y. */
   EXPECT_OK(dmoe_device_fill_u8(dev, y.dev, 0xFF, y.n * 2, NULL));
   if (!EXPECT_OK(dmoe_layer_forward(layer, x.dev, &w, y.dev, ctx, NULL))) goto done;
@@ -406,6 +421,10 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   EXPECT_OK(dmoe_device_copy_to_host(dev, weights, d_weights, T * K * sizeof(float), NULL));
   EXPECT_OK(dmoe_device_copy_to_host(dev, counts, d_counts, E * sizeof(int32_t), NULL));
   CHECK(isfinite(losses[0]) && losses[0] > 0 && isfinite(losses[1]) && losses[1] >= 0);
+  if (d_seed) {
+    EXPECT_OK(dmoe_device_copy_to_host(dev, seed, d_seed, sizeof seed, NULL));
+    CHECK(seed[0] == 1234 && seed[1] == 0);
+  }
   for (i = 0; i < T * K; ++i) {
     const int32_t id = ids[i];
     if (id < 0 || (size_t)id >= E || !(weights[i] > 0 && weights[i] <= 1)) {
@@ -481,8 +500,8 @@ static void test_gpu(dmoe_device* dev) {
   d = tiny(), d.gated = 1, d.activation = DMOE_ACTIVATION_SILU, d.renorm_p = 1, d.z_weight = 0.001f;
   printf("layer tiny (gated, SiLU, renorm 1, z-loss), counting allocator\n");
   run_layer(dev, &d, 1);
-  d = tiny(), d.recompute = 1;
-  printf("layer tiny (plain, GELU-tanh, recompute), counting allocator\n");
+  d = tiny(), d.recompute = 1, d.jitter_eps = 0.05f;
+  printf("layer tiny (plain, GELU-tanh, recompute, jitter), counting allocator\n");
   run_layer(dev, &d, 1);
 }
 

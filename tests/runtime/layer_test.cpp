@@ -11,6 +11,7 @@
 
 #include "dmoe/layer.hpp"
 #include "dmoe/layer_reference.hpp"
+#include "dmoe/routing_args.cuh"
 #include "test_util.hpp"
 
 using namespace dmoe;
@@ -138,12 +139,33 @@ struct Problem {
 };
 
 // Checks one step's results against the reference (the forward and backward already ran on `stream`).
+// The noise of ctx's last forward (jitter), and the router's input as the device rounds it.
+struct Noise {
+  uint64_t base = 0, offset = 0;
+  std::vector<float> noise, router_x;
+};
+
+Noise noise_of(const LayerContext& ctx, const Problem& p, const LayerOptions& o) {
+  Noise n;
+  if (o.jitter_eps == 0) return n;
+  const std::vector<uint64_t> seed = download<uint64_t>(ctx.jitter_seed(), 2);
+  n.base = seed[0], n.offset = seed[1];
+  n.noise = reference::jitter_noise(int64_t(p.x.values.size()), o.jitter_eps, jitter_key(n.base, n.offset));
+  n.router_x.resize(n.noise.size());
+  for (size_t i = 0; i < n.noise.size(); ++i)  // one fp32 product, rounded once to bf16, as Jitter does
+    n.router_x[i] = reference::from_bf16(reference::to_bf16(p.x.values[i] * n.noise[i]));
+  return n;
+}
+
 void check_step(const Layer& layer, const LayerContext& ctx, const Problem& p, const LayerOptions& o) {
   const LayerCase& c = p.c;
   device().synchronize();
   const reference::LayerConfig rc = config_of(c, o);
-  const reference::LayerForward f = reference::layer_forward(rc, p.params());
-  const reference::LayerGrads g = reference::layer_backward(rc, p.params(), f, p.dy.values);
+  const Noise n = noise_of(ctx, p, o);
+  reference::LayerParams params = p.params();
+  params.noise = n.noise, params.router_x = n.router_x;
+  const reference::LayerForward f = reference::layer_forward(rc, params);
+  const reference::LayerGrads g = reference::layer_backward(rc, params, f, p.dy.values);
 
   // The same experts for every token (as sets: slot order does not change the result).
   const int64_t T = c.tokens, K = c.top_k, H = c.hidden, EF = c.experts * c.ffn;
@@ -371,6 +393,107 @@ TEST_CASE("layer: forward and backward captured in one CUDA graph, replayed on n
   }
 }
 
+TEST_CASE("layer: jitter draws fresh noise every forward; each step matches the fp64 layer given its noise") {
+  const LayerCase cases[] = {{512, 128, 256, 8, 2, Activation::GeluTanh, false},
+                             {384, 128, 256, 8, 2, Activation::Silu, true, Routing::Normal, 128, 1, 1e-3f}};
+  for (const LayerCase& c : cases)
+    for (bool recompute : {false, true}) {
+      INFO("gated " << c.gated << " recompute " << recompute);
+      LayerOptions o;
+      o.renorm_p = c.renorm_p, o.z_weight = c.z_weight;
+      o.jitter_eps = 0.05f;
+      o.recompute = recompute;
+      Layer layer(device(), shape_of(c), o);
+      layer.set_seed(test::rng()());
+      LayerContext ctx(layer);
+      CHECK(ctx.bytes() == memory_plan(shape_of(c), o).context_bytes());
+      CHECK(layer.bytes() == memory_plan(shape_of(c), o).layer_bytes());
+      Problem p(c);
+      OwnedStream stream(device());
+      std::vector<double> ys[2];
+      std::vector<float> losses[2];
+      Noise noise[2];
+      for (int step = 0; step < 2; ++step) {
+        INFO("step " << step);
+        p.poison_in_place();
+        layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+        layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+        check_step(layer, ctx, p, o);
+        ys[step] = download_bf16(p.y, c.tokens * c.hidden);
+        losses[step] = download<float>(ctx.losses(), 2);
+        noise[step] = noise_of(ctx, p, o);
+
+        // The sampled oracle, given the same noise: every token and a few weight rows.
+        const int64_t T = c.tokens, H = c.hidden, K = c.top_k;
+        reference::LayerSample sample;
+        for (int64_t t = 0; t < T; t += 37) sample.tokens.push_back(t);
+        for (int64_t r = 0; r < c.experts * c.ffn; r += 97) sample.rows.push_back(r);
+        auto rows_of = [&](const DeviceBuffer& b, const std::vector<int64_t>& rows) {
+          const std::vector<double> all = download_bf16(b, int64_t(b.size() / 2));
+          std::vector<double> out;
+          for (int64_t r : rows) out.insert(out.end(), all.begin() + r * H, all.begin() + (r + 1) * H);
+          return out;
+        };
+        sample.y = rows_of(p.y, sample.tokens), sample.dx = rows_of(p.dx, sample.tokens);
+        sample.dw1 = rows_of(p.dw1, sample.rows), sample.dw2 = rows_of(p.dw2, sample.rows);
+        if (c.gated) sample.dv1 = rows_of(p.dv1, sample.rows);
+        reference::LayerParams params = p.params();
+        params.noise = noise[step].noise, params.router_x = noise[step].router_x;
+        const reference::SampleResult r = reference::check_layer_sample(
+            config_of(c, o), params, p.dy.values, download<int32_t>(ctx.expert_ids(), T * K),
+            download<float>(ctx.weights(), T * K), download<int32_t>(ctx.counts(), c.experts), sample);
+        INFO("sampled: y " << r.y << " dx " << r.dx << " dw1 " << r.dw1 << " dw2 " << r.dw2 << " dv1 " << r.dv1
+                           << " weights " << r.weights << " not top-k " << r.not_top_k);
+        CHECK(std::max({r.y, r.dx, r.dw1, r.dw2, r.dv1}) < 1e-2);
+        CHECK(r.weights < 1e-3);
+        CHECK(r.not_top_k == 0);
+      }
+      // Same inputs, new noise: the offset moved on and the outputs and losses changed.
+      CHECK(noise[1].base == noise[0].base);
+      CHECK(noise[1].offset == noise[0].offset + 1);
+      int64_t changed = 0;
+      for (size_t i = 0; i < ys[0].size(); ++i) changed += ys[0][i] != ys[1][i];
+      CHECK(changed > int64_t(ys[0].size()) / 2);
+      CHECK(losses[0][0] != losses[1][0]);
+    }
+}
+
+TEST_CASE("layer: jitter in a replayed CUDA graph draws new noise each replay; set_seed repeats it") {
+  const LayerCase c{512, 128, 256, 8, 2, Activation::Silu, true};
+  LayerOptions o;
+  o.jitter_eps = 0.05f;
+  Layer layer(device(), shape_of(c), o);
+  LayerContext ctx(layer);
+  Problem p(c);
+  OwnedStream stream(device());
+  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());  // compiles and loads first
+  layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  CapturedGraph graph(device(), stream.get(), [&] {
+    layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+    layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  });
+  const uint64_t seed = test::rng()();
+  layer.set_seed(seed);  // after the capture: the graph reads it from device memory
+  std::vector<std::vector<double>> ys;
+  for (int replay = 0; replay < 3; ++replay) {
+    INFO("replay " << replay);
+    p.poison_in_place();
+    graph.launch(stream.get());
+    check_step(layer, ctx, p, o);
+    const Noise n = noise_of(ctx, p, o);
+    CHECK(n.base == seed);
+    CHECK(n.offset == uint64_t(replay));
+    ys.push_back(download_bf16(p.y, c.tokens * c.hidden));
+    if (replay > 0) CHECK(ys[replay] != ys[replay - 1]);  // the same inputs, new noise
+  }
+  // The same seed again: the first replay's noise and outputs, bit for bit.
+  layer.set_seed(seed);
+  graph.launch(stream.get());
+  device().synchronize(stream.get());
+  CHECK(noise_of(ctx, p, o).offset == 0);
+  CHECK(download_bf16(p.y, c.tokens * c.hidden) == ys[0]);
+}
+
 TEST_CASE("layer: a few SGD steps of a small MoE regression problem lower the loss") {
   // Fit y ≈ target = x·M with M random: the loss ½‖y − target‖² must fall.
   const LayerCase c{1024, 128, 256, 8, 2, Activation::GeluTanh, false};
@@ -456,5 +579,11 @@ TEST_CASE("layer: bad arguments get clear errors") {
   LayerOptions lo;
   lo.renorm_p = 3;
   CHECK_THROWS_WITH_AS(Layer(device(), shape_of(c), lo), doctest::Contains("renorm_p"), InvalidArgument);
+  lo = {};
+  lo.jitter_eps = 1.5f;
+  CHECK_THROWS_WITH_AS(Layer(device(), shape_of(c), lo), doctest::Contains("jitter_eps = 1.5 is not in [0, 1)"),
+                       InvalidArgument);
+  CHECK_THROWS_WITH_AS(layer.set_seed(1), doctest::Contains("jitter is off"), InvalidArgument);
+  CHECK(ctx.jitter_seed() == nullptr);
   device().synchronize(stream.get());
 }

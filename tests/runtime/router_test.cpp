@@ -417,3 +417,65 @@ TEST_CASE("jitter: bitwise equal to the reference rounded to the dtype") {
       CHECK(download<uint16_t>(dx.get(), n) == y);
     }
 }
+
+TEST_CASE("jitter: the key from device memory ({seed, offset}), the counter advanced, aux added in place") {
+  using test::upload;
+  Device& dev = device();
+  for (auto [T, H] : {std::pair{777, 256}, std::pair{1, 64}}) {
+    INFO("T=" << T << " H=" << H);
+    MoeShape shape;
+    shape.hidden = H;
+    shape.ffn = 128;
+    shape.experts = 4;
+    shape.top_k = 1;
+    shape.tokens = T;
+    RoutingWorkspace ws(dev, shape);
+    const int64_t n = int64_t(T) * H;
+    const test::HostOperand x = test::random_operand(n, DType::BF16), aux = test::random_operand(n, DType::BF16);
+    DeviceBuffer dx(dev, n * 2), dy(dev, n * 2), daux(dev, n * 2), state(dev, 16), next(dev, 16);
+    upload(dx.get(), x.bits);
+    upload(daux.get(), aux.bits);
+    dev.fill_u8(dy.get(), 0xff, n * 2);
+    const uint64_t base = test::rng()(), offset = test::rng()() >> 8;
+    upload(state.get(), std::vector<uint64_t>{base, offset});
+    upload(next.get(), std::vector<uint64_t>{7, 7});
+    const float eps = 0.1f;
+    RoutingArgs args = ws.args();
+    args.x = dx.get();
+    args.y = dy.get();
+    args.jitter_eps = eps;
+    args.seed_lo = 1, args.seed_hi = 2;  // ignored: the key comes from device memory
+    args.jitter_seed = static_cast<const uint64_t*>(state.get());
+    args.jitter_next = static_cast<uint64_t*>(next.get()) + 1;
+    const KernelSpec& spec = ws.spec(Op::Jitter);
+    launch_routing(cache(), spec, args, nullptr);
+    dev.synchronize();
+    const uint64_t key = jitter_key(base, offset);
+    const std::vector<float> ref = reference::jitter(x.values, eps, uint32_t(key), uint32_t(key >> 32));
+    const auto y = download<uint16_t>(dy.get(), n);
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) mismatches += y[i] != reference::to_bf16(ref[i]);
+    CHECK(mismatches == 0);
+    CHECK(download<uint64_t>(next.get(), 2) == std::vector<uint64_t>{7, offset + 1});
+    CHECK(download<uint64_t>(state.get(), 2) == std::vector<uint64_t>{base, offset});
+    CHECK(jitter_key(base, offset + 1) != key);
+
+    // y = x·U + aux, in place over aux (the layer's dx += U ⊙ (dlogits·Wr)); no counter without jitter_next.
+    args.aux = daux.get();
+    args.y = daux.get();
+    args.jitter_next = nullptr;
+    launch_routing(cache(), spec, args, nullptr);
+    dev.synchronize();
+    const auto sum = download<uint16_t>(daux.get(), n);
+    std::vector<double> want(n), got(n);
+    for (int64_t i = 0; i < n; ++i) {
+      want[i] = double(x.values[i]) * double(jitter_factor(uint32_t(key), uint32_t(key >> 32), uint64_t(i), eps)) +
+                double(aux.values[i]);
+      got[i] = reference::from_bf16(sum[i]);
+    }
+    const double err = reference::relative_error(want, got);
+    INFO("x·U + aux relative Frobenius error " << err);
+    CHECK(err < 1e-2);
+    CHECK(download<uint64_t>(next.get(), 2) == std::vector<uint64_t>{7, offset + 1});
+  }
+}

@@ -37,6 +37,11 @@ struct LayerOptions {
   // scatter's weight gradient needs. Saves [T_pad, F] + [T_pad, H] per context ([T_pad, H] for a plain
   // layer without activation) for one more product per backward; the layer keeps one [T_pad, H] scratch.
   bool recompute = false;
+  // Router jitter (training): the router's input is x ⊙ U(1 − ε, 1 + ε), fresh noise every forward (also
+  // when replayed in a CUDA graph: the key is read from device memory, Layer::set_seed); the experts see x.
+  // Backward differentiates the jittered step: dWr = dlogitsᵀ·(x ⊙ U), dx gets U ⊙ (dlogits·Wr). 0: off;
+  // otherwise in (0, 1).
+  float jitter_eps = 0.0f;
 };
 
 // Throws InvalidArgument, naming the value, for a shape a layer cannot have (validate(MoeShape), and a
@@ -56,6 +61,8 @@ struct LayerMemoryPlan {
   size_t dlogits_lp = 0;          // [T, E] in the dtype (cuBLASLt's operand)
   size_t dweights = 0;            // [T·K] fp32: the routing weights' gradient
   size_t rows_scratch = 0;        // recompute: [T_pad max, H], the expert outputs (forward and backward)
+  size_t router_input = 0;        // jitter: [T, H], x ⊙ U (forward, backward), then U ⊙ (dlogits·Wr)
+  size_t jitter_state = 0;        // jitter: {base seed, next forward's offset}, 2 × uint64
   size_t cublaslt_workspace = 0;  // CublasLt::kWorkspaceBytes
   // One context's: what a forward saves for its backward.
   size_t routing = 0;             // RoutingWorkspace::planned_bytes: ids, weights, permutation, topology
@@ -66,6 +73,7 @@ struct LayerMemoryPlan {
   size_t gate = 0;                // [T_pad max, F]: gated: x·V1ᵀ
   size_t hidden = 0;              // [T_pad max, F]: the hidden activation (not with recompute)
   size_t y_rows = 0;              // [T_pad max, H]: the expert outputs (not with recompute)
+  size_t jitter_seed = 0;         // jitter: {base seed, offset} of this context's forward, 2 × uint64
 
   size_t layer_bytes() const;
   size_t context_bytes() const;
@@ -122,6 +130,9 @@ class LayerContext {
   const int32_t* expert_ids() const;
   const float* weights() const;
   const int32_t* counts() const;
+  // Jitter: device pointer to the last forward's {base seed, offset} (uint64_t[2]); its noise is
+  // jitter_factor(key, element, ε) with key = jitter_key(base, offset) (routing_args.cuh). Null without.
+  const uint64_t* jitter_seed() const;
   size_t bytes() const;  // device memory this context holds: memory_plan(...).context_bytes()
 
  private:
@@ -152,6 +163,11 @@ class Layer {
   // profile() waits for the last recorded events and returns the phases' times.
   void set_profiling(bool);
   LayerProfile profile();
+
+  // Jitter: sets the base seed (0 at construction) and restarts the per-forward offset at 0, on the device,
+  // synchronously: not during a CUDA graph capture (graphs read both from device memory, so a captured
+  // step follows the new seed). Throws InvalidArgument when jitter is off.
+  void set_seed(uint64_t seed);
 
   const MoeShape& shape() const;
   const LayerOptions& options() const;

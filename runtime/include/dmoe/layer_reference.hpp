@@ -21,9 +21,17 @@ struct LayerConfig {
 
 // Host copies of the layer's inputs, MegaBlocks' layout: x [T, H], router [E, H], w1/w2/v1 [E·F, H]
 // (expert e's rows e·F … (e+1)·F − 1); v1 is read only when gated.
+// Jitter (optional): noise [T, H], the factors U(1 − ε, 1 + ε) (jitter_noise); the router's input is then
+// x ⊙ noise (the experts still see x), its gradient reaches x times the noise, and dWr uses it. router_x
+// (optional, with noise) is that input as the layer under test rounded it, used instead of x ⊙ noise for
+// the logits and dWr; directional_check ignores it (it perturbs x).
 struct LayerParams {
   std::span<const float> x, router, w1, w2, v1;
+  std::span<const float> noise = {}, router_x = {};
 };
+
+// The jitter factors of elements [0, n) for a key (jitter_key in routing_args.cuh: the device's noise).
+std::vector<float> jitter_noise(int64_t n, float eps, uint64_t key);
 
 // The forward pass and what the backward pass needs.
 struct LayerForward {
