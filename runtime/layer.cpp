@@ -245,6 +245,7 @@ void Layer::set_seed(uint64_t seed) {
   Impl& m = *impl_;
   if (!m.jitter) throw InvalidArgument("Layer::set_seed: jitter is off (LayerOptions::jitter_eps = 0)");
   const uint64_t state[2] = {seed, 0};
+  m.dev.synchronize();  // a forward still in flight on another stream would advance the counter after this
   m.dev.copy_to_device(m.jitter_state.get(), state, sizeof state);
 }
 

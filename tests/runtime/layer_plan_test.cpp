@@ -3,6 +3,8 @@
 // B; the routing workspace's arrays 256-byte aligned), and what each option adds or removes.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "dmoe/cublaslt.hpp"
 #include "dmoe/layer.hpp"
 #include "dmoe/routing.hpp"
@@ -100,5 +102,25 @@ TEST_CASE("memory_plan: recompute keeps the permuted input and the pre-activatio
     // The layer: one [T_pad, H] scratch for the recomputed expert outputs (h reuses the sparse gradient's).
     CHECK(rc.rows_scratch == rows);
     CHECK(rc.layer_bytes() - normal.layer_bytes() == rows);
+  }
+}
+
+TEST_CASE("memory_plan: jitter adds the router's input [T, H] and the seed state, and refuses eps outside [0, 1)") {
+  const MoeShape s = shape(1000, 256, 512, 8, 2, 128, Activation::Silu, true);
+  LayerOptions o;
+  const LayerMemoryPlan off = memory_plan(s, o);
+  CHECK(off.router_input == 0);
+  CHECK(off.jitter_state == 0);
+  CHECK(off.jitter_seed == 0);
+  o.jitter_eps = 0.01f;
+  const LayerMemoryPlan on = memory_plan(s, o);
+  CHECK(on.router_input == 1000 * 256 * 2);
+  CHECK(on.jitter_state == 16);
+  CHECK(on.jitter_seed == 16);
+  CHECK(on.layer_bytes() - off.layer_bytes() == 1000 * 256 * 2 + 16);
+  CHECK(on.context_bytes() - off.context_bytes() == 16);
+  for (float eps : {1.0f, -0.5f, std::nanf("")}) {
+    o.jitter_eps = eps;
+    CHECK_THROWS_WITH_AS(memory_plan(s, o), doctest::Contains("is not in [0, 1)"), InvalidArgument);
   }
 }

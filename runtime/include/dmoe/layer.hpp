@@ -165,7 +165,7 @@ class Layer {
   LayerProfile profile();
 
   // Jitter: sets the base seed (0 at construction) and restarts the per-forward offset at 0, on the device,
-  // synchronously: not during a CUDA graph capture (graphs read both from device memory, so a captured
+  // synchronously (it waits for the device's pending work first): not during a CUDA graph capture (graphs read both from device memory, so a captured
   // step follows the new seed). Throws InvalidArgument when jitter is off.
   void set_seed(uint64_t seed);
 
