@@ -38,6 +38,7 @@ void check(const LayerConfig& c, const LayerParams& p) {
   size("w2", p.w2, ef * c.hidden);
   if (c.gated) size("v1", p.v1, ef * c.hidden);
   if (!p.noise.empty()) size("noise", p.noise, c.tokens * c.hidden);
+  if (!p.expert_bias.empty()) size("expert_bias", p.expert_bias, c.experts);
   if (!p.router_x.empty()) {
     if (p.noise.empty()) throw InvalidArgument("layer parameter router_x is set without noise");
     size("router_x", p.router_x, c.tokens * c.hidden);
@@ -79,7 +80,7 @@ LayerForward layer_forward(const LayerConfig& c, const LayerParams& p) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t e = 0; e < E; ++e)
       for (int64_t d = 0; d < H; ++d) f.logits[t * E + e] += double(p.router[e * H + d]) * xr[t * H + d];
-  f.routing = route(f.logits, T, int(E), int(K), c.renorm_p, c.lbl_weight, c.z_weight);
+  f.routing = route(f.logits, T, int(E), int(K), c.renorm_p, c.lbl_weight, c.z_weight, p.expert_bias);
   f.y.assign(T * H, 0.0);
   f.h.assign(T * K * F, 0.0);
   if (c.gated) f.g.assign(T * K * F, 0.0);

@@ -48,6 +48,9 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
   if ((!p.noise.empty() && int64_t(p.noise.size()) != T * H) || (!p.router_x.empty() && int64_t(p.router_x.size()) != T * H))
     throw InvalidArgument(fmt::format("check_layer_sample: noise and router_x hold {} and {} values, expected T·H = {}",
                                       p.noise.size(), p.router_x.size(), T * H));
+  if (!p.expert_bias.empty() && int64_t(p.expert_bias.size()) != E)
+    throw InvalidArgument(fmt::format("check_layer_sample: expert_bias holds {} values, expected E = {}",
+                                      p.expert_bias.size(), E));
   const float* x = p.x.data();
   SampleResult out;
   std::vector<double> y_ref(nt * H), dx_ref(nt * H), w_err(nt, 0);
@@ -69,12 +72,14 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
       for (int64_t j = 0; j < H; ++j) logit[e] += xr[j] * p.router[e * H + j];
     const double lse = softmax_row(logit, prob);
     const std::span<const int32_t> ids = expert_ids.subspan(t * K, K);
-    double min_chosen = 2, max_other = -1;
     std::vector<char> chosen(E, 0);
-    for (int64_t k = 0; k < K; ++k) chosen[ids[k]] = 1, min_chosen = std::min(min_chosen, prob[ids[k]]);
+    // The selection's keys: the probabilities, plus the balancing bias.
+    auto key = [&](int64_t e) { return prob[e] + (p.expert_bias.empty() ? 0.0 : double(p.expert_bias[e])); };
+    double min_chosen = INFINITY, max_other = -INFINITY;
+    for (int64_t k = 0; k < K; ++k) chosen[ids[k]] = 1, min_chosen = std::min(min_chosen, key(ids[k]));
     for (int64_t e = 0; e < E; ++e)
-      if (!chosen[e]) max_other = std::max(max_other, prob[e]);
-    if (max_other > min_chosen * (1 + 1e-3)) bad[si] = 1;
+      if (!chosen[e]) max_other = std::max(max_other, key(e));
+    if (max_other > min_chosen + 1e-3 * std::abs(min_chosen)) bad[si] = 1;  // relative tie tolerance
     routing_weights_row(prob, ids, c.renorm_p, w);
     for (int64_t k = 0; k < K; ++k) w_err[si] = std::max(w_err[si], std::abs(w[k] - double(weights[t * K + k])));
     // Experts: forward, then the gradients back to x.
