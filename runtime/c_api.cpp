@@ -380,7 +380,7 @@ dmoe_status dmoe_layer_forward(dmoe_layer* layer, const void* x, const dmoe_weig
     dmoe::Layer& l = need(layer, "layer").state->layer;
     const dmoe_weights& w = need(weights, "weights");
     dmoe_context& c = need(context, "context");
-    l.forward(x, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1}, y, c.context, stream_of(stream));
+    l.forward(x, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1, w.expert_bias}, y, c.context, stream_of(stream));
   });
 }
 
@@ -391,7 +391,7 @@ dmoe_status dmoe_layer_backward(dmoe_layer* layer, const void* dy, const dmoe_we
     const dmoe_weights& w = need(weights, "weights");
     dmoe_context& c = need(context, "context");
     const dmoe_gradients& g = need(grads, "grads");
-    l.backward(dy, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1}, c.context,
+    l.backward(dy, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1, w.expert_bias}, c.context,
                dmoe::LayerGradients{g.dx, g.drouter, g.dw1, g.dw2, g.dv1}, stream_of(stream));
   });
 }

@@ -48,6 +48,9 @@ void check_weights(const LayerWeights& w, const char* call, bool gated) {
   check_pointer(w.w1, call, "weights.w1");
   check_pointer(w.w2, call, "weights.w2");
   check_pointer(w.v1, call, "weights.v1", gated);
+  if (reinterpret_cast<uintptr_t>(w.expert_bias) % 4 != 0)
+    throw InvalidArgument(fmt::format("Layer::{}: weights.expert_bias = {} is not 4-byte aligned (fp32)", call,
+                                      static_cast<const void*>(w.expert_bias)));
 }
 
 }  // namespace
@@ -337,6 +340,7 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   rf.x_permuted = c.x_perm.get();
   rf.lbl_weight = m.opt.lbl_weight;
   rf.z_weight = m.opt.z_weight;
+  rf.expert_bias = w.expert_bias;
   m.start(1, stream);
   route_forward(m.cache, c.ws, rf, stream);
   m.stop(1, stream);
@@ -398,7 +402,7 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   // into the layer's scratch (h into the sparse gradient's buffer, free until dW2 is done).
   const void* hidden = c.hidden.get();
   void* y_rows = c.y_rows.get();
-  RoutingArgs a;
+  RoutingArgs a{};
   if (m.opt.recompute) {
     m.start(8, stream);
     y_rows = m.rows_scratch.get();

@@ -143,6 +143,7 @@ void route_forward(KernelCache& cache, const RoutingWorkspace& ws, const RouteFo
   a.y = f.x_permuted;
   a.lbl_weight = f.lbl_weight;
   a.z_weight = f.z_weight;
+  a.expert_bias = f.expert_bias;
   for (Op op : {Op::Router, Op::Bins, Op::Permute, Op::Topology, Op::Gather})
     launch_routing(cache, ws.spec(op), a, stream);
 }

@@ -88,6 +88,8 @@ struct RoutingArgs {
                                 // the noise's key jitter_key(base, offset): a graph replay reads new values
   uint64_t* jitter_next;  // Jitter (optional): thread 0 of CTA 0 writes offset + 1 here (the layer's counter,
                           // the next forward's offset; never the memory jitter_seed points to)
+  const float* expert_bias;  // Router (optional, null: none): [E] fp32, finite, added to the probabilities for
+                             // the top-K selection only; the weights stay the unbiased probabilities
 };
 
 // Warps of a Router CTA: 32 (1024 threads, 8 tokens per warp) keeps the GPU full; above 256 experts a

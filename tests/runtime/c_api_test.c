@@ -315,7 +315,8 @@ static void check_output(dmoe_device* dev, tensor* t, const char* name) {
 }
 
 /* Forward and backward of one layer through the ABI, with the pointer checks and the routing outputs. */
-static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_allocator) {
+/* use_bias: an expert bias that puts expert 0 first for every token (dmoe_weights.expert_bias). */
+static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_allocator, int use_bias) {
   const size_t T = (size_t)desc->tokens, H = (size_t)desc->hidden, E = (size_t)desc->experts;
   const size_t F = (size_t)desc->ffn, K = (size_t)desc->top_k;
   const int gated = desc->gated;
@@ -335,13 +336,15 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   const int32_t *d_ids = NULL, *d_counts = NULL;
   const uint64_t* d_seed = NULL;
   uint64_t seed[2] = {0, 0};
+  float* bias = (float*)calloc(E, sizeof(float));
+  void* d_bias = NULL;
   float losses[2] = {-1, -1};
   float* weights = (float*)malloc(T * K * sizeof(float));
   int32_t* ids = (int32_t*)malloc(T * K * sizeof(int32_t));
   int32_t* counts = (int32_t*)malloc(E * sizeof(int32_t));
   long* histogram = (long*)calloc(E, sizeof(long));
   long total = 0;
-  if (!weights || !ids || !counts || !histogram) abort();
+  if (!weights || !ids || !counts || !histogram || !bias) abort();
 
   x = make_tensor(dev, T * H, 1.0f);
   router = make_tensor(dev, E * H, 1.0f / sqrtf((float)H));
@@ -355,7 +358,13 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   dw1 = make_tensor(dev, E * F * H, 1.0f);
   dw2 = make_tensor(dev, E * F * H, 1.0f);
   dv1 = make_tensor(dev, gated ? E * F * H : 8, 1.0f);
-  w.router = router.dev, w.w1 = w1.dev, w.w2 = w2.dev, w.v1 = gated ? v1.dev : NULL;
+  w.router = router.dev, w.w1 = w1.dev, w.w2 = w2.dev, w.v1 = gated ? v1.dev : NULL, w.expert_bias = NULL;
+  if (use_bias) {
+    bias[0] = 2.0f; /* above any probability: expert 0 wins the selection, its weight stays its probability */
+    EXPECT_OK(dmoe_device_alloc(dev, E * sizeof(float), &d_bias));
+    EXPECT_OK(dmoe_device_copy_to_device(dev, d_bias, bias, E * sizeof(float), NULL));
+    w.expert_bias = (const float*)d_bias;
+  }
   g.dx = dx.dev, g.drouter = drouter.dev, g.dw1 = dw1.dev, g.dw2 = dw2.dev, g.dv1 = gated ? dv1.dev : NULL;
 
   /* The layer on a second handle to the same GPU, destroyed at once: the layer keeps it alive. */
@@ -441,6 +450,14 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
     total += counts[i];
   }
   CHECK(total == (long)(T * K));
+  if (use_bias) {
+    CHECK(counts[0] == (int32_t)T);
+    for (i = 0; i < T; ++i)
+      if (ids[i * K] != 0 || !(weights[i * K] < 1)) {
+        CHECK(!"expert 0 first with its unbiased probability as weight");
+        break;
+      }
+  }
 
   /* Backward into poisoned gradients; a second backward is refused. */
   EXPECT_OK(dmoe_device_fill_u8(dev, dx.dev, 0xFF, dx.n * 2, NULL));
@@ -465,7 +482,8 @@ done:
   free_tensor(dev, &x), free_tensor(dev, &router), free_tensor(dev, &w1), free_tensor(dev, &w2);
   free_tensor(dev, &v1), free_tensor(dev, &y), free_tensor(dev, &dy), free_tensor(dev, &dx);
   free_tensor(dev, &drouter), free_tensor(dev, &dw1), free_tensor(dev, &dw2), free_tensor(dev, &dv1);
-  free(weights), free(ids), free(counts), free(histogram);
+  EXPECT_OK(dmoe_device_free(dev, d_bias));
+  free(weights), free(ids), free(counts), free(histogram), free(bias);
 }
 
 static void test_gpu(dmoe_device* dev) {
@@ -496,13 +514,13 @@ static void test_gpu(dmoe_device* dev) {
 
   d = tiny();
   printf("layer tiny (plain, GELU-tanh), cuMemAlloc\n");
-  run_layer(dev, &d, 0);
+  run_layer(dev, &d, 0, 0);
   d = tiny(), d.gated = 1, d.activation = DMOE_ACTIVATION_SILU, d.renorm_p = 1, d.z_weight = 0.001f;
   printf("layer tiny (gated, SiLU, renorm 1, z-loss), counting allocator\n");
-  run_layer(dev, &d, 1);
+  run_layer(dev, &d, 1, 0);
   d = tiny(), d.recompute = 1, d.jitter_eps = 0.05f;
-  printf("layer tiny (plain, GELU-tanh, recompute, jitter), counting allocator\n");
-  run_layer(dev, &d, 1);
+  printf("layer tiny (plain, GELU-tanh, recompute, jitter, expert bias), counting allocator\n");
+  run_layer(dev, &d, 1, 1);
 }
 
 int main(int argc, char** argv) {

@@ -129,12 +129,27 @@ struct Problem {
       if (b->get()) device().fill_u8(b->get(), 0xff, b->size());
   }
 
-  LayerWeights weights() const { return {router.dev.get(), w1.dev.get(), w2.dev.get(), c.gated ? v1.dev.get() : nullptr}; }
+  // The expert bias (LayerWeights::expert_bias), fp32 on the device; empty: none.
+  std::vector<float> bias;
+  DeviceBuffer bias_dev;
+  void set_bias(const std::vector<float>& b) {
+    bias = b;
+    bias_dev = DeviceBuffer(device(), b.size() * 4);
+    upload(bias_dev.get(), b);
+  }
+
+  LayerWeights weights() const {
+    return {router.dev.get(), w1.dev.get(), w2.dev.get(), c.gated ? v1.dev.get() : nullptr,
+            static_cast<const float*>(bias_dev.get())};
+  }
   LayerGradients grads() const {
     return {dx.get(), drouter.get(), dw1.get(), dw2.get(), c.gated ? dv1.get() : nullptr};
   }
   reference::LayerParams params() const {
-    return {x.values, router.values, w1.values, w2.values, c.gated ? std::span<const float>(v1.values) : std::span<const float>{}};
+    reference::LayerParams p{x.values, router.values, w1.values, w2.values,
+                             c.gated ? std::span<const float>(v1.values) : std::span<const float>{}};
+    p.expert_bias = bias;
+    return p;
   }
 };
 
@@ -492,6 +507,46 @@ TEST_CASE("layer: jitter in a replayed CUDA graph draws new noise each replay; s
   device().synchronize(stream.get());
   CHECK(noise_of(ctx, p, o).offset == 0);
   CHECK(download_bf16(p.y, c.tokens * c.hidden) == ys[0]);
+}
+
+TEST_CASE("layer: the expert bias steers the top-k selection; weights and gradients are the unbiased scores'") {
+  const LayerCase cases[] = {{512, 128, 256, 8, 2, Activation::GeluTanh, false},
+                             {384, 128, 256, 8, 2, Activation::Silu, true, Routing::Normal, 128, 1, 1e-3f}};
+  for (const LayerCase& c : cases) {
+    INFO("gated " << c.gated);
+    LayerOptions o;
+    o.renorm_p = c.renorm_p, o.z_weight = c.z_weight;
+    Layer layer(device(), shape_of(c), o);
+    LayerContext ctx(layer);
+    Problem p(c);
+    // Expert 3 lifted past every probability: in every token's set, weighted by its own probability.
+    std::vector<float> bias(c.experts, 0.f);
+    std::normal_distribution<float> dist(0.f, 0.02f);
+    for (float& b : bias) b = dist(test::rng());
+    bias[3] = 2.f;
+    p.set_bias(bias);
+    OwnedStream stream(device());
+    layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
+    layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+    check_step(layer, ctx, p, o);  // the fp64 layer with the same bias
+    const std::vector<int32_t> counts = download<int32_t>(ctx.counts(), c.experts);
+    CHECK(counts[3] == c.tokens);
+    // A forward without the bias routes differently (expert 3 is not everyone's choice).
+    LayerWeights plain = p.weights();
+    plain.expert_bias = nullptr;
+    layer.forward(p.x.dev.get(), plain, p.y.get(), ctx, stream.get());
+    device().synchronize(stream.get());
+    CHECK(download<int32_t>(ctx.counts(), c.experts)[3] < c.tokens);
+  }
+  // A misaligned bias is refused before anything is enqueued.
+  const LayerCase c{256, 128, 256, 4, 2, Activation::GeluTanh, false};
+  Layer layer(device(), shape_of(c), {});
+  LayerContext ctx(layer);
+  Problem p(c);
+  LayerWeights w = p.weights();
+  w.expert_bias = reinterpret_cast<const float*>(static_cast<const char*>(p.w1.dev.get()) + 2);
+  CHECK_THROWS_WITH_AS(layer.forward(p.x.dev.get(), w, p.y.get(), ctx, nullptr),
+                       doctest::Contains("expert_bias"), InvalidArgument);
 }
 
 TEST_CASE("layer: a few SGD steps of a small MoE regression problem lower the loss") {

@@ -99,6 +99,9 @@ typedef struct dmoe_weights {
   const void* w1;     /* [E*F, H] */
   const void* w2;     /* [E*F, H] */
   const void* v1;     /* [E*F, H], gated layers only (NULL otherwise) */
+  const float* expert_bias; /* [E] fp32, optional (NULL: none): DeepSeek-V3's auxiliary-loss-free balancing
+                               bias, added to the router's scores for the top-k selection only; the weights
+                               are the unbiased scores, no gradient reaches it. Read by forward only. */
 } dmoe_weights;
 
 /* Every gradient is overwritten, not accumulated. */

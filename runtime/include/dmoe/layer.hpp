@@ -87,6 +87,10 @@ struct LayerWeights {
   const void* w1 = nullptr;      // [E·F, H]
   const void* w2 = nullptr;      // [E·F, H]
   const void* v1 = nullptr;      // [E·F, H], gated layers only (must be null otherwise)
+  // [E] fp32, optional (null: none): DeepSeek-V3's auxiliary-loss-free balancing bias, added to the router's
+  // softmax scores for the top-k selection only; the routing weights are the unbiased scores and no
+  // gradient reaches it (the caller updates it, e.g. from LayerContext::counts()). Read by forward only.
+  const float* expert_bias = nullptr;
 };
 
 struct LayerGradients {

@@ -63,6 +63,7 @@ struct RouteForward {
   void* x_permuted = nullptr;
   float lbl_weight = 0.01f;
   float z_weight = 0.001f;
+  const float* expert_bias = nullptr;  // [E] fp32 (optional): added to the scores for the top-k selection only
 };
 void route_forward(KernelCache&, const RoutingWorkspace&, const RouteForward&, Stream);
 

@@ -134,8 +134,9 @@ __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
   ptx::st_v4_u32(static_cast<unsigned short*>(a.y) + first, v);
 }
 
-// Softmax, top-K (ties to the lower expert; k = 0 the best), weights (renormalized by their P-norm when
-// P is 1 or 2) and the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
+// Softmax, top-K (ties to the lower expert; k = 0 the best) of the probabilities plus the optional expert
+// bias, weights (the selected probabilities, unbiased, renormalized by their P-norm when P is 1 or 2) and
+// the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
 template <int E, int K, int P>
 __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
   using namespace router_detail;
@@ -169,17 +170,21 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
     float* weights = a.s.weights + t * K;
     unsigned picked = 0;  // bit i: expert lane + 32i is selected
     float norm = 0.f;
+    const float* bias = a.expert_bias;  // warp-uniform; without it the key is p + 0 = p exactly
 #pragma unroll 1
     for (int k = 0; k < K; ++k) {
       // This lane's best unselected expert (ascending e, strict >: the lower index wins ties), then the
-      // warp's by (probability desc, expert asc), a total order: every lane ends with the same winner.
-      float best = -1.f;
+      // warp's by (key desc, expert asc), a total order: every lane ends with the same winner. The key is
+      // the probability plus the expert's bias.
+      float best = kLowest;
       int arg = 0x7fffffff;
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        if (lane + 32 * i < E && !((picked >> i) & 1u) && row.p[i] > best) {
-          best = row.p[i];
-          arg = lane + 32 * i;
+        const int e = lane + 32 * i;
+        const float key = e < E ? row.p[i] + (bias ? ptx::ld_nc_f32(bias + e) : 0.f) : kLowest;
+        if (e < E && !((picked >> i) & 1u) && key > best) {
+          best = key;
+          arg = e;
         }
       }
 #pragma unroll
@@ -190,6 +195,14 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
           best = ob;
           arg = oa;
         }
+      }
+      if (bias) {
+        // The weight is the winner's unbiased probability, from the lane that holds it.
+        float mine = 0.f;
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+          if (lane + 32 * i == arg) mine = row.p[i];
+        best = __shfl_sync(kFullMask, mine, arg & 31);
       }
       if ((arg & 31) == lane) {
         picked |= 1u << (arg >> 5);
