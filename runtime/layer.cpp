@@ -239,8 +239,10 @@ void Layer::set_profiling(bool on) {
 LayerProfile Layer::profile() {
   Impl& m = *impl_;
   if (m.timers.empty()) throw InvalidArgument("Layer::profile: profiling is off (set_profiling(true) first)");
-  double t[Impl::kPhases];
-  for (int i = 0; i < Impl::kPhases; ++i) t[i] = m.timers[i]->elapsed_ms();
+  double t[Impl::kPhases] = {};
+  // The recompute phase's events are recorded only in that mode (an unrecorded event has no time).
+  for (int i = 0; i < Impl::kPhases; ++i)
+    if (i != 8 || m.opt.recompute) t[i] = m.timers[i]->elapsed_ms();
   return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]};
 }
 
@@ -250,6 +252,7 @@ void Layer::set_seed(uint64_t seed) {
   const uint64_t state[2] = {seed, 0};
   m.dev.synchronize();  // a forward still in flight on another stream would advance the counter after this
   m.dev.copy_to_device(m.jitter_state.get(), state, sizeof state);
+  m.dev.synchronize();  // landed before any stream's next forward, non-blocking streams included
 }
 
 const MoeShape& Layer::shape() const { return impl_->shape; }
