@@ -275,8 +275,10 @@ std::vector<KernelSpec> Layer::kernels() const {
                      routing(Op::Gather)});
   k.push_back(m.sdd_fwd);
   if (m.shape.gated) k.push_back(routing(Op::Glu));
-  k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter), routing(Op::ScatterGrad), routing(Op::RouterGrad)});
-  if (m.opt.recompute && m.fused_act) k.push_back(routing(Op::Glu));  // act(pre) alone (no gate)
+  k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter)});
+  // Backward; recompute first launches Glu again (a plain layer's act(pre) alone) and the DSD.
+  if (m.opt.recompute && m.fused_act) k.push_back(routing(Op::Glu));
+  k.insert(k.end(), {routing(Op::ScatterGrad), routing(Op::RouterGrad)});
   if (m.fused_act) k.push_back(m.sdd_bwd);
   k.push_back(m.dsd_tn);
   if (m.shape.gated) k.push_back(routing(Op::GluGrad));

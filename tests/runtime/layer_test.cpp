@@ -1,7 +1,9 @@
 // The GPU layer (dmoe/layer.hpp) against the fp64 reference layer: forward output, router losses and
 // every gradient, for each activation, gated and not, K from 1 to E, skewed and degenerate routings,
 // block sizes; a forward + backward captured in a CUDA graph and replayed on new inputs; a few SGD steps
-// of a small regression problem; and the errors bad arguments get.
+// of a small regression problem; the errors bad arguments get; and the options: every buffer through the
+// caller's allocator, the recompute mode, router jitter (fresh noise per forward and per graph replay),
+// the expert bias.
 #include <doctest/doctest.h>
 
 #include <algorithm>
