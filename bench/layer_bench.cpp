@@ -15,6 +15,7 @@
 
 #include "bench_util.hpp"
 #include "dmoe/layer_reference.hpp"
+#include "dmoe/routing_args.cuh"
 #include "dmoe_commit.hpp"
 #include "product_bench.hpp"
 
@@ -116,7 +117,19 @@ reference::SampleResult check_step(const Device& dev, const MoeShape& s, const L
   reference::LayerConfig c;
   c.tokens = T, c.hidden = H, c.ffn = F, c.experts = E, c.top_k = K, c.activation = s.activation, c.gated = s.gated;
   c.renorm_p = lo.renorm_p, c.lbl_weight = lo.lbl_weight, c.z_weight = lo.z_weight;
-  const reference::LayerParams p{x.span(), router.span(), w1.span(), w2.span(), v1.span()};
+  reference::LayerParams p{x.span(), router.span(), w1.span(), w2.span(), v1.span()};
+  // Jitter: the step's noise, from the {seed, offset} its forward recorded, and the router's input as the
+  // device rounded it (one fp32 product, rounded to bf16).
+  std::vector<float> noise, router_x;
+  if (lo.jitter_eps > 0) {
+    uint64_t seed_offset[2];
+    dev.copy_to_host(seed_offset, ctx.jitter_seed(), sizeof seed_offset);
+    noise = reference::jitter_noise(T * H, lo.jitter_eps, jitter_key(seed_offset[0], seed_offset[1]));
+    router_x.resize(noise.size());
+    const float* xv = x.span().data();
+    for (size_t i = 0; i < noise.size(); ++i) router_x[i] = reference::from_bf16(reference::to_bf16(xv[i] * noise[i]));
+    p.noise = noise, p.router_x = router_x;
+  }
   return reference::check_layer_sample(c, p, dy.span(), ids, weights, counts, sample);
 }
 
@@ -164,6 +177,7 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
 
   const auto t0 = clock::now();
   Layer layer(dev, s, o.layer);
+  if (o.layer.jitter_eps > 0) layer.set_seed(seed);
   LayerContext ctx(layer);
   r.warmup_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
   Buffers b(dev, s, seed);
@@ -185,7 +199,8 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
     step();
     prof = layer.profile();
     const double routing = prof.routing + prof.combine + prof.routing_bwd + prof.gather_bwd;
-    const double total = routing + prof.router_gemm + prof.experts_fwd + prof.experts_bwd + prof.router_gemm_bwd;
+    const double total = routing + prof.router_gemm + prof.experts_fwd + prof.experts_bwd + prof.router_gemm_bwd +
+                         prof.recompute;
     share.push_back(routing / total);
   }
   layer.set_profiling(false);
@@ -215,8 +230,10 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   }
 
   const DeviceProperties& props = dev.properties();
-  fmt::print("dmoe run --device gpu: {} T={} H={} F={} E={} K={} {}{} B={} on {} (dmoe {})\n", o.label, s.tokens,
-             s.hidden, s.ffn, s.experts, s.top_k, to_string(s.activation), s.gated ? " gated" : "", s.block,
+  fmt::print("dmoe run --device gpu: {} T={} H={} F={} E={} K={} {}{} B={}{} on {} (dmoe {})\n", o.label,
+             s.tokens, s.hidden, s.ffn, s.experts, s.top_k, to_string(s.activation), s.gated ? " gated" : "", s.block,
+             std::string(o.layer.recompute ? " recompute" : "") +
+                 (o.layer.jitter_eps > 0 ? fmt::format(" jitter {}", o.layer.jitter_eps) : ""),
              props.name, DMOE_COMMIT);
   fmt::print("  warm-up (layer construction, kernels compiled or loaded) {:.0f} ms\n", r.warmup_ms);
   fmt::print("  forward   {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms, ffl / (r.fwd_ms * 1e9),
@@ -225,10 +242,11 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   fmt::print("  step      {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms + r.bwd_ms,
              (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9),
              r.step_sol > 0 ? fmt::format("  SOL {:.2f}", r.step_sol) : "");
-  fmt::print("  phases (ms): router GEMM {:.3f}, routing {:.3f}, experts {:.3f}, combine {:.3f} | routing grad "
+  fmt::print("  phases (ms): router GEMM {:.3f}, routing {:.3f}, experts {:.3f}, combine {:.3f} | {}routing grad "
              "{:.3f}, experts {:.3f}, gather grad {:.3f}, router GEMMs {:.3f}; routing share {:.1f}%\n",
-             prof.router_gemm, prof.routing, prof.experts_fwd, prof.combine, prof.routing_bwd, prof.experts_bwd,
-             prof.gather_bwd, prof.router_gemm_bwd, 100 * r.routing_share);
+             prof.router_gemm, prof.routing, prof.experts_fwd, prof.combine,
+             o.layer.recompute ? fmt::format("recompute {:.3f}, ", prof.recompute) : "", prof.routing_bwd,
+             prof.experts_bwd, prof.gather_bwd, prof.router_gemm_bwd, 100 * r.routing_share);
   fmt::print("  device memory: dmoe {:.1f} MiB, with the caller's tensors {:.1f} MiB\n", r.dmoe_bytes / 1048576.0,
              r.peak_bytes / 1048576.0);
   if (r.checked)
@@ -240,12 +258,12 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   if (o.json)
     fmt::print("{{\"device\": \"gpu\", \"gpu\": \"{}\", \"commit\": \"{}\", \"label\": \"{}\", \"tokens\": {}, "
                "\"hidden\": {}, \"ffn\": {}, \"experts\": {}, \"top_k\": {}, \"activation\": \"{}\", \"gated\": {}, "
-               "\"block\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
+               "\"block\": {}, \"recompute\": {}, \"jitter_eps\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
                "\"step_tflops\": {:.6g}, \"fwd_sol\": {:.4g}, \"step_sol\": {:.4g}, \"routing_share\": {:.4g}, "
                "\"dmoe_bytes\": {}, \"peak_bytes\": {}, \"checked\": {}, \"max_rel_err\": {:.6g}, \"verified\": {}, "
                "\"seed\": {}}}\n",
                props.name, DMOE_COMMIT, o.label, s.tokens, s.hidden, s.ffn, s.experts, s.top_k,
-               to_string(s.activation), s.gated, s.block, r.warmup_ms, r.fwd_ms, r.bwd_ms, ffl / (r.fwd_ms * 1e9),
+               to_string(s.activation), s.gated, s.block, o.layer.recompute, o.layer.jitter_eps, r.warmup_ms, r.fwd_ms, r.bwd_ms, ffl / (r.fwd_ms * 1e9),
                (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9), r.fwd_sol, r.step_sol, r.routing_share, r.dmoe_bytes,
                r.peak_bytes, r.checked, r.max_rel_err, r.verified, seed);
   return r;

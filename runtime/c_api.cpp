@@ -48,7 +48,7 @@ struct dmoe_context {
   explicit dmoe_context(std::shared_ptr<LayerState> l) : layer(std::move(l)), context(layer->layer) {}
 };
 
-static_assert(sizeof(dmoe_layer_desc) == 72, "dmoe_layer_desc must have no padding");
+static_assert(sizeof(dmoe_layer_desc) == 80, "dmoe_layer_desc must have no padding");
 static_assert(sizeof(dmoe_allocator) == 3 * sizeof(void*));
 
 namespace {
@@ -139,6 +139,9 @@ Converted convert(const dmoe_layer_desc& d) {
   c.options.renorm_p = d.renorm_p;
   c.options.lbl_weight = d.lbl_weight;
   c.options.z_weight = d.z_weight;
+  if (d.recompute != 0 && d.recompute != 1) throw InvalidArgument(fmt::format("recompute = {} is not 0 or 1", d.recompute));
+  c.options.recompute = d.recompute == 1;
+  c.options.jitter_eps = d.jitter_eps;
   dmoe::validate(s, c.options);  // the layer's own checks (no GPU needed)
   return c;
 }
@@ -155,6 +158,8 @@ dmoe_layer_desc default_desc() {
   d.renorm_p = o.renorm_p;
   d.lbl_weight = o.lbl_weight;
   d.z_weight = o.z_weight;
+  d.recompute = o.recompute ? 1 : 0;
+  d.jitter_eps = o.jitter_eps;
   return d;
 }
 
@@ -357,6 +362,10 @@ dmoe_status dmoe_layer_bytes(const dmoe_layer* layer, size_t* bytes) {
   });
 }
 
+dmoe_status dmoe_layer_set_seed(dmoe_layer* layer, uint64_t seed) {
+  return guarded(__func__, [&] { need(layer, "layer").state->layer.set_seed(seed); });
+}
+
 dmoe_status dmoe_layer_flops(const dmoe_layer* layer, double* forward, double* backward) {
   return guarded(__func__, [&] {
     const dmoe::Layer& l = need(layer, "layer").state->layer;
@@ -371,7 +380,7 @@ dmoe_status dmoe_layer_forward(dmoe_layer* layer, const void* x, const dmoe_weig
     dmoe::Layer& l = need(layer, "layer").state->layer;
     const dmoe_weights& w = need(weights, "weights");
     dmoe_context& c = need(context, "context");
-    l.forward(x, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1}, y, c.context, stream_of(stream));
+    l.forward(x, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1, w.expert_bias}, y, c.context, stream_of(stream));
   });
 }
 
@@ -382,7 +391,7 @@ dmoe_status dmoe_layer_backward(dmoe_layer* layer, const void* dy, const dmoe_we
     const dmoe_weights& w = need(weights, "weights");
     dmoe_context& c = need(context, "context");
     const dmoe_gradients& g = need(grads, "grads");
-    l.backward(dy, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1}, c.context,
+    l.backward(dy, dmoe::LayerWeights{w.router, w.w1, w.w2, w.v1, w.expert_bias}, c.context,
                dmoe::LayerGradients{g.dx, g.drouter, g.dw1, g.dw2, g.dv1}, stream_of(stream));
   });
 }
@@ -425,6 +434,13 @@ dmoe_status dmoe_context_counts(const dmoe_context* context, const int32_t** cou
   return guarded(__func__, [&] {
     const dmoe_context& c = need(context, "context");
     need(counts, "counts") = c.context.counts();
+  });
+}
+
+dmoe_status dmoe_context_jitter_seed(const dmoe_context* context, const uint64_t** seed) {
+  return guarded(__func__, [&] {
+    const dmoe_context& c = need(context, "context");
+    need(seed, "seed") = c.context.jitter_seed();
   });
 }
 

@@ -11,8 +11,6 @@
 namespace dmoe {
 namespace {
 
-constexpr size_t kWorkspaceBytes = size_t{32} << 20;
-
 #define DMOE_CUBLASLT_ENTRIES(ENTRY)          \
   ENTRY(cublasLtCreate)                       \
   ENTRY(cublasLtDestroy)                      \
@@ -105,12 +103,12 @@ struct CublasLt::Impl {
   DeviceBuffer workspace;
 };
 
-CublasLt::CublasLt(const Device& device) : device_(device), impl_(std::make_unique<Impl>()) {
+CublasLt::CublasLt(const Device& device, const Allocator& alloc) : device_(device), impl_(std::make_unique<Impl>()) {
   impl_->api = load_api();
   device_.make_current();
   DMOE_LT_CHECK(impl_->api, cublasLtCreate, &impl_->handle);
   try {
-    impl_->workspace = DeviceBuffer(device_, kWorkspaceBytes);
+    impl_->workspace = DeviceBuffer(device_, kWorkspaceBytes, alloc);
   } catch (...) {
     (void)impl_->api.cublasLtDestroy(impl_->handle);  // the destructor does not run for a throwing constructor
     throw;

@@ -8,8 +8,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <string_view>
 #include <utility>
+
+#include "dmoe/spec.hpp"  // InvalidArgument
 
 static_assert(CUDA_VERSION >= 13000, "dmoe's driver table follows the CUDA 13 entry points");
 
@@ -362,19 +365,46 @@ OwnedStream::~OwnedStream() {
 DeviceBuffer::DeviceBuffer(const Device& device, size_t bytes)
     : device_(&device), ptr_(device.alloc(bytes)), bytes_(bytes) {}
 
-DeviceBuffer::~DeviceBuffer() {
-  if (device_) device_->free(ptr_);
+DeviceBuffer::DeviceBuffer(const Device& device, size_t bytes, const Allocator& a) : device_(&device), alloc_(a) {
+  if (!a.allocate != !a.deallocate)
+    throw InvalidArgument(fmt::format("Allocator: {} is set but {} is null", a.allocate ? "allocate" : "deallocate",
+                                      a.allocate ? "deallocate" : "allocate"));
+  if (!a.allocate) {
+    ptr_ = device.alloc(bytes);
+    bytes_ = bytes;
+    return;
+  }
+  if (bytes == 0) return;
+  void* p = a.allocate(bytes, a.user);
+  if (!p) throw std::bad_alloc();
+  if (reinterpret_cast<uintptr_t>(p) % 256 != 0) {
+    a.deallocate(p, bytes, a.user);
+    throw InvalidArgument(fmt::format("Allocator: {} bytes came back at {}, not 256-byte aligned", bytes, p));
+  }
+  ptr_ = p;
+  bytes_ = bytes;
 }
+
+void DeviceBuffer::release() noexcept {
+  if (!ptr_) return;
+  if (alloc_.deallocate) alloc_.deallocate(ptr_, bytes_, alloc_.user);
+  else if (device_) device_->free(ptr_);
+  ptr_ = nullptr;
+}
+
+DeviceBuffer::~DeviceBuffer() { release(); }
 
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
     : device_(std::exchange(other.device_, nullptr)),
+      alloc_(std::exchange(other.alloc_, Allocator{})),
       ptr_(std::exchange(other.ptr_, nullptr)),
       bytes_(std::exchange(other.bytes_, 0)) {}
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
   if (this != &other) {
-    if (device_) device_->free(ptr_);
+    release();
     device_ = std::exchange(other.device_, nullptr);
+    alloc_ = std::exchange(other.alloc_, Allocator{});
     ptr_ = std::exchange(other.ptr_, nullptr);
     bytes_ = std::exchange(other.bytes_, 0);
   }

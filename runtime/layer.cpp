@@ -12,50 +12,6 @@
 namespace dmoe {
 namespace {
 
-// One device allocation, through the caller's allocator or cuMemAlloc; freed on destruction.
-class Memory {
- public:
-  Memory() = default;
-  Memory(const Device& dev, const Allocator& a, size_t bytes) : dev_(&dev), alloc_(a), bytes_(bytes) {
-    if (bytes == 0) return;
-    if (a.allocate) {
-      if (!a.deallocate) throw InvalidArgument("Allocator: allocate is set but deallocate is null");
-      ptr_ = a.allocate(bytes, a.user);
-      if (!ptr_) throw std::bad_alloc();
-      if (reinterpret_cast<uintptr_t>(ptr_) % 256 != 0) {
-        a.deallocate(ptr_, bytes, a.user);
-        throw InvalidArgument(fmt::format("Allocator: {} bytes came back at {}, not 256-byte aligned", bytes, ptr_));
-      }
-    } else {
-      ptr_ = dev.alloc(bytes);
-    }
-  }
-  ~Memory() { release(); }
-  Memory(Memory&& o) noexcept { *this = std::move(o); }
-  Memory& operator=(Memory&& o) noexcept {
-    if (this != &o) {
-      release();
-      dev_ = o.dev_, alloc_ = o.alloc_, ptr_ = o.ptr_, bytes_ = o.bytes_;
-      o.ptr_ = nullptr, o.bytes_ = 0;
-    }
-    return *this;
-  }
-  void* get() const { return ptr_; }
-  size_t size() const { return bytes_; }
-
- private:
-  void release() noexcept {
-    if (!ptr_) return;
-    if (alloc_.deallocate) alloc_.deallocate(ptr_, bytes_, alloc_.user);
-    else dev_->free(ptr_);
-    ptr_ = nullptr;
-  }
-  const Device* dev_ = nullptr;
-  Allocator alloc_{};
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
 Epilogue forward_epilogue(Activation a) {
   switch (a) {
     case Activation::GeluTanh: return Epilogue::GeluTanh;
@@ -92,6 +48,9 @@ void check_weights(const LayerWeights& w, const char* call, bool gated) {
   check_pointer(w.w1, call, "weights.w1");
   check_pointer(w.w2, call, "weights.w2");
   check_pointer(w.v1, call, "weights.v1", gated);
+  if (reinterpret_cast<uintptr_t>(w.expert_bias) % 4 != 0)
+    throw InvalidArgument(fmt::format("Layer::{}: weights.expert_bias = {} is not 4-byte aligned (fp32)", call,
+                                      static_cast<const void*>(w.expert_bias)));
 }
 
 }  // namespace
@@ -104,24 +63,30 @@ struct Layer::Impl {
   KernelCache cache;
   CublasLt lt;
   GemmPlan logits_plan, drouter_plan, dx_router_plan;
+  GemmPlan dx_router_jitter_plan;  // jitter: dlogits·Wr, not accumulated (U ⊙ it is added by Jitter)
+  bool jitter = false;
   // Products. sdd_fwd: x·W1ᵀ with the activation fused (keeping the pre-activation) for plain layers with
   // an activation, no epilogue otherwise (gated layers apply the activation in the GLU kernel). sdd_bwd:
   // dy·W2ᵀ with the activation's gradient fused (plain layers with an activation).
   KernelSpec sdd_fwd, sdd_plain, sdd_bwd, dsd_nn, dsd_tn;
   bool fused_act = false;  // plain layer with an activation: the pre-activation is saved
   int32_t max_rows = 0;
-  size_t sparse_bytes = 0, rows_bytes = 0;
-  // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient, the
-  // router's.
-  Memory d_rows, d_sparse, dlogits, dlogits_lp, dweights;
+  // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient (with
+  // recompute also the hidden activation, forward and backward), the router's; with recompute the expert
+  // outputs.
+  DeviceBuffer d_rows, d_sparse, dlogits, dlogits_lp, dweights, rows_scratch;
+  // Jitter: the router's input x ⊙ U (then dx's router share), and {base seed, next offset}.
+  DeviceBuffer router_x, jitter_state;
   // Phase timers (set_profiling), in LayerProfile's field order.
-  static constexpr int kPhases = 8;
+  static constexpr int kPhases = 9;
   std::vector<std::unique_ptr<EventTimer>> timers;
 
-  Impl(const Device& d, const MoeShape& s, const LayerOptions& o, Allocator a)
-      : dev(d), shape(s), opt(o), alloc(a), cache(d), lt(d) {}
+  LayerMemoryPlan plan;
 
-  Memory mem(size_t bytes) { return Memory(dev, alloc, bytes); }
+  Impl(const Device& d, const MoeShape& s, const LayerOptions& o, Allocator a)
+      : dev(d), shape(s), opt(o), alloc(a), cache(d), lt(d, a), plan(memory_plan(s, o)) {}
+
+  DeviceBuffer mem(size_t bytes) const { return DeviceBuffer(dev, bytes, alloc); }
   void start(int phase, Stream s) {
     if (!timers.empty()) timers[phase]->start(s);
   }
@@ -133,11 +98,24 @@ struct Layer::Impl {
 struct LayerContext::State {
   const Layer::Impl& layer;
   RoutingWorkspace ws;
-  Memory logits, x_perm, pre, gate, hidden, y_rows;
+  DeviceBuffer logits, x_perm, pre, gate, hidden, y_rows, jitter_seed;
   const void* x = nullptr;
   bool saved = false;  // a forward ran and its backward has not
 
-  State(const Layer::Impl& l, int renorm_p) : layer(l), ws(l.dev, l.shape, renorm_p) {}
+  explicit State(const Layer::Impl& l) : layer(l), ws(l.dev, l.shape, l.opt.renorm_p, l.alloc) {}
+
+  // y = x ⊙ U (+ aux) with this context's noise; `advance`: the forward's launch, which moves the layer's
+  // counter on.
+  void jitter(KernelCache& cache, const void* x, const void* aux, void* y, bool advance, Stream stream) const {
+    RoutingArgs a = ws.args();
+    a.x = x;
+    a.aux = aux;
+    a.y = y;
+    a.jitter_eps = layer.opt.jitter_eps;
+    a.jitter_seed = static_cast<const uint64_t*>(jitter_seed.get());
+    a.jitter_next = advance ? static_cast<uint64_t*>(layer.jitter_state.get()) + 1 : nullptr;
+    launch_routing(cache, ws.spec(Op::Jitter), a, stream);
+  }
 
   // One product over this pass's topology.
   void product(KernelCache& cache, const KernelSpec& k, const void* a, const void* b, void* out, void* aux,
@@ -154,6 +132,45 @@ void validate(const MoeShape& s, const LayerOptions& o) {
   for (auto [name, w] : {std::pair{"lbl_weight", o.lbl_weight}, std::pair{"z_weight", o.z_weight}})
     if (!(w >= 0) || !std::isfinite(w))
       throw InvalidArgument(fmt::format("{} = {} is not a finite non-negative weight", name, w));
+  if (!(o.jitter_eps >= 0 && o.jitter_eps < 1))
+    throw InvalidArgument(fmt::format("jitter_eps = {} is not in [0, 1) (0: off; the noise is U(1 - eps, 1 + eps))",
+                                      o.jitter_eps));
+}
+
+size_t LayerMemoryPlan::layer_bytes() const {
+  return rows_grad + sparse_grad + dlogits + dlogits_lp + dweights + rows_scratch + router_input + jitter_state +
+         cublaslt_workspace;
+}
+
+size_t LayerMemoryPlan::context_bytes() const {
+  return routing + logits + x_perm + pre + gate + hidden + y_rows + jitter_seed;
+}
+
+LayerMemoryPlan memory_plan(const MoeShape& s, const LayerOptions& o) {
+  validate(s, o);
+  const size_t T = size_t(s.tokens), H = size_t(s.hidden), F = size_t(s.ffn), E = size_t(s.experts);
+  const size_t max_rows = size_t(max_padded_rows(s)), elem = 2;  // bf16 and fp16
+  const size_t rows = max_rows * H * elem, sparse = max_rows * F * elem;
+  const bool fused_act = !s.gated && s.activation != Activation::None;
+  LayerMemoryPlan p;
+  p.rows_grad = rows;
+  p.sparse_grad = sparse;
+  p.dlogits = T * E * 4;
+  p.dlogits_lp = T * E * elem;
+  p.dweights = T * size_t(s.top_k) * 4;
+  p.rows_scratch = o.recompute ? rows : 0;
+  p.router_input = o.jitter_eps > 0 ? T * H * elem : 0;
+  p.jitter_state = o.jitter_eps > 0 ? 2 * sizeof(uint64_t) : 0;
+  p.jitter_seed = o.jitter_eps > 0 ? 2 * sizeof(uint64_t) : 0;
+  p.cublaslt_workspace = CublasLt::kWorkspaceBytes;
+  p.routing = size_t(RoutingWorkspace::planned_bytes(s));
+  p.logits = T * E * 4;
+  p.x_perm = rows;
+  p.pre = fused_act || s.gated || o.recompute ? sparse : 0;  // recompute, no activation: the hidden itself
+  p.gate = s.gated ? sparse : 0;
+  p.hidden = o.recompute ? 0 : sparse;
+  p.y_rows = o.recompute ? 0 : rows;
+  return p;
 }
 
 Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, Allocator alloc) {
@@ -165,8 +182,6 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   const MoeShape& s = m.shape;
   const int64_t T = s.tokens, H = s.hidden, E = s.experts;
   m.max_rows = static_cast<int32_t>(max_padded_rows(s));
-  m.sparse_bytes = size_t(m.max_rows) * size_t(s.ffn) * 2;
-  m.rows_bytes = size_t(m.max_rows) * size_t(H) * 2;
 
   m.sdd_plain = tuned_spec(dev, s, Op::SDD, false, true);
   m.fused_act = !s.gated && s.activation != Activation::None;
@@ -190,12 +205,21 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   dx_router.dtype = s.dtype;
   dx_router.accumulate = true;
   m.dx_router_plan = m.lt.plan(dx_router);
+  m.jitter = opt.jitter_eps > 0;
+  if (m.jitter) {
+    dx_router.accumulate = false;
+    m.dx_router_jitter_plan = m.lt.plan(dx_router);
+  }
 
-  m.d_rows = m.mem(m.rows_bytes);
-  m.d_sparse = m.mem(m.sparse_bytes);
-  m.dlogits = m.mem(size_t(T * E) * 4);
-  m.dlogits_lp = m.mem(size_t(T * E) * 2);
-  m.dweights = m.mem(size_t(T * s.top_k) * 4);
+  m.d_rows = m.mem(m.plan.rows_grad);
+  m.d_sparse = m.mem(m.plan.sparse_grad);
+  m.dlogits = m.mem(m.plan.dlogits);
+  m.dlogits_lp = m.mem(m.plan.dlogits_lp);
+  m.dweights = m.mem(m.plan.dweights);
+  m.rows_scratch = m.mem(m.plan.rows_scratch);
+  m.router_x = m.mem(m.plan.router_input);
+  m.jitter_state = m.mem(m.plan.jitter_state);
+  if (m.jitter) set_seed(0);
 
   const std::vector<KernelSpec> specs = kernels();
   m.cache.warm_up(specs);
@@ -213,9 +237,20 @@ void Layer::set_profiling(bool on) {
 LayerProfile Layer::profile() {
   Impl& m = *impl_;
   if (m.timers.empty()) throw InvalidArgument("Layer::profile: profiling is off (set_profiling(true) first)");
-  double t[Impl::kPhases];
-  for (int i = 0; i < Impl::kPhases; ++i) t[i] = m.timers[i]->elapsed_ms();
-  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]};
+  double t[Impl::kPhases] = {};
+  // The recompute phase's events are recorded only in that mode (an unrecorded event has no time).
+  for (int i = 0; i < Impl::kPhases; ++i)
+    if (i != 8 || m.opt.recompute) t[i] = m.timers[i]->elapsed_ms();
+  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]};
+}
+
+void Layer::set_seed(uint64_t seed) {
+  Impl& m = *impl_;
+  if (!m.jitter) throw InvalidArgument("Layer::set_seed: jitter is off (LayerOptions::jitter_eps = 0)");
+  const uint64_t state[2] = {seed, 0};
+  m.dev.synchronize();  // a forward still in flight on another stream would advance the counter after this
+  m.dev.copy_to_device(m.jitter_state.get(), state, sizeof state);
+  m.dev.synchronize();  // landed before any stream's next forward, non-blocking streams included
 }
 
 const MoeShape& Layer::shape() const { return impl_->shape; }
@@ -225,18 +260,23 @@ const Device& Layer::device() const { return impl_->dev; }
 size_t Layer::bytes() const {
   const Impl& m = *impl_;
   return m.d_rows.size() + m.d_sparse.size() + m.dlogits.size() + m.dlogits_lp.size() + m.dweights.size() +
-         (size_t{32} << 20);  // cuBLASLt's workspace
+         m.rows_scratch.size() + m.router_x.size() + m.jitter_state.size() + CublasLt::kWorkspaceBytes;
 }
 
 std::vector<KernelSpec> Layer::kernels() const {
   const Impl& m = *impl_;
   const Arch arch = device_arch(m.dev.properties());
   auto routing = [&](Op op) { return routing_spec(m.shape, op, arch, m.opt.renorm_p); };
-  std::vector<KernelSpec> k = {routing(Op::Router), routing(Op::Bins), routing(Op::Permute), routing(Op::Topology),
-                               routing(Op::Gather)};
+  std::vector<KernelSpec> k;
+  if (m.jitter) k.push_back(routing(Op::Jitter));  // forward; backward launches it again (x ⊙ U, then dx)
+  k.insert(k.end(), {routing(Op::Router), routing(Op::Bins), routing(Op::Permute), routing(Op::Topology),
+                     routing(Op::Gather)});
   k.push_back(m.sdd_fwd);
   if (m.shape.gated) k.push_back(routing(Op::Glu));
-  k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter), routing(Op::ScatterGrad), routing(Op::RouterGrad)});
+  k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter)});
+  // Backward; recompute first launches Glu again (a plain layer's act(pre) alone) and the DSD.
+  if (m.opt.recompute && m.fused_act) k.push_back(routing(Op::Glu));
+  k.insert(k.end(), {routing(Op::ScatterGrad), routing(Op::RouterGrad)});
   if (m.fused_act) k.push_back(m.sdd_bwd);
   k.push_back(m.dsd_tn);
   if (m.shape.gated) k.push_back(routing(Op::GluGrad));
@@ -252,15 +292,15 @@ double Layer::backward_flops() const { return 2 * forward_flops(); }
 
 LayerContext::LayerContext(const Layer& layer) {
   const Layer::Impl& m = *layer.impl_;
-  s_ = std::make_unique<State>(m, m.opt.renorm_p);
+  s_ = std::make_unique<State>(m);
   State& c = *s_;
-  auto mem = [&](size_t bytes) { return Memory(m.dev, m.alloc, bytes); };
-  c.logits = mem(size_t(m.shape.tokens * m.shape.experts) * 4);
-  c.x_perm = mem(m.rows_bytes);
-  if (m.fused_act || m.shape.gated) c.pre = mem(m.sparse_bytes);
-  if (m.shape.gated) c.gate = mem(m.sparse_bytes);
-  c.hidden = mem(m.sparse_bytes);
-  c.y_rows = mem(m.rows_bytes);
+  c.logits = m.mem(m.plan.logits);
+  c.x_perm = m.mem(m.plan.x_perm);
+  c.pre = m.mem(m.plan.pre);
+  c.gate = m.mem(m.plan.gate);
+  c.hidden = m.mem(m.plan.hidden);
+  c.y_rows = m.mem(m.plan.y_rows);
+  c.jitter_seed = m.mem(m.plan.jitter_seed);
 }
 
 LayerContext::~LayerContext() = default;
@@ -269,11 +309,12 @@ const float* LayerContext::losses() const { return s_->ws.state().losses; }
 const int32_t* LayerContext::expert_ids() const { return s_->ws.state().expert_ids; }
 const float* LayerContext::weights() const { return s_->ws.state().weights; }
 const int32_t* LayerContext::counts() const { return s_->ws.state().counts; }
+const uint64_t* LayerContext::jitter_seed() const { return static_cast<const uint64_t*>(s_->jitter_seed.get()); }
 
 size_t LayerContext::bytes() const {
   const State& c = *s_;
   return size_t(c.ws.bytes()) + c.logits.size() + c.x_perm.size() + c.pre.size() + c.gate.size() +
-         c.hidden.size() + c.y_rows.size();
+         c.hidden.size() + c.y_rows.size() + c.jitter_seed.size();
 }
 
 void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext& ctx, Stream stream) {
@@ -287,7 +328,14 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   m.dev.check_stream(stream);
 
   m.start(0, stream);
-  m.lt.run(m.logits_plan, x, w.router, c.logits.get(), stream);
+  const void* router_x = x;
+  if (m.jitter) {
+    // This forward's {seed, offset} from the layer's counter; Jitter advances the counter for the next.
+    m.dev.copy_device_to_device(c.jitter_seed.get(), m.jitter_state.get(), 2 * sizeof(uint64_t), stream);
+    c.jitter(m.cache, x, nullptr, m.router_x.get(), true, stream);
+    router_x = m.router_x.get();
+  }
+  m.lt.run(m.logits_plan, router_x, w.router, c.logits.get(), stream);
   m.stop(0, stream);
   RouteForward rf;
   rf.logits = static_cast<const float*>(c.logits.get());
@@ -295,6 +343,7 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   rf.x_permuted = c.x_perm.get();
   rf.lbl_weight = m.opt.lbl_weight;
   rf.z_weight = m.opt.z_weight;
+  rf.expert_bias = w.expert_bias;
   m.start(1, stream);
   route_forward(m.cache, c.ws, rf, stream);
   m.stop(1, stream);
@@ -302,6 +351,11 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   auto product = [&](const KernelSpec& k, const void* a, const void* b, void* out, void* aux = nullptr) {
     c.product(m.cache, k, a, b, out, aux, stream);
   };
+  // With recompute, the hidden activation and the expert outputs live in the layer's scratch (backward
+  // recomputes them); a plain layer without activation keeps its SDD output, the hidden, as `pre`.
+  const bool rc = m.opt.recompute;
+  void* hidden = rc ? m.d_sparse.get() : c.hidden.get();
+  void* y_rows = rc ? m.rows_scratch.get() : c.y_rows.get();
   m.start(2, stream);
   if (gated) {
     product(m.sdd_plain, c.x_perm.get(), w.w1, c.pre.get());
@@ -309,15 +363,18 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
     RoutingArgs a = c.ws.args();
     a.x = c.pre.get();
     a.aux = c.gate.get();
-    a.y = c.hidden.get();
+    a.y = hidden;
     launch_routing(m.cache, c.ws.spec(Op::Glu), a, stream);
+  } else if (m.fused_act) {
+    product(m.sdd_fwd, c.x_perm.get(), w.w1, hidden, c.pre.get());
   } else {
-    product(m.sdd_fwd, c.x_perm.get(), w.w1, c.hidden.get(), m.fused_act ? c.pre.get() : nullptr);
+    if (rc) hidden = c.pre.get();
+    product(m.sdd_fwd, c.x_perm.get(), w.w1, hidden);
   }
-  product(m.dsd_nn, c.hidden.get(), w.w2, c.y_rows.get());
+  product(m.dsd_nn, hidden, w.w2, y_rows);
   m.stop(2, stream);
   m.start(3, stream);
-  route_combine(m.cache, c.ws, c.y_rows.get(), y, stream);
+  route_combine(m.cache, c.ws, y_rows, y, stream);
   m.stop(3, stream);
   c.x = x;
   c.saved = true;
@@ -344,12 +401,34 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
     c.product(m.cache, k, a, b, out, aux, stream);
   };
 
+  // The hidden activation h and the expert outputs: saved, or recomputed from the saved pre-activation(s)
+  // into the layer's scratch (h into the sparse gradient's buffer, free until dW2 is done).
+  const void* hidden = c.hidden.get();
+  void* y_rows = c.y_rows.get();
+  RoutingArgs a{};
+  if (m.opt.recompute) {
+    m.start(8, stream);
+    y_rows = m.rows_scratch.get();
+    if (gated || m.fused_act) {
+      a = c.ws.args();
+      a.x = c.pre.get();
+      a.aux = gated ? c.gate.get() : nullptr;  // null: act(pre) alone
+      a.y = m.d_sparse.get();
+      launch_routing(m.cache, c.ws.spec(Op::Glu), a, stream);
+      hidden = m.d_sparse.get();
+    } else {
+      hidden = c.pre.get();
+    }
+    product(m.dsd_nn, hidden, w.w2, y_rows);
+    m.stop(8, stream);
+  }
+
   // The expert rows' gradient dy·w (padding rows zero) and the routing weights' gradient dw[t, k].
   m.start(4, stream);
-  RoutingArgs a = c.ws.args();
+  a = c.ws.args();
   a.x = dy;
   a.y = m.d_rows.get();
-  a.aux = c.y_rows.get();
+  a.aux = y_rows;
   a.dweights = static_cast<float*>(m.dweights.get());
   launch_routing(m.cache, c.ws.spec(Op::ScatterGrad), a, stream);
   a = c.ws.args();
@@ -365,9 +444,9 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   m.stop(4, stream);
   m.start(5, stream);
 
-  // dAct = dy_rows·W2ᵀ (with act′ fused for plain layers); dW2 = actᵀ·dy_rows.
+  // dW2 = hᵀ·dy_rows; then dAct = dy_rows·W2ᵀ (with act′ fused for plain layers), over h when recomputed.
+  product(m.dsd_tn, hidden, m.d_rows.get(), g.dw2);
   product(m.sdd_bwd, m.d_rows.get(), w.w2, m.d_sparse.get(), m.fused_act ? c.pre.get() : nullptr);
-  product(m.dsd_tn, c.hidden.get(), m.d_rows.get(), g.dw2);
   if (gated) {
     // dA = dAct ⊙ g ⊙ act′(a) over dAct, dG = dAct ⊙ act(a) over g (the saved gate is not needed again).
     a = c.ws.args();
@@ -382,21 +461,29 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   if (gated) product(m.dsd_tn, c.gate.get(), c.x_perm.get(), g.dv1);
   // dX rows: dA·W1 (+ dG·V1 into the expert outputs' rows, which ScatterGrad has consumed).
   product(m.dsd_nn, m.d_sparse.get(), w.w1, m.d_rows.get());
-  if (gated) product(m.dsd_nn, c.gate.get(), w.v1, c.y_rows.get());
+  if (gated) product(m.dsd_nn, c.gate.get(), w.v1, y_rows);
   m.stop(5, stream);
   m.start(6, stream);
   a = c.ws.args();
   a.x = m.d_rows.get();
-  a.x2 = gated ? c.y_rows.get() : nullptr;
+  a.x2 = gated ? y_rows : nullptr;
   a.y = g.dx;
   a.weighted = 0;
   launch_routing(m.cache, c.ws.spec(Op::Scatter), a, stream);
   m.stop(6, stream);
 
-  // The router: dWr = dlogitsᵀ·x, dx += dlogits·Wr.
+  // The router: dWr = dlogitsᵀ·x, dx += dlogits·Wr; with jitter dWr = dlogitsᵀ·(x ⊙ U) (x ⊙ U recomputed,
+  // the same bits as forward's) and dx += U ⊙ (dlogits·Wr).
   m.start(7, stream);
-  m.lt.run(m.drouter_plan, m.dlogits_lp.get(), c.x, g.drouter, stream);
-  m.lt.run(m.dx_router_plan, m.dlogits_lp.get(), w.router, g.dx, stream);
+  if (m.jitter) {
+    c.jitter(m.cache, c.x, nullptr, m.router_x.get(), false, stream);
+    m.lt.run(m.drouter_plan, m.dlogits_lp.get(), m.router_x.get(), g.drouter, stream);
+    m.lt.run(m.dx_router_jitter_plan, m.dlogits_lp.get(), w.router, m.router_x.get(), stream);
+    c.jitter(m.cache, m.router_x.get(), g.dx, g.dx, false, stream);
+  } else {
+    m.lt.run(m.drouter_plan, m.dlogits_lp.get(), c.x, g.drouter, stream);
+    m.lt.run(m.dx_router_plan, m.dlogits_lp.get(), w.router, g.dx, stream);
+  }
   m.stop(7, stream);
   c.saved = false;
 }

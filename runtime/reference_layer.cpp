@@ -8,6 +8,7 @@
 
 #include "dmoe/layer_reference.hpp"
 #include "dmoe/reference.hpp"
+#include "dmoe/routing_args.cuh"
 
 namespace dmoe::reference {
 namespace {
@@ -36,6 +37,20 @@ void check(const LayerConfig& c, const LayerParams& p) {
   size("w1", p.w1, ef * c.hidden);
   size("w2", p.w2, ef * c.hidden);
   if (c.gated) size("v1", p.v1, ef * c.hidden);
+  if (!p.noise.empty()) size("noise", p.noise, c.tokens * c.hidden);
+  if (!p.expert_bias.empty()) size("expert_bias", p.expert_bias, c.experts);
+  if (!p.router_x.empty()) {
+    if (p.noise.empty()) throw InvalidArgument("layer parameter router_x is set without noise");
+    size("router_x", p.router_x, c.tokens * c.hidden);
+  }
+}
+
+// The router's input: x, or jittered (the caller's rounding of it when given).
+std::vector<double> router_input(const LayerConfig& c, const LayerParams& p) {
+  std::vector<double> xr(c.tokens * c.hidden);
+  for (size_t i = 0; i < xr.size(); ++i)
+    xr[i] = !p.router_x.empty() ? double(p.router_x[i]) : p.noise.empty() ? double(p.x[i]) : double(p.x[i]) * p.noise[i];
+  return xr;
 }
 
 // Row r of a [rows, H] matrix dotted with a length-H vector.
@@ -48,16 +63,24 @@ double dot(const float* row, const float* v, int64_t n) {
 }  // namespace
 
 double activate(Activation a, double x) { return activation(as_epilogue(a), x); }
+
+std::vector<float> jitter_noise(int64_t n, float eps, uint64_t key) {
+  std::vector<float> u(n);
+  for (int64_t i = 0; i < n; ++i) u[i] = jitter_factor(uint32_t(key), uint32_t(key >> 32), uint64_t(i), eps);
+  return u;
+}
 double activate_grad(Activation a, double x) { return activation_grad(as_epilogue(a), x); }
 
 LayerForward layer_forward(const LayerConfig& c, const LayerParams& p) {
   check(c, p);
   const int64_t T = c.tokens, H = c.hidden, F = c.ffn, E = c.experts, K = c.top_k;
   LayerForward f;
-  f.logits.resize(T * E);
+  f.logits.assign(T * E, 0.0);
+  const std::vector<double> xr = router_input(c, p);
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t e = 0; e < E; ++e) f.logits[t * E + e] = dot(&p.router[e * H], &p.x[t * H], H);
-  f.routing = route(f.logits, T, int(E), int(K), c.renorm_p, c.lbl_weight, c.z_weight);
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t d = 0; d < H; ++d) f.logits[t * E + e] += double(p.router[e * H + d]) * xr[t * H + d];
+  f.routing = route(f.logits, T, int(E), int(K), c.renorm_p, c.lbl_weight, c.z_weight, p.expert_bias);
   f.y.assign(T * H, 0.0);
   f.h.assign(T * K * F, 0.0);
   if (c.gated) f.g.assign(T * K * F, 0.0);
@@ -135,15 +158,17 @@ LayerGrads layer_backward(const LayerConfig& c, const LayerParams& p, const Laye
       }
     }
   }
-  // The router: logits' gradient from dw and the losses, then through logits = x · routerᵀ.
+  // The router: logits' gradient from dw and the losses, then through logits = x_r · routerᵀ, x_r = x
+  // (⊙ noise with jitter).
   const std::vector<double> dlogits = router_grad(f.logits, f.routing.expert_ids, dw, T, int(E), int(K),
                                                   c.renorm_p, c.lbl_weight, c.z_weight, d_lbl, d_z);
+  const std::vector<double> xr = router_input(c, p);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t e = 0; e < E; ++e) {
       const double gl = dlogits[t * E + e];
       for (int64_t d = 0; d < H; ++d) {
-        g.drouter[e * H + d] += gl * p.x[t * H + d];
-        g.dx[t * H + d] += gl * p.router[e * H + d];
+        g.drouter[e * H + d] += gl * xr[t * H + d];
+        g.dx[t * H + d] += gl * p.router[e * H + d] * (p.noise.empty() ? 1.0 : double(p.noise[t * H + d]));
       }
     }
   return g;
@@ -166,8 +191,10 @@ std::vector<int32_t> layer_piece(const LayerConfig& c, const LayerForward& f) {
   return piece;
 }
 
-std::vector<DirectionalCheck> directional_check(const LayerConfig& c, const LayerParams& p, const LayerGrads& g,
+std::vector<DirectionalCheck> directional_check(const LayerConfig& c, const LayerParams& params, const LayerGrads& g,
                                                 std::span<const float> dy, uint64_t seed) {
+  LayerParams p = params;
+  p.router_x = {};  // x ⊙ noise, recomputed as x moves
   // The loss, and whether it was evaluated in the unperturbed piece (no top-k switch, no ReLU kink).
   const std::vector<int32_t> base_piece = layer_piece(c, layer_forward(c, p));
   auto loss = [&](const LayerParams& q, bool& same_routing) {

@@ -45,6 +45,12 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
   if (s.y.size() != nt * H || s.dx.size() != nt * H || s.dw1.size() != nr * H || s.dw2.size() != nr * H ||
       (c.gated && s.dv1.size() != nr * H))
     throw InvalidArgument("check_layer_sample: sampled values do not match the sample's sizes");
+  if ((!p.noise.empty() && int64_t(p.noise.size()) != T * H) || (!p.router_x.empty() && int64_t(p.router_x.size()) != T * H))
+    throw InvalidArgument(fmt::format("check_layer_sample: noise and router_x hold {} and {} values, expected T·H = {}",
+                                      p.noise.size(), p.router_x.size(), T * H));
+  if (!p.expert_bias.empty() && int64_t(p.expert_bias.size()) != E)
+    throw InvalidArgument(fmt::format("check_layer_sample: expert_bias holds {} values, expected E = {}",
+                                      p.expert_bias.size(), E));
   const float* x = p.x.data();
   SampleResult out;
   std::vector<double> y_ref(nt * H), dx_ref(nt * H), w_err(nt, 0);
@@ -56,16 +62,24 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
     const float* xt = x + t * H;
     const float* dyt = dy.data() + t * H;
     // Router in fp64: scores, the chosen set's weights.
-    std::vector<double> logit(E), prob(E), w(K);
-    for (int64_t e = 0; e < E; ++e) logit[e] = dot(xt, p.router.data() + e * H, H);
+    std::vector<double> logit(E, 0.0), prob(E), w(K), xr(H);
+    // The router's input: x, or jittered (LayerParams::noise, router_x).
+    for (int64_t j = 0; j < H; ++j)
+      xr[j] = !p.router_x.empty() ? double(p.router_x[t * H + j])
+              : p.noise.empty()   ? double(xt[j])
+                                  : double(xt[j]) * p.noise[t * H + j];
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t j = 0; j < H; ++j) logit[e] += xr[j] * p.router[e * H + j];
     const double lse = softmax_row(logit, prob);
     const std::span<const int32_t> ids = expert_ids.subspan(t * K, K);
-    double min_chosen = 2, max_other = -1;
     std::vector<char> chosen(E, 0);
-    for (int64_t k = 0; k < K; ++k) chosen[ids[k]] = 1, min_chosen = std::min(min_chosen, prob[ids[k]]);
+    // The selection's keys: the probabilities, plus the balancing bias.
+    auto key = [&](int64_t e) { return prob[e] + (p.expert_bias.empty() ? 0.0 : double(p.expert_bias[e])); };
+    double min_chosen = INFINITY, max_other = -INFINITY;
+    for (int64_t k = 0; k < K; ++k) chosen[ids[k]] = 1, min_chosen = std::min(min_chosen, key(ids[k]));
     for (int64_t e = 0; e < E; ++e)
-      if (!chosen[e]) max_other = std::max(max_other, prob[e]);
-    if (max_other > min_chosen * (1 + 1e-3)) bad[si] = 1;
+      if (!chosen[e]) max_other = std::max(max_other, key(e));
+    if (max_other > min_chosen + 1e-3 * std::abs(min_chosen)) bad[si] = 1;  // relative tie tolerance
     routing_weights_row(prob, ids, c.renorm_p, w);
     for (int64_t k = 0; k < K; ++k) w_err[si] = std::max(w_err[si], std::abs(w[k] - double(weights[t * K + k])));
     // Experts: forward, then the gradients back to x.
@@ -103,7 +117,7 @@ SampleResult check_layer_sample(const LayerConfig& c, const LayerParams& p, std:
     router_grad_row(prob, lse, ids, dwk, counts64, T, c.renorm_p, c.lbl_weight, c.z_weight, 1.0, 1.0, dlogits);
     for (int64_t e = 0; e < E; ++e) {
       const float* wr = p.router.data() + e * H;
-      for (int64_t j = 0; j < H; ++j) dxv[j] += dlogits[e] * wr[j];
+      for (int64_t j = 0; j < H; ++j) dxv[j] += dlogits[e] * wr[j] * (p.noise.empty() ? 1.0 : double(p.noise[t * H + j]));
     }
     std::copy(dxv.begin(), dxv.end(), dx_ref.begin() + si * H);
   });

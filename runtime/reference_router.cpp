@@ -44,22 +44,26 @@ double renorm(std::span<const double> selected, int renorm_p) {
 
 template <class L>
 RouterResult route_impl(std::span<const L> logits, int64_t tokens, int experts, int top_k, int renorm_p,
-                        double lbl_weight, double z_weight) {
+                        double lbl_weight, double z_weight, std::span<const float> bias) {
   check_shape(logits, tokens, experts, top_k, renorm_p);
+  if (!bias.empty() && int64_t(bias.size()) != experts)
+    throw InvalidArgument(fmt::format("expert_bias holds {} values, expected experts = {}", bias.size(), experts));
   RouterResult r;
   r.expert_ids.resize(tokens * top_k);
   r.weights.resize(tokens * top_k);
   r.counts.assign(experts, 0);
-  std::vector<double> p(experts), score_sum(experts, 0.0), selected(top_k);
+  std::vector<double> p(experts), key(experts), score_sum(experts, 0.0), selected(top_k);
   std::vector<int32_t> order(experts);
   double z = 0;
   for (int64_t t = 0; t < tokens; ++t) {
     const double lse = softmax(logits.data() + t * experts, experts, p.data());
     z += lse * lse;
     for (int e = 0; e < experts; ++e) score_sum[e] += p[e];
+    // The selection's order: the probability plus the bias; the weights below stay p.
+    for (int e = 0; e < experts; ++e) key[e] = bias.empty() ? p[e] : p[e] + double(bias[e]);
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
-                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+                      [&](int32_t a, int32_t b) { return key[a] > key[b] || (key[a] == key[b] && a < b); });
     for (int k = 0; k < top_k; ++k) selected[k] = p[order[k]];
     const double s = renorm_p == 0 ? 1.0 : renorm(selected, renorm_p);
     for (int k = 0; k < top_k; ++k) {
@@ -149,12 +153,12 @@ std::vector<float> jitter(std::span<const float> x, float eps, uint32_t seed_lo,
 
 
 RouterResult route(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p,
-                   double lbl_weight, double z_weight) {
-  return route_impl(logits, tokens, experts, top_k, renorm_p, lbl_weight, z_weight);
+                   double lbl_weight, double z_weight, std::span<const float> expert_bias) {
+  return route_impl(logits, tokens, experts, top_k, renorm_p, lbl_weight, z_weight, expert_bias);
 }
 RouterResult route(std::span<const double> logits, int64_t tokens, int experts, int top_k, int renorm_p,
-                   double lbl_weight, double z_weight) {
-  return route_impl(logits, tokens, experts, top_k, renorm_p, lbl_weight, z_weight);
+                   double lbl_weight, double z_weight, std::span<const float> expert_bias) {
+  return route_impl(logits, tokens, experts, top_k, renorm_p, lbl_weight, z_weight, expert_bias);
 }
 std::vector<double> router_grad(std::span<const float> logits, std::span<const int32_t> expert_ids,
                                 std::span<const double> dw, int64_t tokens, int experts, int top_k, int renorm_p,

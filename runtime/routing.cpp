@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace dmoe {
 namespace {
 
@@ -49,41 +51,65 @@ void launch_routing(KernelCache& cache, const KernelSpec& spec, const RoutingArg
   launch(fn, static_cast<unsigned>(grid), 1, 1, static_cast<unsigned>(threads_per_cta(spec)), params, stream);
 }
 
-RoutingWorkspace::RoutingWorkspace(const Device& dev, const MoeShape& shape, int renorm_p)
+namespace {
+
+// The workspace's arrays in allocation order, in 4-byte elements (at least one each), for one shape; each
+// starts on a 256-byte boundary of the one allocation.
+struct WorkspaceLayout {
+  static constexpr int kArrays = 20;
+  int64_t offset[kArrays] = {}, total = 0;
+  explicit WorkspaceLayout(const MoeShape& s) {
+    const int64_t T = s.tokens, K = s.top_k, E = s.experts, B = s.block;
+    const int64_t assignments = T * K, chunks = route_chunks(T), fb = s.ffn / B;
+    const int64_t block_rows = max_padded_rows(s) / B, max_blocks = block_rows * fb;
+    const int64_t elems[kArrays] = {assignments, assignments, assignments, assignments, assignments,
+                                    chunks * E,  chunks * E,  chunks * E,  chunks,      E,
+                                    E,           E,           1,           2,           max_blocks,
+                                    max_blocks,  block_rows + 1, max_blocks, E * fb + 1, max_blocks};
+    for (int i = 0; i < kArrays; ++i) {
+      offset[i] = total;
+      total += (std::max<int64_t>(elems[i], 1) * 4 + 255) / 256 * 256;
+    }
+  }
+};
+
+}  // namespace
+
+int64_t RoutingWorkspace::planned_bytes(const MoeShape& shape) {
+  validate(shape);
+  if (shape.tokens <= 0) throw InvalidArgument("RoutingWorkspace needs the token count (MoeShape::tokens > 0)");
+  return WorkspaceLayout(shape).total;
+}
+
+RoutingWorkspace::RoutingWorkspace(const Device& dev, const MoeShape& shape, int renorm_p, const Allocator& alloc)
     : shape_(shape), renorm_p_(renorm_p) {
-  validate(shape_);
-  if (shape_.tokens <= 0) throw InvalidArgument("RoutingWorkspace needs the token count (MoeShape::tokens > 0)");
+  bytes_ = planned_bytes(shape_);
   max_rows_ = static_cast<int32_t>(max_padded_rows(shape_));
-  const int64_t T = shape_.tokens, K = shape_.top_k, E = shape_.experts, B = shape_.block;
-  const int64_t assignments = T * K, chunks = route_chunks(T), fb = shape_.ffn / B;
-  const int64_t max_blocks = max_block_rows() * fb;
-  auto ints = [&](int64_t n) {
-    buffers_.emplace_back(dev, static_cast<size_t>(std::max<int64_t>(n, 1)) * 4);
-    bytes_ += std::max<int64_t>(n, 1) * 4;
-    return static_cast<int32_t*>(buffers_.back().get());
-  };
-  auto floats = [&](int64_t n) { return reinterpret_cast<float*>(ints(n)); };
-  buffers_.reserve(19);
-  state_.expert_ids = ints(assignments);
-  state_.weights = floats(assignments);
-  state_.rows = ints(assignments);
-  state_.indices = ints(assignments);
-  state_.bin_ids = ints(assignments);
-  state_.chunk_hist = ints(chunks * E);
-  state_.chunk_offsets = ints(chunks * E);
-  state_.chunk_scores = floats(chunks * E);
-  state_.chunk_z = floats(chunks);
-  state_.counts = ints(E);
-  state_.bins = ints(E);
-  state_.padded_bins = ints(E);
-  state_.block_rows = ints(1);
-  state_.losses = floats(2);
-  topo_out_.row_indices = ints(max_blocks);
-  topo_out_.column_indices = ints(max_blocks);
-  topo_out_.offsets = ints(max_block_rows() + 1);
-  topo_out_.column_indices_t = ints(max_blocks);
-  topo_out_.offsets_t = ints(E * fb + 1);
-  topo_out_.block_offsets_t = ints(max_blocks);
+  const WorkspaceLayout layout(shape_);
+  memory_ = DeviceBuffer(dev, size_t(bytes_), alloc);
+  int next = 0;
+  auto ints = [&] { return reinterpret_cast<int32_t*>(static_cast<char*>(memory_.get()) + layout.offset[next++]); };
+  auto floats = [&] { return reinterpret_cast<float*>(ints()); };
+  state_.expert_ids = ints();
+  state_.weights = floats();
+  state_.rows = ints();
+  state_.indices = ints();
+  state_.bin_ids = ints();
+  state_.chunk_hist = ints();
+  state_.chunk_offsets = ints();
+  state_.chunk_scores = floats();
+  state_.chunk_z = floats();
+  state_.counts = ints();
+  state_.bins = ints();
+  state_.padded_bins = ints();
+  state_.block_rows = ints();
+  state_.losses = floats();
+  topo_out_.row_indices = ints();
+  topo_out_.column_indices = ints();
+  topo_out_.offsets = ints();
+  topo_out_.column_indices_t = ints();
+  topo_out_.offsets_t = ints();
+  topo_out_.block_offsets_t = ints();
   const Arch arch = device_arch(dev.properties());
   for (size_t i = 0; i < specs_.size(); ++i) specs_[i] = spec(Op(size_t(kFirstRoutingOp) + i), arch);
 }
@@ -117,6 +143,7 @@ void route_forward(KernelCache& cache, const RoutingWorkspace& ws, const RouteFo
   a.y = f.x_permuted;
   a.lbl_weight = f.lbl_weight;
   a.z_weight = f.z_weight;
+  a.expert_bias = f.expert_bias;
   for (Op op : {Op::Router, Op::Bins, Op::Permute, Op::Topology, Op::Gather})
     launch_routing(cache, ws.spec(op), a, stream);
 }

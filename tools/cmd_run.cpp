@@ -11,6 +11,7 @@
 
 #include "cli.hpp"
 #include "dmoe/layer_reference.hpp"
+#include "dmoe/routing_args.cuh"
 #include "layer_bench.hpp"
 
 namespace dmoe::cli {
@@ -19,10 +20,10 @@ namespace {
 struct RunFlags {
   std::string preset = "tiny", device = "auto", activation;
   int renorm_p = 0, reps = 10;
-  double lbl_weight = 0.01, z_weight = 0.0;
+  double lbl_weight = 0.01, z_weight = 0.0, jitter_eps = 0.0;
   int64_t block = 0;
   int64_t tokens = 0, hidden = 0, ffn = 0, experts = 0, top_k = 0;
-  bool glu = false, json = false;
+  bool glu = false, json = false, recompute = false;
   uint64_t seed = 0;
   CLI::Option* activation_opt = nullptr;
   CLI::Option* glu_opt = nullptr;
@@ -42,6 +43,13 @@ int run_layer(const RunFlags& f) {
   if (f.glu_opt->count()) s.gated = f.glu;
   if (f.block) s.block = f.block;
   validate(s);
+  LayerOptions lo;
+  lo.renorm_p = f.renorm_p;
+  lo.lbl_weight = float(f.lbl_weight);
+  lo.z_weight = float(f.z_weight);
+  lo.recompute = f.recompute;
+  lo.jitter_eps = float(f.jitter_eps);
+  validate(s, lo);  // the layer's own limits, named, on either device
   if (f.device != "cpu" && f.device != "gpu" && f.device != "auto")
     throw InvalidArgument(fmt::format("unknown device '{}' (expected auto|gpu|cpu)", f.device));
   std::string device = f.device;
@@ -54,9 +62,7 @@ int run_layer(const RunFlags& f) {
     bench::LayerRunOptions o;
     o.label = f.preset;
     o.shape = s;
-    o.layer.renorm_p = f.renorm_p;
-    o.layer.lbl_weight = float(f.lbl_weight);
-    o.layer.z_weight = float(f.z_weight);
+    o.layer = lo;
     o.json = f.json;
     o.reps = f.reps;
     o.seed = f.seed;
@@ -92,7 +98,12 @@ int run_layer(const RunFlags& f) {
                            w1 = random(ef * c.hidden, init), w2 = random(ef * c.hidden, init),
                            v1 = c.gated ? random(ef * c.hidden, init) : std::vector<float>{},
                            dy = random(c.tokens * c.hidden, 1.f);
-  const reference::LayerParams p{x, router, w1, w2, v1};
+  // Jitter: the noise of the first forward of a layer seeded with `seed` (Layer::set_seed), as the GPU draws it.
+  const std::vector<float> noise =
+      f.jitter_eps > 0 ? reference::jitter_noise(c.tokens * c.hidden, float(f.jitter_eps), jitter_key(seed, 0))
+                       : std::vector<float>{};
+  reference::LayerParams p{x, router, w1, w2, v1};
+  p.noise = noise;
 
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -108,7 +119,7 @@ int run_layer(const RunFlags& f) {
   auto bytes = [](const auto& v) { return int64_t(v.size() * sizeof(v[0])); };
   const int64_t peak = bytes(x) + bytes(router) + bytes(w1) + bytes(w2) + bytes(v1) + bytes(dy) + bytes(fwd.y) +
                        bytes(fwd.logits) + bytes(fwd.h) + bytes(fwd.g) + bytes(fwd.o) + bytes(grads.dx) +
-                       bytes(grads.drouter) + bytes(grads.dw1) + bytes(grads.dw2) + bytes(grads.dv1);
+                       bytes(grads.drouter) + bytes(grads.dw1) + bytes(grads.dw2) + bytes(grads.dv1) + bytes(noise);
   double max_err = 0;
   for (const auto& ch : checks) max_err = std::max(max_err, ch.rel_err);
   constexpr double kTolerance = 1e-3;
@@ -116,8 +127,9 @@ int run_layer(const RunFlags& f) {
 
   int64_t min_count = c.tokens * c.top_k, max_count = 0;
   for (int64_t n : fwd.routing.counts) min_count = std::min(min_count, n), max_count = std::max(max_count, n);
-  fmt::print("dmoe run --device cpu: T={} H={} F={} E={} K={} {}{} (fp64 reference layer), seed {}\n", c.tokens,
-             c.hidden, c.ffn, c.experts, c.top_k, to_string(c.activation), c.gated ? " gated" : "", seed);
+  fmt::print("dmoe run --device cpu: T={} H={} F={} E={} K={} {}{}{} (fp64 reference layer), seed {}\n", c.tokens,
+             c.hidden, c.ffn, c.experts, c.top_k, to_string(c.activation), c.gated ? " gated" : "",
+             f.jitter_eps > 0 ? fmt::format(" jitter {}", f.jitter_eps) : "", seed);
   fmt::print("  forward   {:10.2f} ms   {:7.2f} GFLOP/s\n", fwd_ms, fwd_flops / (fwd_ms * 1e6));
   fmt::print("  backward  {:10.2f} ms   {:7.2f} GFLOP/s\n", bwd_ms, 2 * fwd_flops / (bwd_ms * 1e6));
   fmt::print("  tokens per expert {}…{}, load-balancing loss {:.6f}, z-loss {:.6f}, host peak {:.1f} MiB\n",
@@ -156,6 +168,12 @@ Command add_run_command(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--lbl-weight", f->lbl_weight, "Load-balancing loss weight")->capture_default_str();
   app->add_option("--z-weight", f->z_weight, "Router z-loss weight")->capture_default_str();
+  app->add_flag("--recompute", f->recompute,
+                "GPU: memory-saving mode, backward recomputes the hidden activation and the expert outputs "
+                "(the CPU reference keeps everything)");
+  app->add_option("--jitter", f->jitter_eps,
+                 "Router jitter eps: the router's input x * U(1 - eps, 1 + eps), fresh each forward; 0: off")
+      ->capture_default_str();
   app->add_option("--reps", f->reps, "GPU: timed steps (medians reported)")->capture_default_str();
   app->add_option("--seed", f->seed, "Random seed (default: fresh each run)");
   app->add_flag("--json", f->json, "Also print one JSON object with fwd_ms, bwd_ms, peak_bytes, max_rel_err, verified");

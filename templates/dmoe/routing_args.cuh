@@ -64,7 +64,8 @@ struct RoutingArgs {
                           // ScatterGrad: gradient of the expert output rows [max_rows, H]; Glu: h;
                           // GluGrad: da
   const void* aux;        // ScatterGrad: the forward expert output rows [max_rows, H] (for dw); Glu: g =
-                          // x·V1ᵀ; GluGrad: a
+                          // x·V1ᵀ (null: h = act(a)); GluGrad: a; Jitter (optional, null: none): [T, H]
+                          // added after the scaling, y = x·U + aux (the layer's dx += U ⊙ (dlogits·Wr))
   const void* x2;         // Scatter (optional, null: none): second rows [max_rows, H], y[t] = Σ_k w·(x +
                           // x2)[row(t, k)] (gated dX = dA·W1 + dG·V1); GluGrad: g
   void* y2;               // GluGrad: dg
@@ -81,8 +82,14 @@ struct RoutingArgs {
   float d_lbl;            // RouterGrad: upstream gradient of the (weighted) load-balancing loss
   float d_z;              // RouterGrad: upstream gradient of the (weighted) z-loss
   float jitter_eps;       // Jitter: x · U(1 − eps, 1 + eps)
-  uint32_t seed_lo, seed_hi;  // Jitter: caller-supplied seed
+  uint32_t seed_lo, seed_hi;  // Jitter: caller-supplied seed (when jitter_seed is null)
   int32_t weighted;       // Scatter: 1 multiplies row(t, k) by weights[t·K + k]; 0 sums (gather's backward)
+  const uint64_t* jitter_seed;  // Jitter (optional, null: seed_lo/hi): {base seed, offset} in device memory,
+                                // the noise's key jitter_key(base, offset): a graph replay reads new values
+  uint64_t* jitter_next;  // Jitter (optional): thread 0 of CTA 0 writes offset + 1 here (the layer's counter,
+                          // the next forward's offset; never the memory jitter_seed points to)
+  const float* expert_bias;  // Router (optional, null: none): [E] fp32, finite, added to the probabilities for
+                             // the top-K selection only; the weights stay the unbiased probabilities
 };
 
 // Warps of a Router CTA: 32 (1024 threads, 8 tokens per warp) keeps the GPU full; above 256 experts a
@@ -90,6 +97,10 @@ struct RoutingArgs {
 DMOE_HD constexpr int router_warps(int experts) { return experts <= 256 ? 32 : 8; }
 
 DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChunkTokens - 1) / kRouteChunkTokens; }
+
+// The jitter's key for one forward: a base seed and the forward's offset (philox-style), a bijection of
+// the offset for each seed.
+DMOE_HD inline uint64_t jitter_key(uint64_t seed, uint64_t offset) { return seed ^ (offset * 0xd1b54a32d192ed03ull); }
 
 // Jitter noise: a counter-based hash of (seed, element), uniform in [1 − eps, 1 + eps). Host and device
 // share this definition so the CPU reference reproduces the device's noise bit for bit.

@@ -4,12 +4,15 @@
 
 #include <cstddef>
 
-static_assert(sizeof(dmoe_layer_desc) == 72);
+static_assert(sizeof(dmoe_layer_desc) == 80);
 static_assert(offsetof(dmoe_layer_desc, tokens) == 40);
 static_assert(offsetof(dmoe_layer_desc, dtype) == 48);
 static_assert(offsetof(dmoe_layer_desc, lbl_weight) == 64);
 static_assert(offsetof(dmoe_layer_desc, z_weight) == 68);
-static_assert(sizeof(dmoe_weights) == 4 * sizeof(void*));
+static_assert(offsetof(dmoe_layer_desc, recompute) == 72);
+static_assert(offsetof(dmoe_layer_desc, jitter_eps) == 76);
+static_assert(sizeof(dmoe_weights) == 5 * sizeof(void*));
+static_assert(offsetof(dmoe_weights, expert_bias) == 4 * sizeof(void*));
 static_assert(sizeof(dmoe_gradients) == 5 * sizeof(void*));
 static_assert(sizeof(dmoe_device_properties) == 256 + 4 * 4 + 2 * 8 + 2 * 4);
 static_assert(sizeof(dmoe_status) == sizeof(int));

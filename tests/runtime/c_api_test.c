@@ -52,7 +52,7 @@ static void test_accessors(void) {
   CHECK(strcmp(dmoe_status_name(DMOE_INVALID_ARGUMENT), "DMOE_INVALID_ARGUMENT") == 0);
   CHECK(strcmp(dmoe_status_name(DMOE_INTERNAL), "DMOE_INTERNAL") == 0);
   CHECK(strcmp(dmoe_status_name((dmoe_status)99), "unknown status") == 0);
-  CHECK(sizeof(dmoe_layer_desc) == 72);
+  CHECK(sizeof(dmoe_layer_desc) == 80);
 }
 
 static void test_presets(void) {
@@ -72,6 +72,7 @@ static void test_presets(void) {
     CHECK(d.hidden == 128 && d.ffn == 256 && d.experts == 4 && d.top_k == 2 && d.block == 128);
     CHECK(d.tokens == 512 && d.dtype == DMOE_DTYPE_BF16 && d.activation == DMOE_ACTIVATION_GELU_TANH);
     CHECK(d.gated == 0 && d.renorm_p == 0 && d.lbl_weight == 0.01f && d.z_weight == 0.0f);
+    CHECK(d.recompute == 0 && d.jitter_eps == 0.0f);
   }
   if (EXPECT_OK(dmoe_layer_desc_preset("mixtral-8x7b", &d)))
     CHECK(d.hidden == 4096 && d.experts == 8 && d.gated == 1 && d.activation == DMOE_ACTIVATION_SILU);
@@ -132,6 +133,16 @@ static void test_validate(void) {
   EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "lbl_weight = -0.5");
   d = tiny(), d.z_weight = (float)NAN;
   EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "z_weight = nan");
+  d = tiny(), d.recompute = 2;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "recompute = 2 is not 0 or 1");
+  d = tiny(), d.jitter_eps = 1.0f;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "jitter_eps = 1 is not in [0, 1)");
+  d = tiny(), d.jitter_eps = -0.01f;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "jitter_eps = -0.01");
+  d = tiny(), d.jitter_eps = (float)NAN;
+  EXPECT(dmoe_layer_desc_validate(&d), DMOE_INVALID_ARGUMENT, "jitter_eps = nan");
+  d = tiny(), d.recompute = 1, d.jitter_eps = 0.01f;
+  EXPECT_OK(dmoe_layer_desc_validate(&d));
   d = tiny(), d.gated = 1, d.activation = DMOE_ACTIVATION_SILU, d.renorm_p = 2, d.dtype = DMOE_DTYPE_FP16;
   EXPECT_OK(dmoe_layer_desc_validate(&d));
   EXPECT(dmoe_layer_desc_validate(NULL), DMOE_INVALID_ARGUMENT, "desc is NULL");
@@ -163,6 +174,7 @@ static void test_null_handles(void) {
   dmoe_device_properties props;
   const float* f = NULL;
   const int32_t* i32 = NULL;
+  const uint64_t* u64 = NULL;
   size_t bytes = 0;
   void* ptr = NULL;
   char host[16];
@@ -193,6 +205,7 @@ static void test_null_handles(void) {
   EXPECT(dmoe_layer_get_desc(NULL, &d), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_bytes(NULL, &bytes), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_flops(NULL, NULL, NULL), DMOE_INVALID_ARGUMENT, "layer is NULL");
+  EXPECT(dmoe_layer_set_seed(NULL, 1), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_forward(NULL, host, &w, host, ctx, NULL), DMOE_INVALID_ARGUMENT, "layer is NULL");
   EXPECT(dmoe_layer_backward(NULL, host, &w, ctx, &g, NULL), DMOE_INVALID_ARGUMENT, "layer is NULL");
 
@@ -202,6 +215,7 @@ static void test_null_handles(void) {
   EXPECT(dmoe_context_weights(NULL, &f), DMOE_INVALID_ARGUMENT, "context is NULL");
   EXPECT(dmoe_context_counts(NULL, &i32), DMOE_INVALID_ARGUMENT, "context is NULL");
   EXPECT(dmoe_context_bytes(NULL, &bytes), DMOE_INVALID_ARGUMENT, "context is NULL");
+  EXPECT(dmoe_context_jitter_seed(NULL, &u64), DMOE_INVALID_ARGUMENT, "context is NULL");
 
   /* Destroying NULL is a no-op, like free(NULL). */
   EXPECT_OK(dmoe_device_destroy(NULL));
@@ -236,6 +250,7 @@ static float from_bf16(uint16_t h) {
 typedef struct {
   dmoe_device* device;
   long live, total;
+  size_t live_bytes;
 } counting_allocator;
 
 static void* counting_allocate(size_t bytes, void* user) {
@@ -243,14 +258,15 @@ static void* counting_allocate(size_t bytes, void* user) {
   void* p = NULL;
   if (dmoe_device_alloc(a->device, bytes, &p) != DMOE_OK) return NULL;
   ++a->live, ++a->total;
+  a->live_bytes += bytes;
   return p;
 }
 
 static void counting_deallocate(void* ptr, size_t bytes, void* user) {
   counting_allocator* a = (counting_allocator*)user;
-  (void)bytes;
   dmoe_device_free(a->device, ptr);
   --a->live;
+  a->live_bytes -= bytes;
 }
 
 typedef struct {
@@ -299,7 +315,8 @@ static void check_output(dmoe_device* dev, tensor* t, const char* name) {
 }
 
 /* Forward and backward of one layer through the ABI, with the pointer checks and the routing outputs. */
-static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_allocator) {
+/* use_bias: an expert bias that puts expert 0 first for every token (dmoe_weights.expert_bias). */
+static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_allocator, int use_bias) {
   const size_t T = (size_t)desc->tokens, H = (size_t)desc->hidden, E = (size_t)desc->experts;
   const size_t F = (size_t)desc->ffn, K = (size_t)desc->top_k;
   const int gated = desc->gated;
@@ -312,18 +329,22 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   dmoe_weights w, bad_w;
   dmoe_gradients g;
   tensor x, router, w1, w2, v1, y, dy, dx, drouter, dw1, dw2, dv1;
-  size_t bytes = 0, i, k;
+  size_t bytes = 0, layer_bytes = 0, i, k;
   double fwd = 0, bwd = 0;
   const float* d_losses = NULL;
   const float* d_weights = NULL;
   const int32_t *d_ids = NULL, *d_counts = NULL;
+  const uint64_t* d_seed = NULL;
+  uint64_t seed[2] = {0, 0};
+  float* bias = (float*)calloc(E, sizeof(float));
+  void* d_bias = NULL;
   float losses[2] = {-1, -1};
   float* weights = (float*)malloc(T * K * sizeof(float));
   int32_t* ids = (int32_t*)malloc(T * K * sizeof(int32_t));
   int32_t* counts = (int32_t*)malloc(E * sizeof(int32_t));
   long* histogram = (long*)calloc(E, sizeof(long));
   long total = 0;
-  if (!weights || !ids || !counts || !histogram) abort();
+  if (!weights || !ids || !counts || !histogram || !bias) abort();
 
   x = make_tensor(dev, T * H, 1.0f);
   router = make_tensor(dev, E * H, 1.0f / sqrtf((float)H));
@@ -337,11 +358,17 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   dw1 = make_tensor(dev, E * F * H, 1.0f);
   dw2 = make_tensor(dev, E * F * H, 1.0f);
   dv1 = make_tensor(dev, gated ? E * F * H : 8, 1.0f);
-  w.router = router.dev, w.w1 = w1.dev, w.w2 = w2.dev, w.v1 = gated ? v1.dev : NULL;
+  w.router = router.dev, w.w1 = w1.dev, w.w2 = w2.dev, w.v1 = gated ? v1.dev : NULL, w.expert_bias = NULL;
+  if (use_bias) {
+    bias[0] = 2.0f; /* above any probability: expert 0 wins the selection, its weight stays its probability */
+    EXPECT_OK(dmoe_device_alloc(dev, E * sizeof(float), &d_bias));
+    EXPECT_OK(dmoe_device_copy_to_device(dev, d_bias, bias, E * sizeof(float), NULL));
+    w.expert_bias = (const float*)d_bias;
+  }
   g.dx = dx.dev, g.drouter = drouter.dev, g.dw1 = dw1.dev, g.dw2 = dw2.dev, g.dv1 = gated ? dv1.dev : NULL;
 
   /* The layer on a second handle to the same GPU, destroyed at once: the layer keeps it alive. */
-  counter.device = dev, counter.live = 0, counter.total = 0;
+  counter.device = dev, counter.live = 0, counter.total = 0, counter.live_bytes = 0;
   alloc.allocate = counting_allocate, alloc.deallocate = counting_deallocate, alloc.user = &counter;
   if (!EXPECT_OK(dmoe_device_create(0, &own))) goto done;
   if (!EXPECT_OK(dmoe_layer_create(own, desc, use_allocator ? &alloc : NULL, &layer))) goto done;
@@ -351,10 +378,12 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
 
   EXPECT_OK(dmoe_layer_get_desc(layer, &back));
   CHECK(memcmp(&back, desc, sizeof back) == 0);
-  EXPECT_OK(dmoe_layer_bytes(layer, &bytes));
-  CHECK(bytes > 0);
+  EXPECT_OK(dmoe_layer_bytes(layer, &layer_bytes));
+  CHECK(layer_bytes > 0);
   EXPECT_OK(dmoe_context_bytes(ctx, &bytes));
   CHECK(bytes > 0);
+  /* Every device byte the layer and its context hold came from the allocator, and is what they report. */
+  if (use_allocator) CHECK(counter.live_bytes == layer_bytes + bytes);
   EXPECT_OK(dmoe_layer_flops(layer, &fwd, &bwd));
   CHECK(fwd == (gated ? 3.0 : 2.0) * 2.0 * (double)T * (double)K * (double)H * (double)F && bwd > fwd);
 
@@ -379,6 +408,12 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   dmoe_context_destroy(other_ctx);
   dmoe_layer_destroy(other);
 
+  /* Jitter: the seed is settable, and each forward records its {seed, offset}. */
+  EXPECT_OK(dmoe_context_jitter_seed(ctx, &d_seed));
+  CHECK((desc->jitter_eps > 0) == (d_seed != NULL));
+  if (desc->jitter_eps > 0) EXPECT_OK(dmoe_layer_set_seed(layer, 1234));
+  else EXPECT(dmoe_layer_set_seed(layer, 1234), DMOE_INVALID_ARGUMENT, "jitter is off");
+
   /* Forward into poisoned y. */
   EXPECT_OK(dmoe_device_fill_u8(dev, y.dev, 0xFF, y.n * 2, NULL));
   if (!EXPECT_OK(dmoe_layer_forward(layer, x.dev, &w, y.dev, ctx, NULL))) goto done;
@@ -395,6 +430,10 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
   EXPECT_OK(dmoe_device_copy_to_host(dev, weights, d_weights, T * K * sizeof(float), NULL));
   EXPECT_OK(dmoe_device_copy_to_host(dev, counts, d_counts, E * sizeof(int32_t), NULL));
   CHECK(isfinite(losses[0]) && losses[0] > 0 && isfinite(losses[1]) && losses[1] >= 0);
+  if (d_seed) {
+    EXPECT_OK(dmoe_device_copy_to_host(dev, seed, d_seed, sizeof seed, NULL));
+    CHECK(seed[0] == 1234 && seed[1] == 0);
+  }
   for (i = 0; i < T * K; ++i) {
     const int32_t id = ids[i];
     if (id < 0 || (size_t)id >= E || !(weights[i] > 0 && weights[i] <= 1)) {
@@ -411,6 +450,14 @@ static void run_layer(dmoe_device* dev, const dmoe_layer_desc* desc, int use_all
     total += counts[i];
   }
   CHECK(total == (long)(T * K));
+  if (use_bias) {
+    CHECK(counts[0] == (int32_t)T);
+    for (i = 0; i < T; ++i)
+      if (ids[i * K] != 0 || !(weights[i * K] < 1)) {
+        CHECK(!"expert 0 first with its unbiased probability as weight");
+        break;
+      }
+  }
 
   /* Backward into poisoned gradients; a second backward is refused. */
   EXPECT_OK(dmoe_device_fill_u8(dev, dx.dev, 0xFF, dx.n * 2, NULL));
@@ -431,11 +478,12 @@ done:
   /* The layer first: its context keeps it alive until destroyed. */
   EXPECT_OK(dmoe_layer_destroy(layer));
   EXPECT_OK(dmoe_context_destroy(ctx));
-  if (use_allocator) CHECK(counter.live == 0 && counter.total > 0);
+  if (use_allocator) CHECK(counter.live == 0 && counter.live_bytes == 0 && counter.total > 0);
   free_tensor(dev, &x), free_tensor(dev, &router), free_tensor(dev, &w1), free_tensor(dev, &w2);
   free_tensor(dev, &v1), free_tensor(dev, &y), free_tensor(dev, &dy), free_tensor(dev, &dx);
   free_tensor(dev, &drouter), free_tensor(dev, &dw1), free_tensor(dev, &dw2), free_tensor(dev, &dv1);
-  free(weights), free(ids), free(counts), free(histogram);
+  EXPECT_OK(dmoe_device_free(dev, d_bias));
+  free(weights), free(ids), free(counts), free(histogram), free(bias);
 }
 
 static void test_gpu(dmoe_device* dev) {
@@ -466,10 +514,13 @@ static void test_gpu(dmoe_device* dev) {
 
   d = tiny();
   printf("layer tiny (plain, GELU-tanh), cuMemAlloc\n");
-  run_layer(dev, &d, 0);
+  run_layer(dev, &d, 0, 0);
   d = tiny(), d.gated = 1, d.activation = DMOE_ACTIVATION_SILU, d.renorm_p = 1, d.z_weight = 0.001f;
   printf("layer tiny (gated, SiLU, renorm 1, z-loss), counting allocator\n");
-  run_layer(dev, &d, 1);
+  run_layer(dev, &d, 1, 0);
+  d = tiny(), d.recompute = 1, d.jitter_eps = 0.05f;
+  printf("layer tiny (plain, GELU-tanh, recompute, jitter, expert bias), counting allocator\n");
+  run_layer(dev, &d, 1, 1);
 }
 
 int main(int argc, char** argv) {

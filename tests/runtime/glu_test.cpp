@@ -121,6 +121,24 @@ void run(const Case& c) {
       CHECK(err <= tol);
       worst_h = std::max(worst_h, err);
     }
+    // Glu without g: h = act(a), the plain layer's activation recomputed (LayerOptions::recompute).
+    dev.fill_u8(dout.get(), 0xff, capacity * 2);
+    args.aux = nullptr;
+    launch_routing(cache(), glu, args, nullptr);
+    dev.synchronize();
+    {
+      const auto h = download<uint16_t>(dout.get(), capacity);
+      std::vector<double> ref(n);
+      for (int64_t i = 0; i < n; ++i) ref[i] = reference::activation(act, a.values[i]);
+      int64_t unwritten = 0, clobbered = 0;
+      for (int64_t i = 0; i < n; ++i) unwritten += h[i] == kPoison;
+      for (int64_t i = n; i < capacity; ++i) clobbered += h[i] != kPoison;
+      const double err = n ? relative_error(ref, h, n, c.dtype) : 0.0;
+      INFO("glu without g: relative Frobenius error " << err);
+      CHECK(unwritten == 0);
+      CHECK(clobbered == 0);
+      CHECK(err <= tol);
+    }
 
     // GluGrad: da = dh · g · act'(a), dg = dh · act(a), into separate buffers and into its inputs'.
     const reference::GluGrad ref = reference::glu_grad(act, std::span(dh.values).first(n),

@@ -185,3 +185,55 @@ TEST_CASE("layer reference: the sampled oracle agrees with the full reference an
       CHECK(check_layer_sample(c, p, dy, f.routing.expert_ids, weights, counts, s, 2).dx > 1e-3);
     }
 }
+
+TEST_CASE("layer reference: jitter, the router sees x ⊙ U: gradients by directional differences, sampled oracle") {
+  LayerConfig c;
+  c.tokens = 48, c.hidden = 16, c.ffn = 8, c.experts = 4, c.top_k = 2, c.gated = true;
+  c.activation = Activation::Silu, c.z_weight = 0.01, c.renorm_p = 1;
+  std::mt19937_64 rng(std::random_device{}());
+  auto x = random_vector(rng, 48 * 16, 1.f), r = random_vector(rng, 4 * 16, 0.5f), w1 = random_vector(rng, 32 * 16, 0.5f),
+       w2 = random_vector(rng, 32 * 16, 0.5f), v1 = random_vector(rng, 32 * 16, 0.5f), dy = random_vector(rng, 48 * 16, 1.f);
+  const std::vector<float> noise = jitter_noise(48 * 16, 0.2f, rng());
+  for (float u : noise) REQUIRE((u >= 0.8f && u <= 1.2f));
+  LayerParams p{x, r, w1, w2, v1};
+  const LayerForward plain = layer_forward(c, p);
+  p.noise = noise;
+  const LayerForward f = layer_forward(c, p);
+  // The logits are those of x ⊙ U; the experts still see x.
+  double max_diff = 0;
+  for (int64_t t = 0; t < 48; ++t)
+    for (int64_t e = 0; e < 4; ++e) {
+      double want = 0;
+      for (int64_t d = 0; d < 16; ++d) want += double(r[e * 16 + d]) * double(x[t * 16 + d]) * noise[t * 16 + d];
+      max_diff = std::max(max_diff, std::abs(f.logits[t * 4 + e] - want));
+    }
+  CHECK(max_diff < 1e-12);
+  CHECK(f.logits != plain.logits);
+
+  const LayerGrads g = layer_backward(c, p, f, dy);
+  for (const auto& ch : directional_check(c, p, g, dy, 5)) {
+    INFO(std::string(ch.tensor) << " rel err " << ch.rel_err);
+    CHECK(ch.rel_err < 1e-3);
+  }
+  // The un-jittered router gradient (dWr from x, dx without U) is caught.
+  LayerParams no_noise = p;
+  no_noise.noise = {};
+  const LayerGrads wrong = layer_backward(c, no_noise, f, dy);
+  CHECK(directional_check(c, p, wrong, dy, 5)[1].rel_err > 1e-2);
+
+  // The sampled oracle, given the same noise.
+  LayerSample s;
+  s.tokens = {0, 9, 47};
+  s.rows = {1, 14, 30};
+  for (int64_t t : s.tokens)
+    for (int j = 0; j < 16; ++j) s.y.push_back(f.y[t * 16 + j]), s.dx.push_back(g.dx[t * 16 + j]);
+  for (int64_t row : s.rows)
+    for (int j = 0; j < 16; ++j)
+      s.dw1.push_back(g.dw1[row * 16 + j]), s.dw2.push_back(g.dw2[row * 16 + j]), s.dv1.push_back(g.dv1[row * 16 + j]);
+  const std::vector<float> weights(f.routing.weights.begin(), f.routing.weights.end());
+  const std::vector<int32_t> counts(f.routing.counts.begin(), f.routing.counts.end());
+  const SampleResult ok = check_layer_sample(c, p, dy, f.routing.expert_ids, weights, counts, s, 2);
+  CHECK(std::max({ok.y, ok.dx, ok.dw1, ok.dw2, ok.dv1, ok.weights}) < 1e-6);
+  CHECK(ok.not_top_k == 0);
+  CHECK(check_layer_sample(c, no_noise, dy, f.routing.expert_ids, weights, counts, s, 2).dx > 1e-3);
+}

@@ -417,3 +417,146 @@ TEST_CASE("jitter: bitwise equal to the reference rounded to the dtype") {
       CHECK(download<uint16_t>(dx.get(), n) == y);
     }
 }
+
+TEST_CASE("jitter: the key from device memory ({seed, offset}), the counter advanced, aux added in place") {
+  using test::upload;
+  Device& dev = device();
+  for (auto [T, H] : {std::pair{777, 256}, std::pair{1, 64}}) {
+    INFO("T=" << T << " H=" << H);
+    MoeShape shape;
+    shape.hidden = H;
+    shape.ffn = 128;
+    shape.experts = 4;
+    shape.top_k = 1;
+    shape.tokens = T;
+    RoutingWorkspace ws(dev, shape);
+    const int64_t n = int64_t(T) * H;
+    const test::HostOperand x = test::random_operand(n, DType::BF16), aux = test::random_operand(n, DType::BF16);
+    DeviceBuffer dx(dev, n * 2), dy(dev, n * 2), daux(dev, n * 2), state(dev, 16), next(dev, 16);
+    upload(dx.get(), x.bits);
+    upload(daux.get(), aux.bits);
+    dev.fill_u8(dy.get(), 0xff, n * 2);
+    const uint64_t base = test::rng()(), offset = test::rng()() >> 8;
+    upload(state.get(), std::vector<uint64_t>{base, offset});
+    upload(next.get(), std::vector<uint64_t>{7, 7});
+    const float eps = 0.1f;
+    RoutingArgs args = ws.args();
+    args.x = dx.get();
+    args.y = dy.get();
+    args.jitter_eps = eps;
+    args.seed_lo = 1, args.seed_hi = 2;  // ignored: the key comes from device memory
+    args.jitter_seed = static_cast<const uint64_t*>(state.get());
+    args.jitter_next = static_cast<uint64_t*>(next.get()) + 1;
+    const KernelSpec& spec = ws.spec(Op::Jitter);
+    launch_routing(cache(), spec, args, nullptr);
+    dev.synchronize();
+    const uint64_t key = jitter_key(base, offset);
+    const std::vector<float> ref = reference::jitter(x.values, eps, uint32_t(key), uint32_t(key >> 32));
+    const auto y = download<uint16_t>(dy.get(), n);
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) mismatches += y[i] != reference::to_bf16(ref[i]);
+    CHECK(mismatches == 0);
+    CHECK(download<uint64_t>(next.get(), 2) == std::vector<uint64_t>{7, offset + 1});
+    CHECK(download<uint64_t>(state.get(), 2) == std::vector<uint64_t>{base, offset});
+    CHECK(jitter_key(base, offset + 1) != key);
+
+    // y = x·U + aux, in place over aux (the layer's dx += U ⊙ (dlogits·Wr)); no counter without jitter_next.
+    args.aux = daux.get();
+    args.y = daux.get();
+    args.jitter_next = nullptr;
+    launch_routing(cache(), spec, args, nullptr);
+    dev.synchronize();
+    const auto sum = download<uint16_t>(daux.get(), n);
+    std::vector<double> want(n), got(n);
+    for (int64_t i = 0; i < n; ++i) {
+      want[i] = double(x.values[i]) * double(jitter_factor(uint32_t(key), uint32_t(key >> 32), uint64_t(i), eps)) +
+                double(aux.values[i]);
+      got[i] = reference::from_bf16(sum[i]);
+    }
+    const double err = reference::relative_error(want, got);
+    INFO("x·U + aux relative Frobenius error " << err);
+    CHECK(err < 1e-2);
+    CHECK(download<uint64_t>(next.get(), 2) == std::vector<uint64_t>{7, offset + 1});
+  }
+}
+
+TEST_CASE("router: the expert bias orders the top-k selection only; weights are the unbiased probabilities") {
+  Device& dev = device();
+  for (const Case& c : {Case{1000, 8, 2, 0}, Case{777, 64, 6, 1}, Case{300, 300, 4, 2}, Case{513, 16, 16, 1}}) {
+    INFO(describe(c));
+    MoeShape shape;
+    shape.hidden = 64;
+    shape.ffn = 2 * c.block;
+    shape.experts = c.experts;
+    shape.top_k = c.top_k;
+    shape.block = c.block;
+    shape.tokens = c.tokens;
+    RoutingWorkspace ws(dev, shape, c.renorm_p);
+    const int64_t T = c.tokens, E = c.experts, K = c.top_k;
+    const std::vector<float> logits = make_logits(c);
+    // A random bias of the scores' size, expert 1 lifted past every probability, expert E − 1 sunk.
+    std::normal_distribution<float> dist(0.f, 0.05f);
+    std::vector<float> bias(E);
+    for (float& b : bias) b = dist(test::rng());
+    bias[1] = 2.f;
+    if (K < E) bias[E - 1] = -2.f;
+    DeviceBuffer dlog(dev, logits.size() * 4), dbias(dev, E * 4);
+    dev.copy_to_device(dlog.get(), logits.data(), logits.size() * 4);
+    dev.copy_to_device(dbias.get(), bias.data(), E * 4);
+    const RoutingState& s = ws.state();
+    dev.fill_u8(s.expert_ids, 0xff, T * K * 4);
+    dev.fill_u8(s.weights, 0xff, T * K * 4);
+    RoutingArgs args = ws.args();
+    args.logits = static_cast<const float*>(dlog.get());
+    args.lbl_weight = 0.01f;
+    args.z_weight = 0.001f;
+    args.expert_bias = static_cast<const float*>(dbias.get());
+    launch_routing(cache(), ws.spec(Op::Router), args, nullptr);
+    launch_routing(cache(), ws.spec(Op::Bins), args, nullptr);
+    dev.synchronize();
+    const auto ids = download<int32_t>(s.expert_ids, T * K);
+    const auto weights = download<float>(s.weights, T * K);
+    const auto counts = download<int32_t>(s.counts, E);
+    const auto losses = download<float>(s.losses, 2);
+    const reference::RouterResult ref =
+        reference::route(logits, T, int(E), int(K), c.renorm_p, 0.01, 0.001, bias);
+
+    // Ids: the reference's, except keys (p + bias) tied within 1e-6 in either order; weights: the fp64
+    // unbiased probabilities of the device's experts, renormalized; expert 1 always in, E − 1 never.
+    std::vector<double> p(E);
+    std::vector<int64_t> hist(E, 0);
+    int64_t bad_ids = 0, bad_weights = 0, missing_1 = 0, has_last = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> l(logits.begin() + t * E, logits.begin() + (t + 1) * E);
+      reference::softmax_row(l, p);
+      bool in1 = false;
+      double norm = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int32_t d = ids[t * K + k], r = ref.expert_ids[t * K + k];
+        if (d < 0 || d >= E) {
+          ++bad_ids;
+          continue;
+        }
+        ++hist[d];
+        in1 |= d == 1;
+        has_last += K < E && d == E - 1;
+        if (d != r && std::abs((p[d] + bias[d]) - (p[r] + bias[r])) > 1e-6) ++bad_ids;
+        norm += c.renorm_p == 2 ? p[d] * p[d] : p[d];
+      }
+      missing_1 += !in1;
+      if (c.renorm_p == 2) norm = std::sqrt(norm);
+      for (int64_t k = 0; k < K; ++k) {
+        const int32_t d = ids[t * K + k];
+        if (d < 0 || d >= E) continue;
+        const double want = c.renorm_p == 0 ? p[d] : p[d] / norm;
+        bad_weights += !(rel(weights[t * K + k], want) <= 1e-5);
+      }
+    }
+    CHECK(bad_ids == 0);
+    CHECK(bad_weights == 0);
+    CHECK(missing_1 == 0);
+    CHECK(has_last == 0);
+    CHECK(std::vector<int64_t>(counts.begin(), counts.end()) == hist);
+    if (hist == ref.counts) CHECK(rel(losses[0], ref.lbl) <= 1e-4);  // biased counts, unbiased scores
+  }
+}

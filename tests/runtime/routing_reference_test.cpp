@@ -214,3 +214,71 @@ TEST_CASE("route and router_grad: bad inputs throw naming the value") {
                   InvalidArgument);
   CHECK_NOTHROW(reference::router_grad(logits, std::vector<int32_t>{0, 1, 2, 2}, dw, 4, 3, 1, 0, 0, 0, 0, 0));
 }
+
+TEST_CASE("route: the expert bias orders the top-k selection only; weights stay the unbiased probabilities") {
+  const int64_t T = 64;
+  const int E = 8, K = 2;
+  const std::vector<float> logits = random_logits(T, E, std::random_device{}());
+  const auto plain = reference::route(logits, T, E, K, 0, 0.01, 0.001);
+  // A zero bias changes nothing.
+  const std::vector<float> zero(E, 0.f);
+  const auto same = reference::route(logits, T, E, K, 0, 0.01, 0.001, zero);
+  CHECK(same.expert_ids == plain.expert_ids);
+  CHECK(same.weights == plain.weights);
+  CHECK(same.lbl == plain.lbl);
+
+  // Expert 5 biased past every probability: chosen first for every token, with its own softmax
+  // probability as weight; the second slot is the best of the rest, as without the bias.
+  std::vector<float> bias(E, 0.f);
+  bias[5] = 2.f;
+  bias[2] = -2.f;  // and expert 2 never chosen
+  for (int renorm : {0, 1}) {
+    const auto r = reference::route(logits, T, E, K, renorm, 0.01, 0.001, bias);
+    std::vector<double> p(E);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> l(logits.begin() + t * E, logits.begin() + (t + 1) * E);
+      reference::softmax_row(l, p);
+      CHECK(r.expert_ids[t * K] == 5);
+      int best = -1;
+      for (int e = 0; e < E; ++e)
+        if (e != 5 && e != 2 && (best < 0 || p[e] > p[best])) best = e;
+      CHECK(r.expert_ids[t * K + 1] == best);
+      const double s = renorm == 1 ? p[5] + p[best] : 1.0;
+      CHECK(r.weights[t * K] == doctest::Approx(p[5] / s).epsilon(1e-12));
+      CHECK(r.weights[t * K + 1] == doctest::Approx(p[best] / s).epsilon(1e-12));
+    }
+    CHECK(r.counts[5] == T);
+    CHECK(r.counts[2] == 0);
+    // The load-balancing loss counts the biased selection over the unbiased scores.
+    std::vector<double> score_sum(E, 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> l(logits.begin() + t * E, logits.begin() + (t + 1) * E);
+      reference::softmax_row(l, p);
+      for (int e = 0; e < E; ++e) score_sum[e] += p[e];
+    }
+    double lbl = 0;
+    for (int e = 0; e < E; ++e) lbl += double(r.counts[e]) * score_sum[e] / double(T);
+    CHECK(r.lbl == doctest::Approx(E * 0.01 / (double(T) * K) * lbl).epsilon(1e-12));
+  }
+  // A small bias reorders near-ties only: the selection is the top-k of p + bias.
+  std::vector<float> small(E);
+  for (int e = 0; e < E; ++e) small[e] = 0.05f * float(e % 3) - 0.05f;
+  const auto r = reference::route(logits, T, E, K, 0, 0.01, 0.001, small);
+  std::vector<double> p(E);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> l(logits.begin() + t * E, logits.begin() + (t + 1) * E);
+    reference::softmax_row(l, p);
+    double min_chosen = INFINITY, max_other = -INFINITY;
+    std::vector<bool> chosen(E, false);
+    for (int k = 0; k < K; ++k) chosen[r.expert_ids[t * K + k]] = true;
+    for (int e = 0; e < E; ++e) {
+      const double key = p[e] + double(small[e]);
+      if (chosen[e]) min_chosen = std::min(min_chosen, key);
+      else max_other = std::max(max_other, key);
+    }
+    CHECK(min_chosen >= max_other);
+    for (int k = 0; k < K; ++k) CHECK(r.weights[t * K + k] == doctest::Approx(p[r.expert_ids[t * K + k]]).epsilon(1e-12));
+  }
+  CHECK_THROWS_WITH_AS(reference::route(logits, T, E, K, 0, 0, 0, std::vector<float>(3, 0.f)),
+                       doctest::Contains("expert_bias holds 3 values, expected experts = 8"), InvalidArgument);
+}

@@ -51,9 +51,12 @@ class GemmPlan {
 
 class CublasLt {
  public:
+  // The workspace every plan may use (the heuristic's limit) and the constructor allocates.
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
   // Loads the library (throws NoGpu naming every path tried when none loads), creates the handle and a
-  // 32 MiB workspace on `device`.
-  explicit CublasLt(const Device&);
+  // kWorkspaceBytes workspace on `device` (from `alloc` when given).
+  explicit CublasLt(const Device&, const Allocator& alloc = {});
   ~CublasLt();
   CublasLt(const CublasLt&) = delete;
   CublasLt& operator=(const CublasLt&) = delete;

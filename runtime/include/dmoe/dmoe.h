@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Raised when a struct's layout or a function's meaning changes; compare with dmoe_abi_version(). */
-#define DMOE_ABI_VERSION 1
+#define DMOE_ABI_VERSION 2
 
 typedef enum dmoe_status {
   DMOE_OK = 0,
@@ -61,8 +61,8 @@ typedef struct dmoe_device dmoe_device;
 typedef struct dmoe_layer dmoe_layer;
 typedef struct dmoe_context dmoe_context;
 
-/* One layer: the MoeShape and the router options (dmoe/spec.hpp, dmoe/layer.hpp). Fixed-width fields,
- * no padding (72 bytes). Fill it with dmoe_layer_desc_init or dmoe_layer_desc_preset, then edit. */
+/* One layer: the MoeShape and the layer options (dmoe/spec.hpp, dmoe/layer.hpp). Fixed-width fields,
+ * no padding (80 bytes). Fill it with dmoe_layer_desc_init or dmoe_layer_desc_preset, then edit. */
 typedef struct dmoe_layer_desc {
   int64_t hidden;     /* H, a multiple of 64 */
   int64_t ffn;        /* F per expert, a multiple of block */
@@ -76,10 +76,15 @@ typedef struct dmoe_layer_desc {
   int32_t renorm_p;   /* renormalize the top-k weights by their p-norm: 0 (off), 1 or 2 */
   float lbl_weight;   /* load-balancing loss weight, >= 0 */
   float z_weight;     /* router z-loss weight, >= 0 */
+  int32_t recompute;  /* 1: memory-saving mode (LayerOptions::recompute): contexts keep only the permuted
+                         input and the pre-activations, backward recomputes the rest; 0: off */
+  float jitter_eps;   /* router jitter (LayerOptions::jitter_eps): the router's input x * U(1 - eps, 1 + eps),
+                         fresh noise every forward (dmoe_layer_set_seed); 0: off, else in (0, 1) */
 } dmoe_layer_desc;
 
-/* Device memory for a layer's own buffers (scratch, saved activations). With allocate NULL, dmoe uses
- * cuMemAlloc. allocate must return 256-byte aligned device memory of the layer's device, or NULL
+/* Device memory for every buffer a layer and its contexts hold (backward scratch, cuBLASLt's workspace,
+ * the routing workspace, saved activations: dmoe_layer_bytes + dmoe_context_bytes, to the byte). With
+ * allocate NULL, dmoe uses cuMemAlloc. allocate must return 256-byte aligned device memory of the layer's device, or NULL
  * (DMOE_OUT_OF_MEMORY). Set both functions or neither. `user` is passed back unchanged and must stay
  * valid until the layer and all its contexts are destroyed. Called only from layer and context
  * create/destroy, on the calling thread. */
@@ -94,6 +99,9 @@ typedef struct dmoe_weights {
   const void* w1;     /* [E*F, H] */
   const void* w2;     /* [E*F, H] */
   const void* v1;     /* [E*F, H], gated layers only (NULL otherwise) */
+  const float* expert_bias; /* [E] fp32, optional (NULL: none): DeepSeek-V3's auxiliary-loss-free balancing
+                               bias, added to the router's scores for the top-k selection only; the weights
+                               are the unbiased scores, no gradient reaches it. Read by forward only. */
 } dmoe_weights;
 
 /* Every gradient is overwritten, not accumulated. */
@@ -131,7 +139,7 @@ DMOE_API const char* dmoe_status_name(dmoe_status status);
 /* ---- Descriptions (no GPU needed). ---- */
 
 /* Sets *desc to the defaults: all sizes 0 except top_k 1 and block 128, bf16, GELU-tanh, not gated,
- * renorm_p 0, lbl_weight 0.01, z_weight 0. The sizes must then be set. */
+ * renorm_p 0, lbl_weight 0.01, z_weight 0, recompute 0, jitter_eps 0. The sizes must then be set. */
 DMOE_API dmoe_status dmoe_layer_desc_init(dmoe_layer_desc* desc);
 /* Sets *desc to a named model shape (dmoe presets: "mb-46m", "mb-356m", "mixtral-8x7b", "fine-grained",
  * "deepseek-v3", "tiny") with the default options. An unknown name: DMOE_INVALID_ARGUMENT, listing the
@@ -178,8 +186,13 @@ DMOE_API dmoe_status dmoe_layer_create(dmoe_device* device, const dmoe_layer_des
 DMOE_API dmoe_status dmoe_layer_destroy(dmoe_layer* layer);
 /* The description the layer was created with. */
 DMOE_API dmoe_status dmoe_layer_get_desc(const dmoe_layer* layer, dmoe_layer_desc* desc);
-/* Device memory the layer itself holds (scratch and cuBLASLt workspace; contexts not included). */
+/* Device memory the layer itself holds (scratch and cuBLASLt workspace; contexts not included). A step's
+ * peak is this plus each live context's dmoe_context_bytes, plus the caller's tensors. */
 DMOE_API dmoe_status dmoe_layer_bytes(const dmoe_layer* layer, size_t* bytes);
+/* Jitter: sets the base seed of the noise (0 at creation) and restarts its per-forward offset at 0, with a
+ * synchronous write to the device (not during a CUDA graph capture; captured steps read the seed from device
+ * memory and follow it). DMOE_INVALID_ARGUMENT when the layer's jitter_eps is 0. */
+DMOE_API dmoe_status dmoe_layer_set_seed(dmoe_layer* layer, uint64_t seed);
 /* Useful FLOPs of the expert products of one forward and one backward (2*T*K*H*F per product, padding
  * excluded). Either pointer may be NULL. */
 DMOE_API dmoe_status dmoe_layer_flops(const dmoe_layer* layer, double* forward, double* backward);
@@ -209,6 +222,9 @@ DMOE_API dmoe_status dmoe_context_losses(const dmoe_context* context, const floa
 DMOE_API dmoe_status dmoe_context_expert_ids(const dmoe_context* context, const int32_t** expert_ids);
 DMOE_API dmoe_status dmoe_context_weights(const dmoe_context* context, const float** weights);
 DMOE_API dmoe_status dmoe_context_counts(const dmoe_context* context, const int32_t** counts);
+/* Jitter: uint64_t[2] on the device, {base seed, offset} of the context's last forward: its noise, element i
+ * of x [T, H], is jitter_factor(jitter_key(seed, offset), i, eps) (dmoe/routing_args.cuh). NULL without jitter. */
+DMOE_API dmoe_status dmoe_context_jitter_seed(const dmoe_context* context, const uint64_t** seed);
 /* Device memory the context holds. */
 DMOE_API dmoe_status dmoe_context_bytes(const dmoe_context* context, size_t* bytes);
 

@@ -114,11 +114,22 @@ class OwnedStream {
   Stream stream_ = nullptr;
 };
 
-// A device buffer owned by dmoe.
+// Device memory from the caller: buffers dmoe holds on its behalf (a layer's) come from `allocate` and go
+// back through `deallocate`; with allocate null, dmoe uses cuMemAlloc. allocate must return 256-byte
+// aligned device memory of the device, or null (std::bad_alloc). Set both or neither.
+struct Allocator {
+  void* (*allocate)(size_t bytes, void* user) = nullptr;
+  void (*deallocate)(void* ptr, size_t bytes, void* user) = nullptr;
+  void* user = nullptr;
+};
+
+// A device buffer owned by dmoe: from cuMemAlloc, or from an Allocator (returned to it on destruction).
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   DeviceBuffer(const Device&, size_t bytes);
+  // Throws InvalidArgument for an allocator with one function set, or memory not 256-byte aligned.
+  DeviceBuffer(const Device&, size_t bytes, const Allocator&);
   ~DeviceBuffer();
   DeviceBuffer(DeviceBuffer&&) noexcept;
   DeviceBuffer& operator=(DeviceBuffer&&) noexcept;
@@ -126,7 +137,9 @@ class DeviceBuffer {
   size_t size() const { return bytes_; }
 
  private:
+  void release() noexcept;
   const Device* device_ = nullptr;
+  Allocator alloc_{};
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
 };

@@ -21,9 +21,19 @@ struct LayerConfig {
 
 // Host copies of the layer's inputs, MegaBlocks' layout: x [T, H], router [E, H], w1/w2/v1 [E·F, H]
 // (expert e's rows e·F … (e+1)·F − 1); v1 is read only when gated.
+// Jitter (optional): noise [T, H], the factors U(1 − ε, 1 + ε) (jitter_noise); the router's input is then
+// x ⊙ noise (the experts still see x), its gradient reaches x times the noise, and dWr uses it. router_x
+// (optional, with noise) is that input as the layer under test rounded it, used instead of x ⊙ noise for
+// the logits and dWr; directional_check ignores it (it perturbs x).
+// expert_bias (optional, [E]): the balancing bias of the top-K selection (routing_reference.hpp: route).
 struct LayerParams {
   std::span<const float> x, router, w1, w2, v1;
+  std::span<const float> noise = {}, router_x = {};
+  std::span<const float> expert_bias = {};
 };
+
+// The jitter factors of elements [0, n) for a key (jitter_key in routing_args.cuh: the device's noise).
+std::vector<float> jitter_noise(int64_t n, float eps, uint64_t key);
 
 // The forward pass and what the backward pass needs.
 struct LayerForward {
@@ -74,7 +84,7 @@ namespace dmoe::reference {
 //
 // The routing decision (which experts) is taken from the step under test, since the GPU's fp32 logits
 // may break near-ties differently; the check verifies that each chosen expert set is a top-K set of the
-// fp64 scores up to `tie` (relative), and recomputes the routing weights in fp64 at the sampled tokens.
+// fp64 scores (plus LayerParams::expert_bias) up to `tie` (relative), and recomputes the routing weights in fp64 at the sampled tokens.
 // The weight rows use the step's routing weights for every token (their fp64 check is at the sampled
 // tokens). The router weight's gradient needs every token and is not sampled.
 struct LayerSample {

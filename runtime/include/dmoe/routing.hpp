@@ -19,10 +19,13 @@ int64_t routing_grid(const KernelSpec&, const RoutingArgs&);
 void launch_routing(KernelCache&, const KernelSpec&, const RoutingArgs&, Stream);
 
 // Device buffers for one routing pass of up to `tokens` tokens, sized from upper bounds, and the kernel
-// specs of the chain. Owned; the RoutingState / TopologyOut views point into them.
+// specs of the chain. Owned: one allocation (from `alloc` when given), every array 256-byte aligned in it;
+// the RoutingState / TopologyOut views point into it.
 class RoutingWorkspace {
  public:
-  RoutingWorkspace(const Device&, const MoeShape&, int renorm_p = 0);
+  RoutingWorkspace(const Device&, const MoeShape&, int renorm_p = 0, const Allocator& alloc = {});
+  // The bytes a workspace of this shape allocates (no GPU needed); bytes() of a constructed one.
+  static int64_t planned_bytes(const MoeShape&);
   const MoeShape& shape() const { return shape_; }
   int32_t max_rows() const { return max_rows_; }              // padded-row capacity (multiple of B)
   int32_t max_block_rows() const { return max_rows_ / int32_t(shape_.block); }
@@ -46,7 +49,7 @@ class RoutingWorkspace {
   int32_t max_rows_ = 0;
   int64_t bytes_ = 0;
   std::array<KernelSpec, size_t(kLastOp) - size_t(kFirstRoutingOp) + 1> specs_{};
-  std::vector<DeviceBuffer> buffers_;
+  DeviceBuffer memory_;
   RoutingState state_{};
   TopologyOut topo_out_{};
 };
@@ -60,6 +63,7 @@ struct RouteForward {
   void* x_permuted = nullptr;
   float lbl_weight = 0.01f;
   float z_weight = 0.001f;
+  const float* expert_bias = nullptr;  // [E] fp32 (optional): added to the scores for the top-k selection only
 };
 void route_forward(KernelCache&, const RoutingWorkspace&, const RouteForward&, Stream);
 

@@ -14,6 +14,9 @@ namespace dmoe::reference {
 // semantics note defines them:
 //   lbl = E · lbl_weight / (T · K) · Σ_e count_e · mean_t softmax[t, e]
 //   z   = z_weight · mean_t logsumexp(logits_t)²
+// expert_bias (optional, [E]): DeepSeek-V3's auxiliary-loss-free balancing bias, added to the scores for
+// the top-K selection only (order by softmax + bias, ties to the lower expert); the weights stay the
+// selected experts' unbiased probabilities, and nothing depends on the bias otherwise (no gradient).
 struct RouterResult {
   std::vector<int32_t> expert_ids;  // [T·K]
   std::vector<double> weights;      // [T·K]
@@ -21,9 +24,10 @@ struct RouterResult {
   double lbl = 0, z = 0;
 };
 RouterResult route(std::span<const float> logits, int64_t tokens, int experts, int top_k, int renorm_p,
-                   double lbl_weight, double z_weight);
+                   double lbl_weight, double z_weight, std::span<const float> expert_bias = {});
 RouterResult route(std::span<const double> logits, int64_t tokens, int experts, int top_k, int renorm_p,
-                   double lbl_weight, double z_weight);  // fp64 logits (the CPU layer)
+                   double lbl_weight, double z_weight,
+                   std::span<const float> expert_bias = {});  // fp64 logits (the CPU layer)
 
 // One token of the router, for callers that recompute a few tokens of a large routing (the layer's
 // sampled check): the softmax of its logits into p [E] (returns logsumexp); the weights of its chosen

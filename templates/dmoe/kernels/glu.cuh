@@ -28,7 +28,8 @@ __device__ __forceinline__ int64_t valid_vectors(const RoutingArgs& a) {
 }  // namespace glu_detail
 
 // h = act(a) ⊙ g. a is args.x, g args.aux, h args.y; h must not overlap a or g (read through the
-// non-coherent path; the forward keeps a and g for the backward anyway).
+// non-coherent path; the forward keeps a and g for the backward anyway). With g null, h = act(a)·1: the
+// plain layer's activation, recomputed from its saved pre-activation (LayerOptions::recompute).
 template <class Elem, int B, int F, int Act>
 __device__ __forceinline__ void glu_kernel(const RoutingArgs& args) {
   using namespace glu_detail;
@@ -41,12 +42,14 @@ __device__ __forceinline__ void glu_kernel(const RoutingArgs& args) {
   const Vec8* g = static_cast<const Vec8*>(args.aux);
   Vec8* h = static_cast<Vec8*>(args.y);
   Vec8 va[U], vg[U];
+  const float one[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
+  const Vec8 ones = pack<Elem>(one);  // exact in bf16 and fp16: one code path, g or not
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int64_t v = first + u * kThreads;
     if (v < n) {
       va[u] = ld_nc_v4(a + v);
-      vg[u] = ld_nc_v4(g + v);
+      vg[u] = g ? ld_nc_v4(g + v) : ones;
     }
   }
 #pragma unroll

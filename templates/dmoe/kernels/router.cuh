@@ -103,26 +103,40 @@ __device__ __forceinline__ float block_sum(float v, float* s) {
 
 }  // namespace router_detail
 
-// y = x · U(1 − ε, 1 + ε) element-wise, rounded to Elem. x may be y (in place); applied to a gradient it
-// is the backward pass (same seed).
+// y = x · U(1 − ε, 1 + ε) (+ aux when set) element-wise, rounded to Elem. x and aux may be y (in place);
+// applied to a gradient it is the backward pass (same seed). The key is (seed_hi:seed_lo), or read from
+// device memory (jitter_seed), so that a replayed CUDA graph draws new noise each time.
 template <class Elem, int H>
 __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
+  uint32_t seed_lo = a.seed_lo, seed_hi = a.seed_hi;
+  if (a.jitter_seed) {
+    const uint64_t base = a.jitter_seed[0], offset = a.jitter_seed[1];
+    const uint64_t key = jitter_key(base, offset);
+    seed_lo = uint32_t(key), seed_hi = uint32_t(key >> 32);
+    if (a.jitter_next && blockIdx.x == 0 && threadIdx.x == 0) *a.jitter_next = offset + 1;
+  }
   const int64_t first = (int64_t(blockIdx.x) * 256 + threadIdx.x) * 8;
   if (first >= int64_t(a.tokens) * H) return;  // H % 64 == 0: the last vector is whole
-  unsigned v[4];
+  // r: −0.0 in both halves without aux (bf16 and fp16 alike): adding it leaves every product as it was,
+  // +0.0 included.
+  unsigned v[4], r[4] = {0x80008000u, 0x80008000u, 0x80008000u, 0x80008000u};
   ptx::ld_v4_u32(static_cast<const unsigned short*>(a.x) + first, v);
+  if (a.aux) ptx::ld_v4_u32(static_cast<const unsigned short*>(a.aux) + first, r);
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
     const uint64_t i = uint64_t(first) + 2 * q;  // the low half is the lower element
-    const float lo = Elem::to_float(v[q] & 0xffffu) * jitter_factor(a.seed_lo, a.seed_hi, i, a.jitter_eps);
-    const float hi = Elem::to_float(v[q] >> 16) * jitter_factor(a.seed_lo, a.seed_hi, i + 1, a.jitter_eps);
+    const float lo = Elem::to_float(v[q] & 0xffffu) * jitter_factor(seed_lo, seed_hi, i, a.jitter_eps) +
+                     Elem::to_float(r[q] & 0xffffu);
+    const float hi = Elem::to_float(v[q] >> 16) * jitter_factor(seed_lo, seed_hi, i + 1, a.jitter_eps) +
+                     Elem::to_float(r[q] >> 16);
     v[q] = unsigned(Elem::from_float(lo)) | unsigned(Elem::from_float(hi)) << 16;
   }
   ptx::st_v4_u32(static_cast<unsigned short*>(a.y) + first, v);
 }
 
-// Softmax, top-K (ties to the lower expert; k = 0 the best), weights (renormalized by their P-norm when
-// P is 1 or 2) and the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
+// Softmax, top-K (ties to the lower expert; k = 0 the best) of the probabilities plus the optional expert
+// bias, weights (the selected probabilities, unbiased, renormalized by their P-norm when P is 1 or 2) and
+// the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
 template <int E, int K, int P>
 __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
   using namespace router_detail;
@@ -156,17 +170,21 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
     float* weights = a.s.weights + t * K;
     unsigned picked = 0;  // bit i: expert lane + 32i is selected
     float norm = 0.f;
+    const float* bias = a.expert_bias;  // warp-uniform; without it the key is p + 0 = p exactly
 #pragma unroll 1
     for (int k = 0; k < K; ++k) {
       // This lane's best unselected expert (ascending e, strict >: the lower index wins ties), then the
-      // warp's by (probability desc, expert asc), a total order: every lane ends with the same winner.
-      float best = -1.f;
+      // warp's by (key desc, expert asc), a total order: every lane ends with the same winner. The key is
+      // the probability plus the expert's bias.
+      float best = kLowest;
       int arg = 0x7fffffff;
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        if (lane + 32 * i < E && !((picked >> i) & 1u) && row.p[i] > best) {
-          best = row.p[i];
-          arg = lane + 32 * i;
+        const int e = lane + 32 * i;
+        const float key = e < E ? row.p[i] + (bias ? ptx::ld_nc_f32(bias + e) : 0.f) : kLowest;
+        if (e < E && !((picked >> i) & 1u) && key > best) {
+          best = key;
+          arg = e;
         }
       }
 #pragma unroll
@@ -177,6 +195,14 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
           best = ob;
           arg = oa;
         }
+      }
+      if (bias) {
+        // The weight is the winner's unbiased probability, from the lane that holds it.
+        float mine = 0.f;
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+          if (lane + 32 * i == arg) mine = row.p[i];
+        best = __shfl_sync(kFullMask, mine, arg & 31);
       }
       if ((arg & 31) == lane) {
         picked |= 1u << (arg >> 5);
