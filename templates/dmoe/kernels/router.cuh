@@ -144,11 +144,14 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
   constexpr int N = SoftmaxRow<E>::N;  // ≤ 32: one bit per register slot in `picked`
   __shared__ int hist[E];
   __shared__ float scores[E];
+  __shared__ float bias[E];  // the expert bias (zeros without one): the selection reads it from here, so
+                             // no global load of a null pointer can be issued speculatively
   constexpr int W = router_warps(E), THREADS = 32 * W, PER_WARP = kRouteChunkTokens / W;
   __shared__ float zs[W];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t chunk = blockIdx.x;
-  for (int e = threadIdx.x; e < E; e += THREADS) hist[e] = 0;
+  for (int e = threadIdx.x; e < E; e += THREADS) hist[e] = 0, bias[e] = a.expert_bias ? a.expert_bias[e] : 0.f;
+  const bool biased = a.expert_bias != nullptr;
   __syncthreads();
 
   float acc[N];  // Σ over this warp's tokens of p[t, lane + 32i]
@@ -170,7 +173,6 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
     float* weights = a.s.weights + t * K;
     unsigned picked = 0;  // bit i: expert lane + 32i is selected
     float norm = 0.f;
-    const float* bias = a.expert_bias;  // warp-uniform; without it the key is p + 0 = p exactly
 #pragma unroll 1
     for (int k = 0; k < K; ++k) {
       // This lane's best unselected expert (ascending e, strict >: the lower index wins ties), then the
@@ -181,7 +183,7 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
 #pragma unroll
       for (int i = 0; i < N; ++i) {
         const int e = lane + 32 * i;
-        const float key = e < E ? row.p[i] + (bias ? ptx::ld_nc_f32(bias + e) : 0.f) : kLowest;
+        const float key = e < E ? row.p[i] + bias[min(e, E - 1)] : kLowest;  // no bias: p + 0 = p exactly
         if (e < E && !((picked >> i) & 1u) && key > best) {
           best = key;
           arg = e;
@@ -196,7 +198,7 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
           arg = oa;
         }
       }
-      if (bias) {
+      if (biased) {
         // The weight is the winner's unbiased probability, from the lane that holds it.
         float mine = 0.f;
 #pragma unroll
