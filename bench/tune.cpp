@@ -54,8 +54,22 @@ struct Comparison {
   double squares = 0;
   int64_t nonfinite = 0;
 };
-Comparison compare(std::span<const uint16_t> out, std::span<const uint16_t> ref) {
-  auto value = [](uint16_t bits) { return double(std::bit_cast<float>(uint32_t{bits} << 16)); };
+// fp16 bits to double, inline (the comparison runs over hundreds of millions of elements).
+double fp16_value(uint16_t h) {
+  const int e = (h >> 10) & 31, m = h & 1023;
+  const double v = e == 0 ? std::ldexp(double(m), -24)
+                   : e == 31 ? (m ? NAN : INFINITY)
+                             : std::ldexp(double(m | 1024), e - 25);
+  return h >> 15 ? -v : v;
+}
+
+// Σ (out − ref)² over the finite elements of out (ref empty: Σ out²) and the count of non-finite ones,
+// the 16-bit values read as bf16 or fp16.
+Comparison compare(std::span<const uint16_t> out, std::span<const uint16_t> ref, DType dtype) {
+  const bool fp16 = dtype == DType::FP16;
+  auto value = [fp16](uint16_t bits) {
+    return fp16 ? fp16_value(bits) : double(std::bit_cast<float>(uint32_t{bits} << 16));
+  };
   const int64_t n = int64_t(out.size());
   const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
   std::vector<Comparison> parts(threads);
@@ -214,11 +228,22 @@ int tune(const TuneOptions& opt) {
       if (!p.reference_refused.empty())
         throw std::runtime_error(fmt::format("{}: the SIMT reference did not compile: {}", p.label,
                                              p.reference_refused));
-      std::vector<uint16_t> ref(c_elems), out(c_elems);
+      // A forward epilogue's pre-activation is an output too: poisoned and checked like c.
+      const bool aux_out = base.epilogue != Epilogue::None && !is_gradient(base.epilogue);
+      std::vector<uint16_t> ref(c_elems), out(c_elems), ref_aux, out_aux;
+      Comparison aux_norm;
       dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
+      if (aux_out) dev.fill_u8(aux.get(), 0xff, c_elems * 2, stream.get());
       launch_product(cache, p.reference, args(0), stream.get());
       dev.copy_to_host(ref.data(), bufs[2].get(), c_elems * 2, stream.get());
-      const Comparison ref_norm = compare(ref, {});
+      if (aux_out) {
+        ref_aux.resize(c_elems), out_aux.resize(c_elems);
+        dev.copy_to_host(ref_aux.data(), aux.get(), c_elems * 2, stream.get());
+        aux_norm = compare(ref_aux, {}, base.dtype);
+        if (aux_norm.nonfinite)
+          throw std::runtime_error(fmt::format("{}: the SIMT reference left pre-activation elements unwritten", p.label));
+      }
+      const Comparison ref_norm = compare(ref, {}, base.dtype);
       if (ref_norm.nonfinite)
         throw std::runtime_error(fmt::format("{}: the SIMT reference left {} of {} elements unwritten or non-finite",
                                              p.label, ref_norm.nonfinite, c_elems));
@@ -239,13 +264,22 @@ int tune(const TuneOptions& opt) {
           try {
             // The check: the whole poisoned output written, close to the reference.
             dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
+            if (aux_out) dev.fill_u8(aux.get(), 0xff, c_elems * 2, stream.get());
             launch_product(cache, r.spec, args(0), stream.get());
             dev.copy_to_host(out.data(), bufs[2].get(), c_elems * 2, stream.get());
-            const Comparison c = compare(out, ref);
+            const Comparison c = compare(out, ref, base.dtype);
             const double err = std::sqrt(c.squares / std::max(ref_norm.squares, 1e-30));
             if (c.nonfinite || !(err < kTolerance))
               throw std::runtime_error(
                   fmt::format("wrong result: rel err {:.2e}, {} elements unwritten", err, c.nonfinite));
+            if (aux_out) {
+              dev.copy_to_host(out_aux.data(), aux.get(), c_elems * 2, stream.get());
+              const Comparison a = compare(out_aux, ref_aux, base.dtype);
+              const double aerr = std::sqrt(a.squares / std::max(aux_norm.squares, 1e-30));
+              if (a.nonfinite || !(aerr < kTolerance))
+                throw std::runtime_error(fmt::format("wrong pre-activation: rel err {:.2e}, {} elements unwritten",
+                                                     aerr, a.nonfinite));
+            }
             // Time: batches of back-to-back launches over the rotating sets, ~kBatchMs each; the median.
             timer.start(stream.get());
             launch_product(cache, r.spec, args(0), stream.get());

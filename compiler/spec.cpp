@@ -114,6 +114,15 @@ Epilogue epilogue_of(Activation a) {
   }
   return Epilogue::None;
 }
+Epilogue gradient_epilogue_of(Activation a) {
+  switch (a) {
+    case Activation::GeluTanh: return Epilogue::GeluTanhGrad;
+    case Activation::Silu: return Epilogue::SiluGrad;
+    case Activation::Relu: return Epilogue::ReluGrad;
+    case Activation::None: return Epilogue::None;
+  }
+  return Epilogue::None;
+}
 Epilogue parse_epilogue(std::string_view s) {
   return parse_enum("epilogue", s,
                     std::array{Epilogue::None, Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu,
@@ -566,9 +575,15 @@ KernelSpec routing_spec(const MoeShape& s, Op op, Arch arch, int renorm_p) {
 
 std::vector<KernelSpec> layer_kernels(const MoeShape& s, Arch arch) {
   // Forward: SDD NT (x·w1ᵀ), DSD NN (act·w2). Backward: SDD NT (dy·w2ᵀ), DSD NN (dH·w1), DSD TN
-  // (actᵀ·dy and dHᵀ·x). Without fused epilogues the backward SDD is the forward one.
-  return {default_spec(s, Op::SDD, false, true, arch), default_spec(s, Op::DSD, false, false, arch),
-          default_spec(s, Op::DSD, true, false, arch)};
+  // (actᵀ·dy and dHᵀ·x). A plain layer with an activation fuses it (and its gradient) into the SDDs; gated
+  // layers apply it in the Glu kernels, so their backward SDD is the forward one.
+  const bool fused = !s.gated && s.activation != Activation::None;
+  std::vector<KernelSpec> k{
+      default_spec(s, Op::SDD, false, true, arch, fused ? epilogue_of(s.activation) : Epilogue::None),
+      default_spec(s, Op::DSD, false, false, arch)};
+  if (fused) k.push_back(default_spec(s, Op::SDD, false, true, arch, gradient_epilogue_of(s.activation)));
+  k.push_back(default_spec(s, Op::DSD, true, false, arch));
+  return k;
 }
 
 const std::vector<Preset>& presets() {

@@ -12,24 +12,6 @@
 namespace dmoe {
 namespace {
 
-Epilogue forward_epilogue(Activation a) {
-  switch (a) {
-    case Activation::GeluTanh: return Epilogue::GeluTanh;
-    case Activation::Silu: return Epilogue::Silu;
-    case Activation::Relu: return Epilogue::Relu;
-    default: return Epilogue::None;
-  }
-}
-
-Epilogue gradient_epilogue(Activation a) {
-  switch (a) {
-    case Activation::GeluTanh: return Epilogue::GeluTanhGrad;
-    case Activation::Silu: return Epilogue::SiluGrad;
-    case Activation::Relu: return Epilogue::ReluGrad;
-    default: return Epilogue::None;
-  }
-}
-
 // Checks one caller pointer: present (or absent, where the layer has no use for it) and 16-byte aligned,
 // as TMA and the 16-byte vector loads need.
 void check_pointer(const void* p, const char* call, const char* name, bool wanted = true) {
@@ -188,8 +170,8 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   m.sdd_fwd = m.sdd_plain;
   m.sdd_bwd = m.sdd_plain;
   if (m.fused_act) {  // the fused SDDs are problems of their own: their own defaults and tuning records
-    m.sdd_fwd = tuned_spec(dev, s, Op::SDD, false, true, forward_epilogue(s.activation));
-    m.sdd_bwd = tuned_spec(dev, s, Op::SDD, false, true, gradient_epilogue(s.activation));
+    m.sdd_fwd = tuned_spec(dev, s, Op::SDD, false, true, epilogue_of(s.activation));
+    m.sdd_bwd = tuned_spec(dev, s, Op::SDD, false, true, gradient_epilogue_of(s.activation));
   }
   m.dsd_nn = tuned_spec(dev, s, Op::DSD, false, false);
   m.dsd_tn = tuned_spec(dev, s, Op::DSD, true, false);

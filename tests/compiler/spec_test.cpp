@@ -198,12 +198,27 @@ TEST_CASE("kernel names are canonical, readable and distinct") {
   CHECK(specs.size() == names.size());
 }
 
-TEST_CASE("layer_kernels lists the schedule's products") {
+TEST_CASE("layer_kernels lists the products the layer launches, in launch order") {
+  // A plain layer with an activation: the SDDs carry it (forward) and its gradient (backward).
   const auto ks = layer_kernels(preset("mb-356m"), Arch::SM90a);
-  REQUIRE(ks.size() == 3);
-  CHECK(kernel_name(ks[0]).starts_with("dmoe_sdd_nt_"));
-  CHECK(kernel_name(ks[1]).starts_with("dmoe_dsd_nn_"));
-  CHECK(kernel_name(ks[2]).starts_with("dmoe_dsd_tn_"));
+  REQUIRE(ks.size() == 4);
+  CHECK(kernel_name(ks[0]) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5pp_gelu_sm90a");
+  CHECK(kernel_name(ks[1]) == "dmoe_dsd_nn_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");
+  CHECK(kernel_name(ks[2]) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5pp_dgelu_sm90a");
+  CHECK(kernel_name(ks[3]) == "dmoe_dsd_tn_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");
+  // Gated layers apply the activation in Glu: one plain SDD serves forward and backward.
+  const auto gated = layer_kernels(preset("mixtral-8x7b"), Arch::SM90a);
+  REQUIRE(gated.size() == 3);
+  CHECK(gated[0].epilogue == Epilogue::None);
+  CHECK(gated[0].op == Op::SDD);
+  CHECK(gated[1].op == Op::DSD);
+  CHECK(gated[2].trans_a);
+  // No activation: no epilogue either.
+  MoeShape linear = preset("mb-356m");
+  linear.activation = Activation::None;
+  CHECK(layer_kernels(linear, Arch::SM90a).size() == 3);
+  CHECK(gradient_epilogue_of(Activation::Silu) == Epilogue::SiluGrad);
+  CHECK(gradient_epilogue_of(Activation::None) == Epilogue::None);
 }
 
 TEST_CASE("sm_90a defaults to the wgmma kernel; sm_80, sm_86 and sm_89 to the mma.sync kernel") {

@@ -49,8 +49,9 @@ enum class Activation : uint8_t { None, GeluTanh, Silu, Relu };
 enum class Epilogue : uint8_t { None, GeluTanh, Silu, Relu, GeluTanhGrad, SiluGrad, ReluGrad };
 bool is_gradient(Epilogue);
 Epilogue parse_epilogue(std::string_view);
-// The forward epilogue of an activation (None → Epilogue::None).
+// The forward epilogue of an activation and its gradient's (None → Epilogue::None for both).
 Epilogue epilogue_of(Activation);
+Epilogue gradient_epilogue_of(Activation);
 
 std::string_view to_string(Op);
 std::string_view to_string(DType);
@@ -191,7 +192,9 @@ KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch, E
 // tile and arch fields are ignored): the first that validates, or none when no wgmma tile fits.
 std::optional<TileConfig> default_wgmma_tile(const KernelSpec& k, bool pingpong);
 
-// Every distinct kernel one layer's forward and backward passes need (SDD NT, DSD NN, DSD TN).
+// Every distinct product kernel one layer's forward and backward passes launch, in launch order: SDD NT
+// (the activation fused in a plain layer that has one), DSD NN, the backward SDD NT with the activation's
+// gradient fused (plain layers with an activation only; otherwise the forward SDD serves), DSD TN.
 std::vector<KernelSpec> layer_kernels(const MoeShape&, Arch);
 
 // Named model shapes (mb-46m, mb-356m, mixtral-8x7b, fine-grained, deepseek-v3, tiny).
