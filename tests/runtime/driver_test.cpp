@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dmoe/driver.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -205,6 +206,20 @@ TEST_CASE("an owned stream passes check_stream, as does the default stream") {
   CHECK_NOTHROW(device.check_stream(stream.get()));
   CHECK_NOTHROW(device.check_stream(nullptr));
   CHECK_NOTHROW(device.synchronize(stream.get()));
+}
+
+TEST_CASE("check_stream refuses a stream of another context, naming it") {
+  DMOE_REQUIRE_GPU();
+  dmoe::Device device(0);
+  const dmoe::test::ForeignStream foreign;
+  try {
+    device.check_stream(foreign.get());
+    FAIL("no error for a stream of another context");
+  } catch (const dmoe::CudaError& e) {
+    CHECK(std::string(e.what()).find("check_stream: the stream belongs to another context of device 0, not to the "
+                                     "primary context of device 0") != std::string::npos);
+  }
+  CHECK_NOTHROW(device.check_stream(nullptr));  // the thread's current context is the primary one again
 }
 
 TEST_CASE("loading garbage as a module throws CudaError naming cuModuleLoadData") {

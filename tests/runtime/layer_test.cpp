@@ -643,4 +643,14 @@ TEST_CASE("layer: bad arguments get clear errors") {
   CHECK_THROWS_WITH_AS(layer.set_seed(1), doctest::Contains("jitter is off"), InvalidArgument);
   CHECK(ctx.jitter_seed() == nullptr);
   device().synchronize(stream.get());
+  // A stream of another context (not the device's primary one): refused before anything is launched.
+  const test::ForeignStream foreign;
+  LayerContext fresh(layer);
+  CHECK_THROWS_WITH_AS(layer.forward(p.x.dev.get(), p.weights(), p.y.get(), fresh, foreign.get()),
+                       doctest::Contains("the stream belongs to another context of device 0"), CudaError);
+  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), fresh, stream.get());
+  CHECK_THROWS_WITH_AS(layer.backward(p.dy.dev.get(), p.weights(), fresh, p.grads(), foreign.get()),
+                       doctest::Contains("the stream belongs to another context of device 0"), CudaError);
+  layer.backward(p.dy.dev.get(), p.weights(), fresh, p.grads(), stream.get());  // the context is still usable
+  device().synchronize(stream.get());
 }

@@ -1,7 +1,11 @@
 // Helpers shared by the GPU tests: random operands, device upload of a topology.
 #pragma once
 
+#include <dlfcn.h>
+
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "dmoe/args.cuh"
@@ -23,6 +27,54 @@ inline KernelCache& cache() {
 }
 
 inline Arch arch() { return device_arch(device().properties()); }
+
+// A stream of a context that is not the device's primary one: a second context created through the
+// driver directly (dmoe itself only uses primary contexts), for the "stream from another context" checks.
+// Leaves the calling thread's current context as it was.
+class ForeignStream {
+ public:
+  explicit ForeignStream(int ordinal = 0) {
+    lib_ = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib_) throw std::runtime_error(std::string("ForeignStream: ") + dlerror());
+    load(create_, "cuCtxCreate_v2"), load(destroy_, "cuCtxDestroy_v2"), load(push_, "cuCtxPushCurrent_v2");
+    load(pop_, "cuCtxPopCurrent_v2"), load(stream_create_, "cuStreamCreate");
+    load(stream_destroy_, "cuStreamDestroy_v2"), load(device_get_, "cuDeviceGet");
+    int dev = 0;
+    check(device_get_(&dev, ordinal), "cuDeviceGet");
+    check(create_(&ctx_, 0, dev), "cuCtxCreate");  // pushed: current on this thread
+    check(stream_create_(&stream_, 0), "cuStreamCreate");
+    void* popped = nullptr;
+    check(pop_(&popped), "cuCtxPopCurrent");
+  }
+  ~ForeignStream() {
+    void* popped = nullptr;
+    if (push_(ctx_) == 0) stream_destroy_(stream_), pop_(&popped);
+    destroy_(ctx_);
+  }
+  ForeignStream(const ForeignStream&) = delete;
+  ForeignStream& operator=(const ForeignStream&) = delete;
+  Stream get() const { return static_cast<Stream>(stream_); }
+
+ private:
+  template <class F>
+  void load(F& f, const char* name) {
+    f = reinterpret_cast<F>(dlsym(lib_, name));
+    if (!f) throw std::runtime_error(std::string("ForeignStream: libcuda has no ") + name);
+  }
+  static void check(int r, const char* call) {
+    if (r != 0) throw std::runtime_error(std::string("ForeignStream: ") + call + " failed with " + std::to_string(r));
+  }
+  void* lib_ = nullptr;  // never closed: the driver outlives it
+  void* ctx_ = nullptr;
+  void* stream_ = nullptr;
+  int (*create_)(void**, unsigned, int) = nullptr;
+  int (*destroy_)(void*) = nullptr;
+  int (*push_)(void*) = nullptr;
+  int (*pop_)(void**) = nullptr;
+  int (*stream_create_)(void**, unsigned) = nullptr;
+  int (*stream_destroy_)(void*) = nullptr;
+  int (*device_get_)(int*, int) = nullptr;
+};
 
 template <class T>
 std::vector<T> download(const void* src, int64_t n) {
