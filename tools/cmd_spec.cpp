@@ -128,8 +128,10 @@ KernelSpec SpecFlags::spec() const {
   }
   if (given(renorm_opt_)) throw InvalidArgument(fmt::format("--renorm does not apply to {} kernels", op_));
   const auto [trans_a, trans_b] = parse_trans(given(trans_opt_) ? trans_ : op == Op::SDD ? "nt" : "nn");
-  KernelSpec k = default_spec(s, op, trans_a, trans_b, arch());
-  if (given(epilogue_opt_)) k.epilogue = parse_epilogue(epilogue_);
+  // The epilogue takes part in the default tile (a fused SDD may default to another schedule): the spec
+  // shown is the one the layer would run.
+  KernelSpec k = default_spec(s, op, trans_a, trans_b, arch(),
+                              given(epilogue_opt_) ? parse_epilogue(epilogue_) : Epilogue::None);
   return with_tile(k);
 }
 
