@@ -11,7 +11,8 @@
 // there when their median is over 1.3× the fastest correct candidate so far (it cannot win), else 7; the
 // time is the median. The default tile is timed first; the fastest correct candidate is recorded when it
 // beats the default, and the database is saved after each product, so an interruption keeps what
-// finished. Once --budget seconds have passed since the start (compiles included) no new candidate is
+// finished. Ctrl-C (SIGINT) once stops timing: the product being tuned keeps its best so far (recorded
+// like any other), the remaining products are skipped and the table is printed; a second Ctrl-C kills. Once --budget seconds have passed since the start (compiles included) no new candidate is
 // timed, except each product's default. The ETA on each progress line covers every product's remaining
 // candidates at the rate so far, or the budget's end when that comes first.
 #include "tune.hpp"
@@ -20,6 +21,7 @@
 
 #include <bit>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -40,6 +42,26 @@ constexpr int kMinBatches = 3, kMaxBatches = 7;
 constexpr double kBatchMs = 5;
 constexpr double kSlower = 1.3;  // after kMinBatches, a candidate this much slower than the best stops
 constexpr double kTolerance = 1e-2;
+
+// Set by the first SIGINT while tuning; the handler then restores the default action (a second Ctrl-C kills).
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void on_interrupt(int) {
+  g_interrupted = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+// Installs on_interrupt for the timing loop's lifetime; the previous handler comes back afterwards.
+class InterruptScope {
+ public:
+  InterruptScope() : previous_(std::signal(SIGINT, on_interrupt)) { g_interrupted = 0; }
+  ~InterruptScope() { std::signal(SIGINT, previous_ == SIG_ERR ? SIG_DFL : previous_); }
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+  bool interrupted() const { return g_interrupted != 0; }
+
+ private:
+  void (*previous_)(int);
+};
 
 struct Result {
   KernelSpec spec;
@@ -185,8 +207,10 @@ int tune(const TuneOptions& opt) {
   };
   std::vector<Row> rows;
   EventTimer timer(dev);
+  const InterruptScope interrupt;
   size_t product_index = 0;
   for (int64_t block : opt.blocks) {
+    if (interrupt.interrupted()) break;
     MoeShape s = opt.shape;
     s.block = block;
     const std::vector<int64_t> counts =
@@ -195,7 +219,8 @@ int tune(const TuneOptions& opt) {
     const DeviceTopology dtopo(dev, topo);
     const int64_t t_pad = topo.padded_rows();
     const double waste = double(t_pad - s.tokens * s.top_k) / double(s.tokens * s.top_k);
-    for (size_t product_in_block = 0; product_in_block < opt.ops.size(); ++product_in_block) {
+    for (size_t product_in_block = 0; product_in_block < opt.ops.size() && !interrupt.interrupted();
+         ++product_in_block) {
       const Product& p = products.at(product_index++);
       const KernelSpec& base = p.candidates.front();
       const Op op = p.op;
@@ -256,8 +281,8 @@ int tune(const TuneOptions& opt) {
         Result r{p.candidates[i]};
         if (!p.refused[i].empty()) {
           r.error = "refused: " + p.refused[i];
-        } else if (i > 0 && elapsed() > opt.budget_s) {
-          r.error = "budget spent";
+        } else if (i > 0 && (elapsed() > opt.budget_s || interrupt.interrupted())) {
+          r.error = interrupt.interrupted() ? "interrupted" : "budget spent";
           row.results.push_back(r);
           continue;
         } else {
@@ -324,6 +349,9 @@ int tune(const TuneOptions& opt) {
     }
   }
 
+  if (interrupt.interrupted())
+    fmt::print("\ninterrupted: {} of {} products tuned (each recorded product keeps its best so far)\n",
+               rows.size(), products.size());
   fmt::print("\n{:<16} {:>8} {:<26} {:>10} {:<26} {:>10} {:>8}\n", "product", "waste", "default", "ms", "best", "ms",
              "speedup");
   for (const Row& r : rows) {
