@@ -270,6 +270,15 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
 }
 
 int layer(const LayerBenchOptions& opt) {
+  std::vector<std::string> names = opt.presets;
+  if (names.empty())
+    for (const Preset& p : presets())
+      if (p.name != "tiny") names.emplace_back(p.name);
+  for (const std::string& name : names) {  // bad presets, tokens or options: said before any GPU work
+    MoeShape s = preset(name);
+    if (opt.tokens) s.tokens = opt.tokens;
+    validate(s, opt.layer);
+  }
   Device dev(0);
   const Ceilings c = measure_ceilings();  // the product benchmark's definition, printed there
   const double gemm = c.gemm_flops_per_sec, copy = c.copy_bytes_per_sec;
@@ -277,10 +286,6 @@ int layer(const LayerBenchOptions& opt) {
     fmt::print("{{\"ceilings\": true, \"gpu\": \"{}\", \"commit\": \"{}\", \"gemm_tflops\": {:.6g}, "
                "\"gemm_measured\": {}, \"copy_tbs\": {:.6g}}}\n",
                dev.properties().name, DMOE_COMMIT, gemm / 1e12, c.gemm_measured, copy / 1e12);
-  std::vector<std::string> names = opt.presets;
-  if (names.empty())
-    for (const Preset& p : presets())
-      if (p.name != "tiny") names.emplace_back(p.name);
   struct Row {
     std::string name;
     MoeShape s;
@@ -293,6 +298,7 @@ int layer(const LayerBenchOptions& opt) {
     o.label = name;
     o.shape = preset(name);
     if (opt.tokens) o.shape.tokens = opt.tokens;
+    o.layer = opt.layer;
     o.check = opt.check;
     o.json = opt.json;
     o.reps = opt.reps;

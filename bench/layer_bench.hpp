@@ -37,6 +37,7 @@ struct LayerBenchOptions {
   int64_t tokens = 0;                // 0: each preset's own
   bool json = false, check = false;
   int reps = 10;
+  LayerOptions layer;                // every preset's layer options (recompute, jitter, …)
 };
 
 // Measures the ceilings, runs every preset, prints a table. Returns a process exit code.

@@ -21,6 +21,7 @@ Command add_bench_command(CLI::App& root) {
   auto presets = std::make_shared<std::vector<std::string>>();
   auto tokens = std::make_shared<int64_t>(0);
   auto schedule = std::make_shared<std::string>();
+  auto layer_options = std::make_shared<LayerOptions>();
   app->add_flag("--routing", *routing, "The routing chain: router, bins, permutation, topology, gather, scatter");
   app->add_flag("--products", *products, "The block-sparse products against cuBLASLt and the GPU's ceilings");
   app->add_flag("--layer", *layer, "The whole layer, forward and backward, per preset, against the GPU's ceilings");
@@ -28,6 +29,10 @@ Command add_bench_command(CLI::App& root) {
       ->delimiter(',');
   app->add_option("--tokens", *tokens, "--layer: tokens per step (default: each preset's)");
   app->add_flag("--check", *check, "--layer: also check each step against sampled fp64 recomputations");
+  app->add_flag("--recompute", layer_options->recompute,
+                "--layer: the memory-saving mode (contexts keep the permuted input and pre-activations only)");
+  app->add_option("--jitter", layer_options->jitter_eps, "--layer: router input jitter epsilon, in [0, 1)")
+      ->type_name("EPS");
   app->add_flag("--tuned", *tuned, "--products: dmoe's tiles from the tuning database (dmoe tune) instead of the defaults");
   app->add_option("--schedule", *schedule,
                   "--products: every wgmma product with this consumer schedule's default tile: cooperative|pingpong")
@@ -38,7 +43,7 @@ Command add_bench_command(CLI::App& root) {
   CLI::Option* reps = app->add_option("--reps", opt->reps,
                                       "Launches per timed batch, the median of 7 batches reported (default: 20 for "
                                       "--routing, about 10 ms of launches for --products)");
-  return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check, schedule] {
+  return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check, schedule, layer_options] {
             if (!*routing && !*products && !*layer)
               throw InvalidArgument("choose what to benchmark: --routing, --products or --layer");
             if (opt->reps < 1) throw InvalidArgument(fmt::format("--reps must be positive, got {}", opt->reps));
@@ -49,7 +54,7 @@ Command add_bench_command(CLI::App& root) {
                 rc = bench::products(
                     {opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned, *schedule});
               if (*layer && rc == 0)
-                rc = bench::layer({*presets, *tokens, opt->json, *check, reps->count() ? opt->reps : 10});
+                rc = bench::layer({*presets, *tokens, opt->json, *check, reps->count() ? opt->reps : 10, *layer_options});
               return rc;
             } catch (const NoGpu& e) {  // nothing to measure here: like a usage error, not a failed run
               fmt::print(stderr, "dmoe: error: {}\n", e.what());
