@@ -509,8 +509,9 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
     // Shapes no wgmma tile divides (hidden or ffn an odd multiple of 64 with small blocks) keep the SIMT
     // kernel.
     const bool pingpong = epilogue != Epilogue::None && op == Op::SDD && s.hidden <= 2048;
-    if (auto t = default_wgmma_tile(k, pingpong)) k.tile = *t;
-    else if ((t = default_wgmma_tile(k, false))) k.tile = *t;
+    std::optional<TileConfig> t = default_wgmma_tile(k, pingpong);
+    if (!t && pingpong) t = default_wgmma_tile(k, false);
+    if (t) k.tile = *t;
     validate(k);
     return k;
   } else {

@@ -147,6 +147,12 @@ struct Problem {
   LayerGradients grads() const {
     return {dx.get(), drouter.get(), dw1.get(), dw2.get(), c.gated ? dv1.get() : nullptr};
   }
+  // One training step's device work: forward, then backward, on `stream`.
+  void step(Layer& layer, LayerContext& ctx, Stream stream) const {
+    layer.forward(x.dev.get(), weights(), y.get(), ctx, stream);
+    layer.backward(dy.dev.get(), weights(), ctx, grads(), stream);
+  }
+
   reference::LayerParams params() const {
     reference::LayerParams p{x.values, router.values, w1.values, w2.values,
                              c.gated ? std::span<const float>(v1.values) : std::span<const float>{}};
@@ -154,6 +160,12 @@ struct Problem {
     return p;
   }
 };
+
+// One step run once (kernels compiled and loaded outside the capture), then the same step captured.
+CapturedGraph capture_step(Layer& layer, LayerContext& ctx, const Problem& p, Stream stream) {
+  p.step(layer, ctx, stream);
+  return CapturedGraph(device(), stream, [&] { p.step(layer, ctx, stream); });
+}
 
 // Checks one step's results against the reference (the forward and backward already ran on `stream`).
 // The noise of ctx's last forward (jitter), and the router's input as the device rounds it.
@@ -224,8 +236,7 @@ void run_case(const LayerCase& c, LayerOptions o = {}) {
   LayerContext ctx(layer);
   Problem p(c);
   OwnedStream stream(device());
-  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
-  layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  p.step(layer, ctx, stream.get());
   check_step(layer, ctx, p, o);
 }
 
@@ -285,8 +296,7 @@ TEST_CASE("layer: every device buffer comes from the caller's allocator, and all
              pool.owns(ctx.losses())));
       Problem p(c);
       OwnedStream stream(device());
-      layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
-      layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+      p.step(layer, ctx, stream.get());
       check_step(layer, ctx, p, o);
     }
     CHECK(pool.live_bytes == plan.layer_bytes());
@@ -391,12 +401,7 @@ TEST_CASE("layer: forward and backward captured in one CUDA graph, replayed on n
     LayerContext ctx(layer);
     Problem p(c);
     OwnedStream stream(device());
-    layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());  // compiles and loads first
-    layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
-    CapturedGraph graph(device(), stream.get(), [&] {
-      layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
-      layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
-    });
+    const CapturedGraph graph = capture_step(layer, ctx, p, stream.get());
     for (int replay = 0; replay < 3; ++replay) {
       INFO("replay " << replay);
       Problem fresh(c);  // new values into the captured buffers
@@ -433,8 +438,7 @@ TEST_CASE("layer: jitter draws fresh noise every forward; each step matches the 
       for (int step = 0; step < 2; ++step) {
         INFO("step " << step);
         p.poison_in_place();
-        layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
-        layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+        p.step(layer, ctx, stream.get());
         check_step(layer, ctx, p, o);
         ys[step] = download_bf16(p.y, c.tokens * c.hidden);
         losses[step] = download<float>(ctx.losses(), 2);
@@ -483,12 +487,7 @@ TEST_CASE("layer: jitter in a replayed CUDA graph draws new noise each replay; s
   LayerContext ctx(layer);
   Problem p(c);
   OwnedStream stream(device());
-  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());  // compiles and loads first
-  layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
-  CapturedGraph graph(device(), stream.get(), [&] {
-    layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
-    layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
-  });
+  const CapturedGraph graph = capture_step(layer, ctx, p, stream.get());
   const uint64_t seed = test::rng()();
   layer.set_seed(seed);  // after the capture: the graph reads it from device memory
   std::vector<std::vector<double>> ys;
@@ -528,8 +527,7 @@ TEST_CASE("layer: the expert bias steers the top-k selection; weights and gradie
     bias[3] = 2.f;
     p.set_bias(bias);
     OwnedStream stream(device());
-    layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
-    layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+    p.step(layer, ctx, stream.get());
     check_step(layer, ctx, p, o);  // the fp64 layer with the same bias
     const std::vector<int32_t> counts = download<int32_t>(ctx.counts(), c.experts);
     CHECK(counts[3] == c.tokens);
@@ -623,8 +621,7 @@ TEST_CASE("layer: bad arguments get clear errors") {
         std::string::npos);
   CHECK(message([&] { layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get()); })
             .find("holds no forward pass") != std::string::npos);
-  layer.forward(p.x.dev.get(), p.weights(), p.y.get(), ctx, stream.get());
-  layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get());
+  p.step(layer, ctx, stream.get());
   CHECK(message([&] { layer.backward(p.dy.dev.get(), p.weights(), ctx, p.grads(), stream.get()); })
             .find("holds no forward pass") != std::string::npos);  // backward twice
   Layer other(device(), shape_of(c), {});

@@ -44,21 +44,38 @@ inline std::string describe(const Case& c) {
          (c.save_pre ? "+pre" : "");
 }
 
-inline void run(const Case& c) {
-  INFO(describe(c));
-  Device& dev = device();
+// The kernel spec of a case on this GPU's arch.
+inline KernelSpec spec_of(const Case& c) {
   KernelSpec spec;
   spec.op = c.op;
   spec.trans_a = c.trans_a;
   spec.trans_b = c.trans_b;
   spec.dtype = c.dtype;
-  spec.arch = device_arch(dev.properties());
+  spec.arch = device_arch(device().properties());
   spec.block = c.block;
   spec.hidden = c.hidden;
   spec.ffn = c.ffn;
   spec.experts = static_cast<int32_t>(c.counts.size());
   spec.tile = c.tile;
   spec.epilogue = c.epilogue;
+  return spec;
+}
+
+// Whether the case's tile is valid for its op and shape (not every tile fits every op: DDS n within a
+// block, …), for loops over tile shapes.
+inline bool fits(const Case& c) {
+  try {
+    validate(spec_of(c));
+    return true;
+  } catch (const InvalidArgument&) {
+    return false;
+  }
+}
+
+inline void run(const Case& c) {
+  INFO(describe(c));
+  Device& dev = device();
+  const KernelSpec spec = spec_of(c);
 
   const reference::HostTopology topo = reference::topology_from_counts(c.counts, c.block, c.ffn);
   const int32_t cap_rows = topo.block_rows + c.extra_block_rows;
@@ -149,6 +166,34 @@ void check_block_sizes(Run&& run) {
     c256.counts = {300, 0, 1};
     run(c256);
   }
+}
+
+// More than 65 536 padded rows (T_pad = 70 144) for every product of the schedule.
+template <class Run>
+void check_many_rows(Run&& run) {
+  for (auto [op, ta, tb] : kSchedule) {
+    Case c{op, ta, tb};
+    c.hidden = 128;
+    c.ffn = 256;
+    c.counts = {30000, 0, 25000, 15001};
+    run(c);
+  }
+}
+
+// Every fused SDD epilogue, forward ones with and without the kept pre-activation.
+template <class Run>
+void check_epilogues(Run&& run) {
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu, Epilogue::GeluTanhGrad,
+                     Epilogue::SiluGrad, Epilogue::ReluGrad})
+    for (bool save_pre : {false, true}) {
+      if (is_gradient(e) && save_pre) continue;
+      Case c{Op::SDD, false, true};
+      c.hidden = 512;
+      c.counts = {700, 0, 129, 1000};
+      c.epilogue = e;
+      c.save_pre = save_pre;
+      run(c);
+    }
 }
 
 }  // namespace dmoe::test

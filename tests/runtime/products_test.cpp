@@ -23,19 +23,7 @@ TEST_CASE("products: fp16") {
   }
 }
 
-TEST_CASE("products: block sizes 64 and 256") {
-  for (auto [op, ta, tb] : kSchedule) {
-    Case c64{op, ta, tb};
-    c64.block = 64;
-    c64.counts = {1, 70, 0, 200, 64};
-    run(c64);
-    Case c256{op, ta, tb};
-    c256.block = 256;
-    c256.ffn = 512;
-    c256.counts = {300, 0, 1};
-    run(c256);
-  }
-}
+TEST_CASE("products: block sizes 64 and 256") { test::check_block_sizes(run); }
 
 TEST_CASE("products: tile configurations") {
   for (TileConfig tile : {TileConfig{32, 32, 16, 4, 1}, TileConfig{128, 128, 32, 8, 1},

@@ -151,26 +151,8 @@ TEST_CASE("sm80 products: long reductions around the ring (skewed routing)") {
   }
 }
 
-TEST_CASE("sm80 products: more than 65536 padded rows") {
-  for (auto [op, ta, tb] : kSchedule) {
-    Case c{op, ta, tb};
-    c.hidden = 128;
-    c.ffn = 256;
-    c.counts = {30000, 0, 25000, 15001};  // T_pad = 70 144
-    run_default(c);
-  }
-}
+TEST_CASE("sm80 products: more than 65536 padded rows") { test::check_many_rows(run_default); }
 
 TEST_CASE("sm80 products: fused activation epilogues and their gradients (SDD)") {
-  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu, Epilogue::GeluTanhGrad,
-                     Epilogue::SiluGrad, Epilogue::ReluGrad})
-    for (bool save_pre : {false, true}) {
-      if (is_gradient(e) && save_pre) continue;
-      Case c{Op::SDD, false, true};
-      c.hidden = 512;
-      c.counts = {700, 0, 129, 1000};
-      c.epilogue = e;
-      c.save_pre = save_pre;
-      run_default(c);
-    }
+  test::check_epilogues(run_default);
 }

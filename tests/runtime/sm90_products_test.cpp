@@ -66,20 +66,7 @@ TEST_CASE("sm90 products: tile shapes and pipeline depths") {
         c.ffn = 512;
         c.tile = wgmma_tile(m, n);
         if (stages) c.tile.stages = static_cast<uint8_t>(stages);
-        KernelSpec probe;
-        probe.op = op;
-        probe.trans_a = ta;
-        probe.trans_b = tb;
-        probe.block = c.block;
-        probe.hidden = c.hidden;
-        probe.ffn = c.ffn;
-        probe.experts = static_cast<int32_t>(c.counts.size());
-        probe.tile = c.tile;
-        try {
-          validate(probe);  // not every tile fits every op (DDS n within a block, …)
-        } catch (const InvalidArgument&) {
-          continue;
-        }
+        if (!test::fits(c)) continue;  // not every tile fits every op (DDS n within a block, …)
         test::run(c);
         ++ran;
       }
@@ -142,32 +129,18 @@ TEST_CASE("sm90 products: many tiles per CTA around the stage ring (skewed routi
 
 TEST_CASE("sm90 products: more than 65536 padded rows") {
   if (!hopper()) return;
-  for (auto [op, ta, tb] : kSchedule) {
-    Case c{op, ta, tb};
-    c.hidden = 128;
-    c.ffn = 256;
-    c.counts = {30000, 0, 25000, 15001};  // T_pad = 70 144
-    run_default(c);
-  }
+  test::check_many_rows(run_default);
 }
 
 TEST_CASE("sm90 products: fused activation epilogues and their gradients (SDD)") {
   if (!hopper()) return;
-  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu, Epilogue::GeluTanhGrad,
-                     Epilogue::SiluGrad, Epilogue::ReluGrad})
-    for (bool save_pre : {false, true}) {
-      if (is_gradient(e) && save_pre) continue;
-      Case c{Op::SDD, false, true};
-      c.hidden = 512;
-      c.counts = {700, 0, 129, 1000};
-      c.epilogue = e;
-      c.save_pre = save_pre;
-      run_default(c);
-      Case wide = c;  // 128-column tiles (several per block row), fp16
-      wide.dtype = DType::FP16;
-      wide.tile = wgmma_tile(128, 128);
-      test::run(wide);
-    }
+  test::check_epilogues([](const Case& c) {
+    run_default(c);
+    Case wide = c;  // 128-column tiles (several per block row), fp16
+    wide.dtype = DType::FP16;
+    wide.tile = wgmma_tile(128, 128);
+    test::run(wide);
+  });
 }
 
 TEST_CASE("sm90 products: the ping-pong schedule") {
@@ -185,20 +158,7 @@ TEST_CASE("sm90 products: the ping-pong schedule") {
         c.ffn = 512;
         c.counts = counts;
         c.tile = wgmma_tile(m, n, true);
-        KernelSpec probe;
-        probe.op = op;
-        probe.trans_a = ta;
-        probe.trans_b = tb;
-        probe.block = c.block;
-        probe.hidden = c.hidden;
-        probe.ffn = c.ffn;
-        probe.experts = static_cast<int32_t>(c.counts.size());
-        probe.tile = c.tile;
-        try {
-          validate(probe);
-        } catch (const InvalidArgument&) {
-          continue;
-        }
+        if (!test::fits(c)) continue;  // not every tile fits every op (DDS n within a block, …)
         test::run(c);
         ++ran;
       }
