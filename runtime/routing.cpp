@@ -24,7 +24,8 @@ int64_t routing_grid(const KernelSpec& k, const RoutingArgs& a) {
       const int64_t fb = k.ffn / k.block, max_block_rows = a.max_rows / k.block;
       return ceil_div(std::max({max_block_rows * fb, int64_t{k.experts} * fb + 1, max_block_rows + 1}), 256);
     }
-    case Op::Gather: return ceil_div(T, kWarpsPerCta) + k.experts;  // tokens, then one CTA per expert's padding
+    case Op::Gather:  // tokens (none when y is null: the rows map only), then one CTA per expert's padding
+      return (a.y ? ceil_div(T, kWarpsPerCta) : 0) + k.experts;
     case Op::ScatterGrad: return ceil_div(a.max_rows, kWarpsPerCta);
     case Op::Scatter:
     case Op::RouterGrad: return ceil_div(T, kWarpsPerCta);
@@ -56,7 +57,7 @@ namespace {
 // The workspace's arrays in allocation order, in 4-byte elements (at least one each), for one shape; each
 // starts on a 256-byte boundary of the one allocation.
 struct WorkspaceLayout {
-  static constexpr int kArrays = 20;
+  static constexpr int kArrays = 21;
   int64_t offset[kArrays] = {}, total = 0;
   explicit WorkspaceLayout(const MoeShape& s) {
     const int64_t T = s.tokens, K = s.top_k, E = s.experts, B = s.block;
@@ -65,7 +66,8 @@ struct WorkspaceLayout {
     const int64_t elems[kArrays] = {assignments, assignments, assignments, assignments, assignments,
                                     chunks * E,  chunks * E,  chunks * E,  chunks,      E,
                                     E,           E,           1,           2,           max_blocks,
-                                    max_blocks,  block_rows + 1, max_blocks, E * fb + 1, max_blocks};
+                                    max_blocks,  block_rows + 1, max_blocks, E * fb + 1, max_blocks,
+                                    block_rows * B};
     for (int i = 0; i < kArrays; ++i) {
       offset[i] = total;
       total += (std::max<int64_t>(elems[i], 1) * 4 + 255) / 256 * 256;
@@ -110,6 +112,7 @@ RoutingWorkspace::RoutingWorkspace(const Device& dev, const MoeShape& shape, int
   topo_out_.column_indices_t = ints();
   topo_out_.offsets_t = ints();
   topo_out_.block_offsets_t = ints();
+  state_.row_tokens = ints();
   const Arch arch = device_arch(dev.properties());
   for (size_t i = 0; i < specs_.size(); ++i) specs_[i] = spec(Op(size_t(kFirstRoutingOp) + i), arch);
 }
@@ -136,7 +139,7 @@ RoutingArgs RoutingWorkspace::args() const {
 }
 
 void route_forward(KernelCache& cache, const RoutingWorkspace& ws, const RouteForward& f, Stream stream) {
-  if (!f.logits || !f.x || !f.x_permuted) throw InvalidArgument("route_forward: logits, x and x_permuted must not be null");
+  if (!f.logits || !f.x) throw InvalidArgument("route_forward: logits and x must not be null");
   RoutingArgs a = ws.args();
   a.logits = f.logits;
   a.x = f.x;

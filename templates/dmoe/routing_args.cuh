@@ -39,6 +39,8 @@ struct RoutingState {
   int32_t* padded_bins;   // [E]        Bins: inclusive cumsum of counts rounded up to B
   int32_t* block_rows;    // scalar     Bins: padded_bins[E−1] / B (the Topology's block_rows)
   float* losses;          // [2]        Bins: load-balancing loss, z-loss (already weighted)
+  int32_t* row_tokens;    // [max_rows] Permute: token of padded row r; Gather: −1 on padding rows (optional,
+                          //            null: not written). A gathering SDD reads its A rows through it.
 };
 
 // The topology the Topology kernel writes (the Topology struct's arrays, writable), capacity-sized:
@@ -60,7 +62,8 @@ struct TopologyOut {
 struct RoutingArgs {
   const void* x;          // Jitter: input [T, H]; Gather: tokens x [T, H]; Scatter: expert output rows
                           // [max_rows, H]; ScatterGrad: dy [T, H]; Glu: a = x·W1ᵀ; GluGrad: dh
-  void* y;                // Jitter: output [T, H]; Gather: permuted rows [max_rows, H]; Scatter: y [T, H];
+  void* y;                // Jitter: output [T, H]; Gather: permuted rows [max_rows, H] (null: only the
+                          // padding rows of s.row_tokens are written); Scatter: y [T, H];
                           // ScatterGrad: gradient of the expert output rows [max_rows, H]; Glu: h;
                           // GluGrad: da
   const void* aux;        // ScatterGrad: the forward expert output rows [max_rows, H] (for dw); Glu: g =

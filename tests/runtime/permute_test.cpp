@@ -192,6 +192,7 @@ void run(const Case& c) {
   upload(s.padded_bins, padded_bins);
   upload(s.block_rows, std::vector<int32_t>{int32_t(t_pad / B)});
   for (void* out : {(void*)s.rows, (void*)s.indices, (void*)s.bin_ids}) dev.fill_u8(out, 0xff, n * 4);
+  dev.fill_u8(s.row_tokens, 0x7f, max_rows * 4);  // poison: 0x7f7f7f7f is neither a token nor −1
   dev.fill_u8(to.row_indices, 0xff, max_blocks * 4);
   dev.fill_u8(to.column_indices, 0xff, max_blocks * 4);
   dev.fill_u8(to.column_indices_t, 0xff, max_blocks * 4);
@@ -247,6 +248,24 @@ void run(const Case& c) {
     CHECK(bad_tail == 0);
   }
 
+  // The rows map a gathering SDD reads: Permute writes each real row's token, Gather with no output
+  // rows (the map only) the padding rows' −1; nothing past T_pad. Then the full Gather below rewrites the
+  // same map.
+  std::vector<int32_t> source(t_pad, -1);  // token of each padded row, −1 for padding
+  for (int64_t i = 0; i < n; ++i) source[p.rows[i]] = int32_t(i / K);
+  auto check_row_tokens = [&] {
+    const auto map = download<int32_t>(s.row_tokens, max_rows);
+    int64_t wrong = 0, clobbered = 0;
+    for (int64_t r = 0; r < t_pad; ++r) wrong += map[r] != source[r];
+    for (int64_t r = t_pad; r < max_rows; ++r) clobbered += map[r] != 0x7f7f7f7f;
+    CHECK(wrong == 0);
+    CHECK(clobbered == 0);
+  };
+  launch(Op::Gather);  // args.y is null: the rows map only
+  check_row_tokens();
+  dev.fill_u8(s.row_tokens, 0x7f, max_rows * 4);
+  launch(Op::Permute);  // again: the real rows' entries, before the full Gather completes the map
+
   // Gather: a bitwise copy, padding rows zero, rows past T_pad untouched.
   const Operand x = random_operand(T * H, c.dtype, g);
   DeviceBuffer dx(dev, x.bits.size() * 2), dy_rows(dev, max_rows * H * 2);
@@ -257,8 +276,7 @@ void run(const Case& c) {
   launch(Op::Gather);
   {
     const auto y = download<uint16_t>(dy_rows.get(), max_rows * H);
-    std::vector<int32_t> source(t_pad, -1);  // token of each padded row, −1 for padding
-    for (int64_t i = 0; i < n; ++i) source[p.rows[i]] = int32_t(i / K);
+    check_row_tokens();
     int64_t wrong = 0, nonzero_padding = 0, clobbered = 0;
     for (int64_t r = 0; r < t_pad; ++r)
       for (int64_t h = 0; h < H; ++h) {

@@ -56,7 +56,9 @@ class RoutingWorkspace {
 
 // The forward routing chain on one stream, host-synchronization free: Router → Bins → Permute →
 // Topology → Gather. Inputs: router logits [T, E] (fp32) and tokens x [T, H]; output: x_permuted
-// [max_rows, H] in expert order (padding rows zero), with the routing state and topology in `ws`.
+// [max_rows, H] in expert order (padding rows zero), with the routing state and topology in `ws`. With
+// x_permuted null the rows are not moved: Gather only completes the rows map (RoutingState::row_tokens)
+// that a gathering SDD (KernelSpec::gather) reads x through.
 struct RouteForward {
   const float* logits = nullptr;
   const void* x = nullptr;

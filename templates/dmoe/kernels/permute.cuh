@@ -110,6 +110,7 @@ __device__ __forceinline__ void permute_kernel(const RoutingArgs& a) {
         s.indices[p] = i;
         s.bin_ids[p] = e;
         s.rows[i] = p + pad_delta[e];
+        if (s.row_tokens) s.row_tokens[p + pad_delta[e]] = i / K;
       }
       __syncwarp();
     }
@@ -117,7 +118,9 @@ __device__ __forceinline__ void permute_kernel(const RoutingArgs& a) {
 }
 
 // y[r] = x[indices[bins_start_e + j] / K] for padded row r = padded_start_e + j, j < count_e; padding rows
-// up to the true T_pad are written as zeros, rows past it are left alone.
+// up to the true T_pad are written as zeros, rows past it are left alone. The padding rows' entries of
+// s.row_tokens (when set) are written −1. With y null only those are: the rows map of an SDD that
+// gathers its operand itself (the token CTAs are not launched).
 template <class Elem, int H, int E, int K>
 __device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
   using namespace permute_detail;
@@ -126,7 +129,7 @@ __device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
   constexpr int PER_LANE = (V + 31) / 32;      // vectors per lane, at most
   constexpr int U = PER_LANE < 4 ? PER_LANE : 4;  // vectors in flight per lane
   const int lane = threadIdx.x & 31;
-  const int64_t token_ctas = (int64_t(a.tokens) + kWarps - 1) / kWarps;
+  const int64_t token_ctas = a.y ? (int64_t(a.tokens) + kWarps - 1) / kWarps : 0;  // routing_grid's split
   Elem* y = static_cast<Elem*>(a.y);
   if (blockIdx.x < token_ctas) {
     // Token-parallel: each token's row is read once and written to its K padded rows.
@@ -155,6 +158,9 @@ __device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
   const int32_t padded_start = e ? ptx::ld_nc_s32(a.s.padded_bins + e - 1) : 0;
   const int32_t first = padded_start + ptx::ld_nc_s32(a.s.counts + e);
   const int32_t last = min(ptx::ld_nc_s32(a.s.padded_bins + e), a.max_rows);
+  if (a.s.row_tokens)
+    for (int32_t r = first + int32_t(threadIdx.x); r < last; r += int32_t(blockDim.x)) a.s.row_tokens[r] = -1;
+  if (!y) return;
   const Vec8 zero{{0u, 0u, 0u, 0u}};
 #pragma unroll 1
   for (int32_t r = first + (threadIdx.x >> 5); r < last; r += kWarps) {
