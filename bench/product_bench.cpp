@@ -18,6 +18,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <memory>
 #include <optional>
 #include <random>
@@ -384,6 +385,21 @@ void Bench::run_problem(const Problem& p, Json fields) {
         if (!t) throw InvalidArgument(fmt::format("no {} wgmma tile fits {}", opt_.schedule, kernel_name(spec)));
         spec.tile = *t;
       }
+      DeviceBuffer row_map;
+      if (opt_.gather && prod.op == Op::SDD && !prod.trans_a && spec.tile.mma == Mma::Wgmma) {
+        // Real rows read a random permutation of the T·K rows (a routing's scattered tokens), padding −1.
+        std::vector<int32_t> perm(static_cast<size_t>(rows)), map(static_cast<size_t>(t_pad), -1);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), std::mt19937_64(seed_));
+        int64_t start = 0, next = 0;
+        for (int64_t n : counts) {
+          for (int64_t j = 0; j < n; ++j) map[size_t(start + j)] = perm[size_t(next++)];
+          start += (n + kBlock - 1) / kBlock * kBlock;
+        }
+        row_map = DeviceBuffer(dev_, map.size() * 4);
+        dev_.copy_to_device(row_map.get(), map.data(), map.size() * 4);
+        spec.gather = true;
+      }
       kernel = kernel_name(spec);
       DeviceBuffer aux;
       if (fused) {
@@ -391,7 +407,8 @@ void Bench::run_problem(const Problem& p, Json fields) {
         fill_random(dev_, aux.get(), bytes[2], seed_ += uint64_t{1} << 40);
       }
       dmoe = measure(bytes, [&](void* const* ops) {
-        const ProductArgs args{ops[0], ops[1], ops[2], device_topo.view, topo.block_rows, aux.get()};
+        const ProductArgs args{ops[0], ops[1], ops[2], device_topo.view, topo.block_rows, aux.get(),
+                               static_cast<const int32_t*>(row_map.get())};
         launch_product(cache_, spec, args, stream_.get());
       });
     } catch (const std::exception& e) {

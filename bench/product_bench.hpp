@@ -11,6 +11,8 @@ struct ProductBenchOptions {
   bool quick = false;  // one problem of MegaBlocks' set only (a smoke run)
   bool tuned = false;  // dmoe's tiles from the tuning database (tuned_spec) instead of the defaults
   std::string schedule;  // "cooperative" or "pingpong": every wgmma product with that schedule's default tile
+  bool gather = false;   // SDDs with a row-major A gather its rows through a row map (KernelSpec::gather), the
+                         // real rows from a random permutation of the T·K rows (as a routing scatters them)
 };
 
 // Prints a table (and JSON lines). Returns a process exit code; throws NoGpu without a GPU.

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--json")) opt.json = true;
     else if (!std::strcmp(argv[i], "--quick")) opt.quick = true;
     else if (!std::strcmp(argv[i], "--tuned")) opt.tuned = true;
+    else if (!std::strcmp(argv[i], "--gather")) opt.gather = true;
     else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) opt.filter = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc && (opt.reps = std::atoi(argv[++i])) > 0) continue;
     else {

@@ -232,6 +232,7 @@ void validate_routing(const KernelSpec& k) {
   unused("epilogue", f.activation || k.epilogue == Epilogue::None);
   unused("trans", !k.trans_a && !k.trans_b);
   unused("tile", k.tile == TileConfig{});
+  unused("gather", !k.gather);
   if (f.hidden) {
     require_positive("hidden", k.hidden);
     if (k.hidden % 64 != 0)
@@ -394,6 +395,12 @@ void validate(const KernelSpec& k) {
   if (k.ffn % k.block != 0)
     throw InvalidArgument(fmt::format("ffn = {} is not a multiple of the block size {}", k.ffn, k.block));
   require_int32("experts * ffn", int64_t{k.experts} * k.ffn);
+  if (k.gather && (k.op != Op::SDD || k.trans_a))
+    throw InvalidArgument(fmt::format("gather applies to SDD with a row-major A (trans_a false) only, not {} {}{}",
+                                      to_string(k.op), k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n'));
+  if (k.gather && k.tile.mma != Mma::Wgmma)
+    throw InvalidArgument(fmt::format("gather is implemented by the wgmma kernel (sm_90a) only, not the {} kernel",
+                                      to_string(k.tile.mma)));
   if (k.tile.mma == Mma::Wgmma) return validate_wgmma(k);
   if (k.tile.group != TileConfig::kDefaultGroup)
     throw InvalidArgument(fmt::format("tile group = {} applies to the wgmma kernel only (the {} kernel takes the "
@@ -440,6 +447,8 @@ std::string epilogue_suffix(const KernelSpec& k) {
   return k.epilogue == Epilogue::None ? "" : fmt::format("_{}", to_string(k.epilogue));
 }
 
+std::string_view gather_suffix(const KernelSpec& k) { return k.gather ? "_gather" : ""; }
+
 }  // namespace
 
 std::string kernel_name(const KernelSpec& k) {
@@ -465,7 +474,8 @@ std::string kernel_name(const KernelSpec& k) {
                                ? fmt::format("wg{}x{}x{}s{}{}{}", t.m, t.n, t.k, t.stages, group, t.pingpong ? "pp" : "")
                                : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
                                              t.warps, t.stages);
-  return fmt::format("dmoe_{}_{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), to_string(k.arch).substr(3));
+  return fmt::format("dmoe_{}_{}{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), gather_suffix(k),
+                     to_string(k.arch).substr(3));
 }
 
 std::string tuning_problem(const KernelSpec& k) {
@@ -577,7 +587,8 @@ KernelSpec routing_spec(const MoeShape& s, Op op, Arch arch, int renorm_p) {
 std::vector<KernelSpec> layer_kernels(const MoeShape& s, Arch arch) {
   // Forward: SDD NT (x·w1ᵀ), DSD NN (act·w2). Backward: SDD NT (dy·w2ᵀ), DSD NN (dH·w1), DSD TN
   // (actᵀ·dy and dHᵀ·x). A plain layer with an activation fuses it (and its gradient) into the SDDs; gated
-  // layers apply it in the Glu kernels, so their backward SDD is the forward one.
+  // layers apply it in the Glu kernels, so their backward SDD is the forward one. (The forward SDD does not
+  // gather: KernelSpec::gather measured slower than the gather kernel plus the plain SDD, bench/NOTES.md.)
   const bool fused = !s.gated && s.activation != Activation::None;
   std::vector<KernelSpec> k{
       default_spec(s, Op::SDD, false, true, arch, fused ? epilogue_of(s.activation) : Epilogue::None),
@@ -631,7 +642,7 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
   const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8 | uint64_t(k.renorm_p) << 16 |
                      uint64_t(k.tile.mma) << 24 | uint64_t(k.epilogue) << 26 |
                      uint64_t(uint32_t(k.top_k)) << 32;
-  const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8;
+  const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8 | uint64_t(k.gather) << 9;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

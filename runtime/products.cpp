@@ -82,8 +82,15 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   else if (k.op == Op::DSD) c = dense(args.c, st ? fe : tcap, h);
   else c = dense(args.c, h, st ? tcap : fe);
   Sm90ProductArgs p{};
-  encode(p.a, k, a, !k.trans_a, k.tile.m, "a");
   encode(p.b, k, b, k.trans_b, k.tile.n, "b");
+  if (k.gather) {  // A is read row by row through gather_rows (cp.async: 16-byte aligned rows; H % 64 == 0)
+    if (reinterpret_cast<uintptr_t>(args.a) % 16 != 0)
+      throw InvalidArgument(fmt::format("{}: operand a at {} is not 16-byte aligned (the gather's cp.async needs 16)",
+                                        kernel_name(k), args.a));
+    p.a = p.b;  // never read
+  } else {
+    encode(p.a, k, a, !k.trans_a, k.tile.m, "a");
+  }
   encode(p.c, k, c, true, k.tile.m, "c");
   if (args.aux) encode(p.aux, k, Operand{args.aux, true, blocks, k.block}, true, k.tile.m, "aux");
   else p.aux = p.c;  // never read: only gradient epilogues load it, and they require aux
@@ -146,6 +153,12 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
                                       kernel_name(spec), to_string(spec.epilogue)));
   if (spec.epilogue == Epilogue::None && args.aux)
     throw InvalidArgument(fmt::format("{}: ProductArgs::aux is set but the spec has no epilogue", kernel_name(spec)));
+  if (spec.gather && !args.gather_rows)
+    throw InvalidArgument(fmt::format("{}: the spec gathers A's rows but ProductArgs::gather_rows is null",
+                                      kernel_name(spec)));
+  if (!spec.gather && args.gather_rows)
+    throw InvalidArgument(fmt::format("{}: ProductArgs::gather_rows is set but the spec does not gather",
+                                      kernel_name(spec)));
   if (spec.tile.mma == Mma::Wgmma) return launch_wgmma(cache, spec, args, stream);
   // SIMT and mma.sync: the same decomposition (product_ctas), one CTA per output tile; mma.sync copies
   // operands and stores the output 16 bytes at a time.

@@ -90,8 +90,12 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
                                  "Fused SDD epilogue: none|gelu|silu|relu (forward), dgelu|dsilu|drelu (backward); "
                                  "glu and glu_grad: the activation, none|gelu|silu|relu (default: the preset's)")
                       ->type_name("EPI");
+  gather_opt_ = app.add_flag("--gather", gather_,
+                             "SDD (wgmma): gather A's rows through a row map as the kernel loads them (the layer's "
+                             "forward SDD)");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
-              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, schedule_opt_, epilogue_opt_};
+              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, schedule_opt_, epilogue_opt_,
+              gather_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -124,6 +128,7 @@ KernelSpec SpecFlags::spec() const {
       throw InvalidArgument(fmt::format("--renorm {} is not supported (expected 0, 1 or 2)", renorm_));
     KernelSpec k = routing_spec(s, op, arch(), static_cast<int>(renorm_));
     if (given(epilogue_opt_)) k.epilogue = parse_epilogue(epilogue_);  // glu, glu_grad: the activation
+    if (gather_) throw InvalidArgument(fmt::format("--gather does not apply to {} kernels (SDD only)", op_));
     return with_tile(k);
   }
   if (given(renorm_opt_)) throw InvalidArgument(fmt::format("--renorm does not apply to {} kernels", op_));
@@ -132,6 +137,7 @@ KernelSpec SpecFlags::spec() const {
   // shown is the one the layer would run.
   KernelSpec k = default_spec(s, op, trans_a, trans_b, arch(),
                               given(epilogue_opt_) ? parse_epilogue(epilogue_) : Epilogue::None);
+  k.gather = gather_;
   return with_tile(k);
 }
 

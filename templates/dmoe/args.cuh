@@ -42,6 +42,9 @@ struct ProductArgs {
   // SDD epilogues only (Epilogue in spec.hpp): the pre-activation, in C's layout. Activation epilogues
   // write it when non-null; gradient epilogues read it.
   void* aux;
+  // Gathering SDD only (KernelSpec::gather): A's row r is row gather_rows[r] of a = [tokens, H] (−1: zeros),
+  // for r below the true T_pad (RoutingState::row_tokens); null for every other kernel.
+  const int32_t* gather_rows;
 };
 
 // Number of CTAs a product launches (one-dimensional grid). Shared by the launcher and the kernel so the

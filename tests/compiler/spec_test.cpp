@@ -213,6 +213,7 @@ TEST_CASE("layer_kernels lists the products the layer launches, in launch order"
   CHECK(gated[0].op == Op::SDD);
   CHECK(gated[1].op == Op::DSD);
   CHECK(gated[2].trans_a);
+  for (const KernelSpec& k : gated) CHECK_FALSE(k.gather);  // the gathering SDD measured slower
   // No activation: no epilogue either.
   MoeShape linear = preset("mb-356m");
   linear.activation = Activation::None;
@@ -371,6 +372,41 @@ TEST_CASE("wgmma ping-pong schedule: validated, named pp, part of the key, its o
   KernelSpec a = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
   a.tile.pingpong = true;
   expect_error([&] { validate(a); }, {"ping-pong", "wgmma", "mma"});
+}
+
+TEST_CASE("gather: SDD with a row-major A on the wgmma kernel only, named, part of the key, not of the tuning problem") {
+  KernelSpec k = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  const KernelSpec plain = k;
+  k.gather = true;
+  CHECK_NOTHROW(validate(k));
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_gather_sm90a");
+  CHECK(kernel_name(k) != kernel_name(plain));
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(plain));
+  CHECK_FALSE(k == plain);
+  CHECK(tuning_problem(k) == tuning_problem(plain));  // the gathered SDD takes the plain one's tuned tile
+  KernelSpec nn = k;
+  nn.trans_b = false;
+  CHECK_NOTHROW(validate(nn));
+  auto fails = [](KernelSpec s, const std::string& what) {
+    try {
+      validate(s);
+      FAIL("no error for " << what);
+    } catch (const InvalidArgument& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(what) != std::string::npos, e.what());
+    }
+  };
+  KernelSpec ta = k;
+  ta.trans_a = true;
+  fails(ta, "gather applies to SDD with a row-major A (trans_a false) only, not sdd tt");
+  KernelSpec dsd = default_spec(preset("mb-356m"), Op::DSD, false, false, Arch::SM90a);
+  dsd.gather = true;
+  fails(dsd, "not dsd nn");
+  KernelSpec mma = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
+  mma.gather = true;
+  fails(mma, "gather is implemented by the wgmma kernel (sm_90a) only, not the mma kernel");
+  KernelSpec routing = routing_spec(preset("mb-356m"), Op::Gather, Arch::SM90a);
+  routing.gather = true;
+  fails(routing, "gather is not used by gather kernels");
 }
 
 TEST_CASE("epilogues: SDD only, named in the kernel, part of the key") {

@@ -32,6 +32,7 @@ struct Case {
   int32_t extra_block_rows = 0;  // row capacity beyond the true T_pad
   Epilogue epilogue = Epilogue::None;  // SDD only
   bool save_pre = false;               // activation epilogues: also write the pre-activation to aux
+  bool gather = false;                 // SDD NT/NN: A's rows gathered from a token matrix through a row map
 };
 
 inline std::string describe(const Case& c) {
@@ -41,7 +42,7 @@ inline std::string describe(const Case& c) {
          std::string(to_string(c.tile.mma)) + " tile " + std::to_string(c.tile.m) + "x" + std::to_string(c.tile.n) +
          "x" + std::to_string(c.tile.k) + "w" + std::to_string(c.tile.warps) + "s" + std::to_string(c.tile.stages) +
          "g" + std::to_string(c.tile.group) + (c.tile.pingpong ? "pp" : "") + " extra" + std::to_string(c.extra_block_rows) + " epilogue " + std::string(to_string(c.epilogue)) +
-         (c.save_pre ? "+pre" : "");
+         (c.save_pre ? "+pre" : "") + (c.gather ? " gather" : "");
 }
 
 // The kernel spec of a case on this GPU's arch.
@@ -58,6 +59,7 @@ inline KernelSpec spec_of(const Case& c) {
   spec.experts = static_cast<int32_t>(c.counts.size());
   spec.tile = c.tile;
   spec.epilogue = c.epilogue;
+  spec.gather = c.gather;
   return spec;
 }
 
@@ -85,7 +87,32 @@ inline void run(const Case& c) {
   const int64_t bb = int64_t(c.block) * c.block;
   // Sparse operands are sized for the capacity too, like a real layer's buffers.
   const int64_t cap_blocks = int64_t(cap_rows) * (c.ffn / c.block);
-  const HostOperand a = random_operand(a_sparse ? cap_blocks * bb : s.a_rows * s.a_cols, c.dtype);
+  HostOperand a = random_operand(a_sparse ? cap_blocks * bb : s.a_rows * s.a_cols, c.dtype);
+  // A gathering SDD reads A's row r as row map[r] of a token matrix x (fewer rows than A, rows repeated as
+  // with top-k > 1); padding rows and rows past T_pad map to −1 and must read as zeros. The reference sees
+  // the materialized A.
+  std::vector<int32_t> row_map;
+  HostOperand x;
+  if (c.gather) {
+    REQUIRE((c.op == Op::SDD && !c.trans_a));
+    int64_t tokens = 0;
+    for (int64_t n : c.counts) tokens += n;
+    tokens = std::max<int64_t>(1, tokens / 2 + 3);
+    x = random_operand(tokens * c.hidden, c.dtype);
+    row_map.assign(size_t(capacity), -1);
+    std::uniform_int_distribution<int32_t> pick(0, int32_t(tokens - 1));
+    int64_t start = 0;
+    for (int64_t n : c.counts) {
+      for (int64_t j = 0; j < n; ++j) row_map[size_t(start + j)] = pick(rng());
+      start += (n + c.block - 1) / c.block * c.block;
+    }
+    for (int64_t r = 0; r < capacity; ++r)
+      for (int64_t h = 0; h < c.hidden; ++h) {
+        const int32_t t = row_map[size_t(r)];
+        a.values[size_t(r * c.hidden + h)] = t < 0 ? 0.0f : x.values[size_t(t * c.hidden + h)];
+      }
+    a.bits = x.bits;  // what the device reads
+  }
   const HostOperand b = random_operand(b_sparse ? cap_blocks * bb : s.b_rows * s.b_cols, c.dtype);
   const int64_t c_elems = c.op == Op::SDD ? cap_blocks * bb : s.c_rows * s.c_cols;
 
@@ -106,7 +133,13 @@ inline void run(const Case& c) {
     else dev.fill_u8(daux.get(), 0xff, c_elems * 2);
   }
 
-  ProductArgs args{da.get(), db.get(), dc.get(), dtopo.view, cap_rows, daux.get()};
+  DeviceBuffer dmap;
+  if (c.gather) {
+    dmap = DeviceBuffer(dev, row_map.size() * 4);
+    dev.copy_to_device(dmap.get(), row_map.data(), row_map.size() * 4);
+  }
+  ProductArgs args{da.get(), db.get(), dc.get(), dtopo.view, cap_rows, daux.get(),
+                   static_cast<const int32_t*>(dmap.get())};
   launch_product(cache(), spec, args, nullptr);
   dev.synchronize();
 

@@ -192,3 +192,42 @@ TEST_CASE("sm90 products: the ping-pong schedule") {
       test::run(c);
     }
 }
+
+TEST_CASE("sm90 products: SDD gathering its A rows through a row map") {
+  if (!hopper()) return;
+  // Both B layouts, both schedules and row-group counts, fp16, block sizes 64 and 256, a skewed routing
+  // with an empty expert (several tiles per CTA around the ring), the fused epilogues with the kept
+  // pre-activation, and spare capacity past T_pad (its map entries −1, never read).
+  for (bool tb : {true, false})
+    for (bool pingpong : {false, true})
+      for (auto [m, n] : {std::pair{128, 128}, {64, 256}, {128, 256}}) {
+        Case c{Op::SDD, false, tb};
+        c.hidden = 512;
+        c.ffn = 512;
+        c.counts = {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300};
+        c.tile = wgmma_tile(m, n, pingpong);
+        c.gather = true;
+        c.extra_block_rows = 3;
+        if (!test::fits(c)) continue;
+        test::run(c);
+      }
+  for (int32_t block : {64, 256}) {
+    Case c{Op::SDD, false, true};
+    c.block = block;
+    c.ffn = 512;
+    c.dtype = DType::FP16;
+    c.gather = true;
+    test::run(with_default_tile(c));
+  }
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu})
+    for (bool pingpong : {false, true}) {
+      Case c{Op::SDD, false, true};
+      c.hidden = 512;
+      c.counts = {700, 0, 129, 1000};
+      c.epilogue = e;
+      c.save_pre = true;
+      c.gather = true;
+      c.tile = wgmma_tile(128, pingpong ? 128 : 256, pingpong);
+      test::run(c);
+    }
+}

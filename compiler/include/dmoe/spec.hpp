@@ -154,6 +154,12 @@ struct KernelSpec {
   TileConfig tile{};
   int32_t top_k = 0;     // routing kernels only (0 for products)
   uint8_t renorm_p = 0;  // Router/RouterGrad: renormalize the top-k weights by their p-norm (0: off)
+  // SDD NN/NT on the wgmma kernel only: A's rows are gathered as the kernel loads them, row r of A being
+  // row ProductArgs::gather_rows[r] of the [tokens, H] matrix ProductArgs::a (zeros where it is −1): the
+  // padded gather fused into the first product, so the permuted input need not be written. Measured
+  // 2–22 % slower on the H200 than the plain SDD (cp.async row loads instead of one TMA box), more than
+  // the gather kernel it saves, so the layer does not use it (bench/NOTES.md, "product v7").
+  bool gather = false;
   friend bool operator==(const KernelSpec&, const KernelSpec&) = default;
 };
 
@@ -171,9 +177,11 @@ KernelSpec routing_spec(const MoeShape&, Op, Arch, int renorm_p = 0);
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a     (wgmma)
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3g4_sm90a   (wgmma, group 4; g only when not 8)
 //   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_mma128x128x32w8s5_sm80   (mma.sync)
+//   dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5pp_gelu_gather_sm90a (A gathered, gelu fused)
 std::string kernel_name(const KernelSpec&);
 // A product spec with its tile left out: what a tuned tile applies to, e.g.
-// "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a" (kernel_name without "dmoe_" and the tile).
+// "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a" (kernel_name without "dmoe_" and the tile). The gather flag is
+// left out too: a gathering SDD takes the tile tuned for the same SDD over the permuted rows.
 std::string tuning_problem(const KernelSpec&);
 
 // Threads per CTA and dynamic shared memory the kernel is launched with.

@@ -105,8 +105,7 @@ struct Tiles {
       const int row = outer * B + m0;
       if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, h, row);
       else chunks2d(amap, a_s, BM, row, h);
-      if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, h, col0 + n0);
-      else chunks2d(bmap, b_s, BN, col0 + n0, h);
+      load_sdd_b(ks, bmap, b_s, bar);
     } else {
       const int kk = (ks % kStepsPerBlock) * kBK;
       const int blk = seg.blk, k0 = seg.rc * B + kk;  // k0: the dense operand's reduction row/column
@@ -132,6 +131,15 @@ struct Tiles {
     }
   }
 
+  // SDD's B (the weights' rows of this tile's columns) for reduction step ks.
+  __device__ void load_sdd_b(int ks, const void* bmap, char* b_s, uint64_t* bar) const {
+    const int h = ks * kBK;
+    if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, h, col0 + n0);
+    else
+#pragma unroll
+      for (int q = 0; q < BN / 64; ++q) ptx::tma_load_2d(b_s + q * kChunk, bmap, bar, col0 + n0 + 64 * q, h);
+  }
+
   // Stores 64-column chunk q of the tile (BM rows, staged in shared memory) with the C tensor map:
   // SDD into its block of data [blocks, B, B], the others into the dense output.
   __device__ void store_chunk(const void* cmap, const char* src, int q) const {
@@ -154,10 +162,14 @@ struct Tiles {
 // together, so the tensor cores idle during every epilogue. Ping-pong (true): each consumer owns whole
 // BM×BN tiles, taking every other tile of the CTA; their main loops alternate (a pair of ordered
 // mbarriers), so one warpgroup's epilogue runs under the other's wgmma. Each has its own staging buffer.
+// GATHER (SDD with a row-major A only; KernelSpec::gather): A's rows are gathered from the [tokens, H]
+// matrix args.p.a through args.p.gather_rows (−1: a zero row) by the whole producer warpgroup with
+// cp.async, which TMA cannot do on sm_90 (it has no row-gather mode); B still arrives by TMA.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
-          int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false>
+          int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
+  static_assert(!GATHER || (Kind == kSDD && !TransA), "the gather reads the rows of a row-major SDD A");
   using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, GROUP>;
   constexpr int kTileWGs = PINGPONG ? 1 : 2;              // consumer warpgroups per tile
   constexpr int WGN = !PINGPONG && BM == 64 ? 2 : 1;      // cooperative BM 64: consumers side by side along N
@@ -183,7 +195,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   const int wg = threadIdx.x / 128;
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      ptx::mbarrier_init(&full[s], 1);
+      ptx::mbarrier_init(&full[s], GATHER ? 1 + 128 : 1);  // the TMA thread (+ each gathering thread)
       ptx::mbarrier_init(&empty[s], 4 * kTileWGs);  // lane 0 of each warp of the tile's consumers
     }
     for (int b = 0; b < kBuffers; ++b) ptx::mbarrier_init(&aux_full[b], 1);
@@ -202,9 +214,44 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     if (++stage == STAGES) stage = 0, phase ^= 1;
   };
 
+  // Registers per thread after the rebalance (1 CTA of 384 threads: 128·P + 256·C ≤ 65536). A gathering
+  // producer with 64-row tiles keeps its four rows' addresses live across the stage loop and needs 48
+  // (at 40 ptxas spills 4 bytes there); the consumers then have 224.
+  constexpr int kProducerRegs = GATHER && BM == 64 ? 48 : 40, kConsumerRegs = GATHER && BM == 64 ? 224 : 232;
   if (wg == 0) {
-    ptx::setmaxnreg_dec<40>();
-    if (threadIdx.x == 0) {
+    ptx::setmaxnreg_dec<kProducerRegs>();
+    if constexpr (GATHER) {
+      // Eight threads per row, 16 bytes each of the stage's 128-byte slice, rows r0 + 16·i: a warp reads
+      // four whole 128-byte row slices per instruction. A row's source is read once per tile; the
+      // destination is the same 128-byte swizzle TMA writes (16-byte chunk c of row r at c ^ (r % 8)).
+      constexpr int kRows = BM / 16;
+      const int pt = threadIdx.x, chunk = pt % 8, r0 = pt / 8;
+      const char* x = static_cast<const char*>(args.p.a);
+      if (pt == 0) ptx::prefetch_tensormap(&args.b);
+      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        T tile;
+        tile.decode(t, outers, topo);
+        int32_t src[kRows];
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+          src[i] = ptx::ld_nc_s32(args.p.gather_rows + tile.outer * B + tile.m0 + r0 + 16 * i);
+        for (int ks = 0; ks < tile.nk; ++ks) {
+          ptx::mbarrier_wait(&empty[stage], phase ^ 1);
+          if (pt == 0) {
+            ptx::mbarrier_arrive_expect_tx(&full[stage], kBBytes);
+            tile.load_sdd_b(ks, &args.b, b_stage(stage), &full[stage]);
+          }
+          const uint32_t a_s = ptx::smem_addr(a_stage(stage)) + r0 * 128 + ((chunk ^ (r0 % 8)) << 4);
+#pragma unroll
+          for (int i = 0; i < kRows; ++i) {
+            const int64_t elem = int64_t(src[i] < 0 ? 0 : src[i]) * H + ks * kBK + chunk * 8;
+            ptx::cp_async_16_zfill(a_s + i * 16 * 128, x + elem * 2, src[i] >= 0);
+          }
+          ptx::cp_async_mbarrier_arrive_noinc(&full[stage]);
+          advance();
+        }
+      }
+    } else if (threadIdx.x == 0) {
       ptx::prefetch_tensormap(&args.a);
       ptx::prefetch_tensormap(&args.b);
       for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -227,7 +274,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       }
     }
   } else {
-    ptx::setmaxnreg_inc<232>();
+    ptx::setmaxnreg_inc<kConsumerRegs>();
     const int c = wg - 1;  // consumer index
     const int wm = WGN == 1 && !PINGPONG ? c : 0, wn = WGN == 1 ? 0 : c;
     const int wt = threadIdx.x % 128, warp = wt / 32, lane = threadIdx.x % 32;
@@ -274,6 +321,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       int held = -1;
       for (int ks = 0; ks < tile.nk; ++ks) {
         ptx::mbarrier_wait(&full[stage], phase);
+        // cp.async writes through the generic proxy; wgmma reads through the async proxy.
+        if constexpr (GATHER) ptx::fence_proxy_async();
         const uint32_t a_base = smem_base + stage * (kABytes + kBBytes) + a_off;
         const uint32_t b_base = smem_base + stage * (kABytes + kBBytes) + kABytes + b_off;
 #pragma unroll
