@@ -23,6 +23,7 @@ size_t routing_bytes(const MoeShape& s) {
   size_t n = 5 * aligned(T * K) + 3 * aligned(chunks * E) + aligned(chunks) + 3 * aligned(E) + aligned(1) +
              aligned(2);
   n += 4 * aligned(blocks) + aligned(block_rows + 1) + aligned(E * fb + 1);
+  n += aligned(block_rows * B);  // the rows map (RoutingState::row_tokens), one entry per padded row
   return n;
 }
 
