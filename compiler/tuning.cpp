@@ -57,34 +57,34 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
     }
     if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
   };
+  // The rings of `deepest` from `first` stages up to its own.
+  auto add_rings = [&](const TileConfig& deepest, int first) {
+    for (int s = first; s <= deepest.stages; ++s) {
+      TileConfig t = deepest;
+      t.stages = static_cast<uint8_t>(s);
+      add(t);
+    }
+  };
+  // The tile orders other than the default, searched at the deepest ring only (they would multiply the
+  // candidates otherwise).
+  auto add_groups = [&](const TileConfig& deepest) {
+    for (int g : {1, 4, 16}) {
+      TileConfig t = deepest;
+      t.group = static_cast<uint8_t>(g);
+      add(t);
+    }
+  };
   if (base.arch == Arch::SM90a)
     for (int m : {128, 64})
       for (int n : {256, 128, 64}) {
         const TileConfig deepest = wgmma_tile(m, n);
-        for (int s = 2; s <= deepest.stages; ++s) {
-          TileConfig t = deepest;
-          t.stages = static_cast<uint8_t>(s);
-          add(t);
-        }
-        // The tile order, searched at the deepest ring only (it would multiply the candidates otherwise).
-        for (int g : {1, 4, 16}) {
-          TileConfig t = deepest;
-          t.group = static_cast<uint8_t>(g);
-          add(t);
-        }
+        add_rings(deepest, 2);
+        add_groups(deepest);
         // The ping-pong schedule: its two deepest rings (each consumer holds a staging buffer, so fewer
         // stages fit), and the tile orders at the deepest.
         const TileConfig pp = wgmma_tile(m, n, true);
-        for (int s = std::max(2, int(pp.stages) - 1); s <= pp.stages; ++s) {
-          TileConfig t = pp;
-          t.stages = static_cast<uint8_t>(s);
-          add(t);
-        }
-        for (int g : {1, 4, 16}) {
-          TileConfig t = pp;
-          t.group = static_cast<uint8_t>(g);
-          add(t);
-        }
+        add_rings(pp, std::max(2, int(pp.stages) - 1));
+        add_groups(pp);
       }
   for (int m : {128, 64})
     for (int n : {128, 64})
@@ -92,11 +92,7 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
         for (int warps : {8, 4}) {
           TileConfig deepest = mma_sync_tile(m, n, base.arch, k);
           deepest.warps = static_cast<uint8_t>(warps);
-          for (int s = 2; s <= deepest.stages; ++s) {
-            TileConfig t = deepest;
-            t.stages = static_cast<uint8_t>(s);
-            add(t);
-          }
+          add_rings(deepest, 2);
         }
   add(TileConfig{64, 64, 32, 8, 1, Mma::Simt});
   return out;

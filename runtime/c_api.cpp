@@ -99,6 +99,15 @@ T& need(T* p, const char* name) {
   return *p;
 }
 
+// A context accessor: `out` (named `name` in errors) receives what `get` returns for the context.
+template <class T, class Get>
+dmoe_status context_get(const char* call, const dmoe_context* context, T* out, const char* name, Get get) {
+  return guarded(call, [&] {
+    const dmoe_context& c = need(context, "context");
+    need(out, name) = (c.context.*get)();
+  });
+}
+
 void require(const void* p, const char* name) {
   if (!p) throw InvalidArgument(fmt::format("{} is NULL", name));
 }
@@ -410,45 +419,27 @@ dmoe_status dmoe_context_destroy(dmoe_context* context) {
 }
 
 dmoe_status dmoe_context_losses(const dmoe_context* context, const float** losses) {
-  return guarded(__func__, [&] {
-    const dmoe_context& c = need(context, "context");
-    need(losses, "losses") = c.context.losses();
-  });
+  return context_get(__func__, context, losses, "losses", &dmoe::LayerContext::losses);
 }
 
 dmoe_status dmoe_context_expert_ids(const dmoe_context* context, const int32_t** expert_ids) {
-  return guarded(__func__, [&] {
-    const dmoe_context& c = need(context, "context");
-    need(expert_ids, "expert_ids") = c.context.expert_ids();
-  });
+  return context_get(__func__, context, expert_ids, "expert_ids", &dmoe::LayerContext::expert_ids);
 }
 
 dmoe_status dmoe_context_weights(const dmoe_context* context, const float** weights) {
-  return guarded(__func__, [&] {
-    const dmoe_context& c = need(context, "context");
-    need(weights, "weights") = c.context.weights();
-  });
+  return context_get(__func__, context, weights, "weights", &dmoe::LayerContext::weights);
 }
 
 dmoe_status dmoe_context_counts(const dmoe_context* context, const int32_t** counts) {
-  return guarded(__func__, [&] {
-    const dmoe_context& c = need(context, "context");
-    need(counts, "counts") = c.context.counts();
-  });
+  return context_get(__func__, context, counts, "counts", &dmoe::LayerContext::counts);
 }
 
 dmoe_status dmoe_context_jitter_seed(const dmoe_context* context, const uint64_t** seed) {
-  return guarded(__func__, [&] {
-    const dmoe_context& c = need(context, "context");
-    need(seed, "seed") = c.context.jitter_seed();
-  });
+  return context_get(__func__, context, seed, "seed", &dmoe::LayerContext::jitter_seed);
 }
 
 dmoe_status dmoe_context_bytes(const dmoe_context* context, size_t* bytes) {
-  return guarded(__func__, [&] {
-    const dmoe_context& c = need(context, "context");
-    need(bytes, "bytes") = c.context.bytes();
-  });
+  return context_get(__func__, context, bytes, "bytes", &dmoe::LayerContext::bytes);
 }
 
 }  // extern "C"

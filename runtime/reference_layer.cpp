@@ -13,16 +13,6 @@
 namespace dmoe::reference {
 namespace {
 
-Epilogue as_epilogue(Activation a) {
-  switch (a) {
-    case Activation::GeluTanh: return Epilogue::GeluTanh;
-    case Activation::Silu: return Epilogue::Silu;
-    case Activation::Relu: return Epilogue::Relu;
-    case Activation::None: return Epilogue::None;
-  }
-  return Epilogue::None;
-}
-
 void check(const LayerConfig& c, const LayerParams& p) {
   if (c.tokens <= 0 || c.hidden <= 0 || c.ffn <= 0 || c.experts <= 0 || c.top_k <= 0 || c.top_k > c.experts)
     throw InvalidArgument(fmt::format("layer config: tokens={} hidden={} ffn={} experts={} top_k={} (all positive, "
@@ -62,14 +52,14 @@ double dot(const float* row, const float* v, int64_t n) {
 
 }  // namespace
 
-double activate(Activation a, double x) { return activation(as_epilogue(a), x); }
+double activate(Activation a, double x) { return activation(epilogue_of(a), x); }
 
 std::vector<float> jitter_noise(int64_t n, float eps, uint64_t key) {
   std::vector<float> u(n);
   for (int64_t i = 0; i < n; ++i) u[i] = jitter_factor(uint32_t(key), uint32_t(key >> 32), uint64_t(i), eps);
   return u;
 }
-double activate_grad(Activation a, double x) { return activation_grad(as_epilogue(a), x); }
+double activate_grad(Activation a, double x) { return activation_grad(epilogue_of(a), x); }
 
 LayerForward layer_forward(const LayerConfig& c, const LayerParams& p) {
   check(c, p);

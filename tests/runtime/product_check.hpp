@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -213,11 +214,13 @@ void check_many_rows(Run&& run) {
   }
 }
 
-// Every fused SDD epilogue, forward ones with and without the kept pre-activation.
+// Fused SDD epilogues (default: every one), forward ones with and without the kept pre-activation.
 template <class Run>
-void check_epilogues(Run&& run) {
-  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu, Epilogue::GeluTanhGrad,
-                     Epilogue::SiluGrad, Epilogue::ReluGrad})
+void check_epilogues(Run&& run,
+                     std::initializer_list<Epilogue> epilogues = {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu,
+                                                                  Epilogue::GeluTanhGrad, Epilogue::SiluGrad,
+                                                                  Epilogue::ReluGrad}) {
+  for (Epilogue e : epilogues)
     for (bool save_pre : {false, true}) {
       if (is_gradient(e) && save_pre) continue;
       Case c{Op::SDD, false, true};
