@@ -50,8 +50,11 @@ struct Layer::Impl {
   // Products. sdd_fwd: x·W1ᵀ with the activation fused (keeping the pre-activation) for plain layers with
   // an activation, no epilogue otherwise (gated layers apply the activation in the GLU kernel). sdd_bwd:
   // dy·W2ᵀ with the activation's gradient fused (plain layers with an activation).
-  KernelSpec sdd_fwd, sdd_plain, sdd_bwd, dsd_nn, dsd_tn;
+  // sdd_glu (gated layers on the wgmma kernel): x·W1ᵀ and x·V1ᵀ in one product whose epilogue writes the
+  // hidden act(a) ⊙ g and keeps both pre-activations, instead of two SDDs and the Glu kernel.
+  KernelSpec sdd_fwd, sdd_plain, sdd_bwd, dsd_nn, dsd_tn, sdd_glu;
   bool fused_act = false;  // plain layer with an activation: the pre-activation is saved
+  bool fused_glu = false;  // gated layer: sdd_glu runs the forward's first layer
   int32_t max_rows = 0;
   // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient (with
   // recompute also the hidden activation, forward and backward), the router's; with recompute the expert
@@ -101,8 +104,9 @@ struct LayerContext::State {
 
   // One product over this pass's topology.
   void product(KernelCache& cache, const KernelSpec& k, const void* a, const void* b, void* out, void* aux,
-               Stream stream) const {
-    launch_product(cache, k, ProductArgs{a, b, out, ws.topology(), ws.max_block_rows(), aux}, stream);
+               Stream stream, const void* b2 = nullptr, void* aux2 = nullptr) const {
+    launch_product(cache, k, ProductArgs{a, b, out, ws.topology(), ws.max_block_rows(), aux, nullptr, b2, aux2},
+                   stream);
   }
 };
 
@@ -172,6 +176,10 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   if (m.fused_act) {  // the fused SDDs are problems of their own: their own defaults and tuning records
     m.sdd_fwd = tuned_spec(dev, s, Op::SDD, false, true, epilogue_of(s.activation));
     m.sdd_bwd = tuned_spec(dev, s, Op::SDD, false, true, gradient_epilogue_of(s.activation));
+  }
+  if (s.gated && device_arch(dev.properties()) == Arch::SM90a) {
+    m.sdd_glu = tuned_spec(dev, s, Op::SDD, false, true, epilogue_of(s.activation), true);
+    m.fused_glu = true;
   }
   m.dsd_nn = tuned_spec(dev, s, Op::DSD, false, false);
   m.dsd_tn = tuned_spec(dev, s, Op::DSD, true, false);
@@ -253,13 +261,17 @@ std::vector<KernelSpec> Layer::kernels() const {
   if (m.jitter) k.push_back(routing(Op::Jitter));  // forward; backward launches it again (x ⊙ U, then dx)
   k.insert(k.end(), {routing(Op::Router), routing(Op::Bins), routing(Op::Permute), routing(Op::Topology),
                      routing(Op::Gather)});
-  k.push_back(m.sdd_fwd);
-  if (m.shape.gated) k.push_back(routing(Op::Glu));
+  if (m.fused_glu) {
+    k.push_back(m.sdd_glu);
+  } else {
+    k.push_back(m.sdd_fwd);
+    if (m.shape.gated) k.push_back(routing(Op::Glu));
+  }
   k.insert(k.end(), {m.dsd_nn, routing(Op::Scatter)});
   // Backward; recompute first launches Glu again (a plain layer's act(pre) alone) and the DSD.
-  if (m.opt.recompute && m.fused_act) k.push_back(routing(Op::Glu));
+  if (m.opt.recompute && (m.fused_act || m.fused_glu)) k.push_back(routing(Op::Glu));
   k.insert(k.end(), {routing(Op::ScatterGrad), routing(Op::RouterGrad)});
-  if (m.fused_act) k.push_back(m.sdd_bwd);
+  if (m.fused_act || m.fused_glu) k.push_back(m.sdd_bwd);  // the gated forward's SDD differs from it
   k.push_back(m.dsd_tn);
   if (m.shape.gated) k.push_back(routing(Op::GluGrad));
   return k;
@@ -339,7 +351,9 @@ void Layer::forward(const void* x, const LayerWeights& w, void* y, LayerContext&
   void* hidden = rc ? m.d_sparse.get() : c.hidden.get();
   void* y_rows = rc ? m.rows_scratch.get() : c.y_rows.get();
   m.start(2, stream);
-  if (gated) {
+  if (m.fused_glu) {
+    c.product(m.cache, m.sdd_glu, c.x_perm.get(), w.w1, hidden, c.pre.get(), stream, w.v1, c.gate.get());
+  } else if (gated) {
     product(m.sdd_plain, c.x_perm.get(), w.w1, c.pre.get());
     product(m.sdd_plain, c.x_perm.get(), w.v1, c.gate.get());
     RoutingArgs a = c.ws.args();
