@@ -60,7 +60,7 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
   if (base.arch == Arch::SM90a)
     for (int m : {128, 64})
       for (int n : {256, 128, 64}) {
-        const TileConfig deepest = wgmma_tile(m, n);
+        const TileConfig deepest = wgmma_tile(m, n, false, base.gated);
         for (int s = 2; s <= deepest.stages; ++s) {
           TileConfig t = deepest;
           t.stages = static_cast<uint8_t>(s);
@@ -74,7 +74,7 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
         }
         // The ping-pong schedule: its two deepest rings (each consumer holds a staging buffer, so fewer
         // stages fit), and the tile orders at the deepest.
-        const TileConfig pp = wgmma_tile(m, n, true);
+        const TileConfig pp = wgmma_tile(m, n, true, base.gated);
         for (int s = std::max(2, int(pp.stages) - 1); s <= pp.stages; ++s) {
           TileConfig t = pp;
           t.stages = static_cast<uint8_t>(s);
