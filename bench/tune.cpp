@@ -125,6 +125,10 @@ struct Product {
   std::vector<std::string> refused;  // per candidate: "" or why it did not compile
   KernelSpec reference;              // the SIMT kernel whose output is the reference
   std::string reference_refused;
+  // Gated: the SIMT kernel has no gated form; `reference` (the activation, pre-activation kept) gives a
+  // and act(a), `gate_reference` (plain) g = A·B2, and the host forms act(a)·g.
+  KernelSpec gate_reference;
+  std::string gate_reference_refused;
   std::string label;
 };
 
@@ -153,12 +157,18 @@ int tune(const TuneOptions& opt) {
     MoeShape s = opt.shape;
     s.block = block;
     validate(s);
-    for (const auto& [op, ta, tb, epi] : opt.ops) {
-      Product p{s, op, ta, tb, tuning_candidates(default_spec(s, op, ta, tb, arch, epi)), {}, {}, {}, {}};
+    for (const auto& [op, ta, tb, epi, gated] : opt.ops) {
+      Product p{s, op, ta, tb, tuning_candidates(default_spec(s, op, ta, tb, arch, epi, gated)), {}, {}, {}, {}};
       p.reference = p.candidates.front();
       p.reference.tile = TileConfig{64, 64, 32, 8, 1, Mma::Simt};
-      p.label = fmt::format("{}_{}{}{} b{}", to_string(op), ta ? 't' : 'n', tb ? 't' : 'n',
-                            epi == Epilogue::None ? "" : fmt::format("+{}", to_string(epi)), block);
+      p.reference.gated = false;
+      if (gated) {
+        p.gate_reference = p.reference;
+        p.gate_reference.epilogue = Epilogue::None;
+      }
+      p.label = fmt::format("{}_{}{}{}{} b{}", to_string(op), ta ? 't' : 'n', tb ? 't' : 'n',
+                            epi == Epilogue::None ? "" : fmt::format("+{}", to_string(epi)), gated ? "+glu" : "",
+                            block);
       products.push_back(std::move(p));
     }
   }
@@ -167,6 +177,7 @@ int tune(const TuneOptions& opt) {
     for (const Product& p : products) {
       all.insert(all.end(), p.candidates.begin(), p.candidates.end());
       all.push_back(p.reference);
+      if (p.candidates.front().gated) all.push_back(p.gate_reference);
     }
     const size_t step = std::max<size_t>(1, all.size() / 10);
     fmt::print("compiling {} kernels ({} products)\n", all.size(), products.size());
@@ -185,6 +196,7 @@ int tune(const TuneOptions& opt) {
         refused += !builds[next].error.empty();
       }
       p.reference_refused = builds[next++].error;
+      if (p.candidates.front().gated) p.gate_reference_refused = builds[next++].error;
     }
     fmt::print("compiled in {:.1f} s: {} refused (spills, serialized wgmma or compile errors)\n", elapsed(), refused);
     std::fflush(stdout);
@@ -239,34 +251,74 @@ int tune(const TuneOptions& opt) {
         bufs.emplace_back(dev, c_elems * 2);
       }
       // A fused epilogue's second tensor (SDD's layout): the pre-activation it keeps (an output, not
-      // checked) or, for a gradient, reads (random input; the same for every set).
-      DeviceBuffer aux;
-      if (base.epilogue != Epilogue::None) {
+      // checked) or, for a gradient, reads (random input; the same for every set). The gated SDD also
+      // multiplies a second B (per set) and keeps the gate's pre-activation (aux2).
+      const bool gated = base.gated;
+      DeviceBuffer aux, aux2;
+      std::vector<DeviceBuffer> b2s;
+      if (base.epilogue != Epilogue::None || gated) {
         aux = DeviceBuffer(dev, c_elems * 2);
         fill_random(dev, aux.get(), c_elems * 2, 0x2000);
       }
+      if (gated) {
+        aux2 = DeviceBuffer(dev, c_elems * 2);
+        for (int i = 0; i < sets; ++i) {
+          b2s.emplace_back(dev, b_elems * 2);
+          fill_random(dev, b2s.back().get(), b_elems * 2, 0x3000 + i);
+        }
+      }
       auto args = [&](int set) {
         return ProductArgs{bufs[3 * set].get(), bufs[3 * set + 1].get(), bufs[3 * set + 2].get(), dtopo.view,
-                           topo.block_rows, aux.get()};
+                           topo.block_rows, aux.get(), nullptr, gated ? b2s[set].get() : nullptr, aux2.get()};
       };
       // The reference: the SIMT kernel on set 0, into a poisoned output it must fill.
-      if (!p.reference_refused.empty())
-        throw std::runtime_error(fmt::format("{}: the SIMT reference did not compile: {}", p.label,
-                                             p.reference_refused));
-      // A forward epilogue's pre-activation is an output too: poisoned and checked like c.
-      const bool aux_out = base.epilogue != Epilogue::None && !is_gradient(base.epilogue);
-      std::vector<uint16_t> ref(c_elems), out(c_elems), ref_aux, out_aux;
-      Comparison aux_norm;
+      if (!p.reference_refused.empty() || !p.gate_reference_refused.empty())
+        throw std::runtime_error(fmt::format("{}: the SIMT reference did not compile: {}{}", p.label,
+                                             p.reference_refused, p.gate_reference_refused));
+      // A forward epilogue's pre-activation is an output too (the gated SDD's both): poisoned and checked
+      // like c.
+      const bool aux_out = !is_gradient(base.epilogue) && (base.epilogue != Epilogue::None || gated);
+      std::vector<uint16_t> ref(c_elems), out(c_elems), ref_aux, out_aux, ref_aux2;
+      Comparison aux_norm, aux2_norm;
+      auto unwritten = [&](const std::vector<uint16_t>& v, const char* what) {
+        const Comparison c = compare(v, {}, base.dtype);
+        if (c.nonfinite)
+          throw std::runtime_error(fmt::format("{}: the SIMT reference left {} {} elements unwritten", p.label,
+                                               c.nonfinite, what));
+        return c;
+      };
       dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
       if (aux_out) dev.fill_u8(aux.get(), 0xff, c_elems * 2, stream.get());
-      launch_product(cache, p.reference, args(0), stream.get());
-      dev.copy_to_host(ref.data(), bufs[2].get(), c_elems * 2, stream.get());
-      if (aux_out) {
-        ref_aux.resize(c_elems), out_aux.resize(c_elems);
-        dev.copy_to_host(ref_aux.data(), aux.get(), c_elems * 2, stream.get());
-        aux_norm = compare(ref_aux, {}, base.dtype);
-        if (aux_norm.nonfinite)
-          throw std::runtime_error(fmt::format("{}: the SIMT reference left pre-activation elements unwritten", p.label));
+      if (gated) {
+        // a and act(a) (with B), then g (with B2) from the SIMT kernels; h = act(a)·g on the host, from the
+        // rounded values.
+        const bool act = base.epilogue != Epilogue::None;
+        ProductArgs ra = args(0);
+        ra.b2 = nullptr, ra.aux2 = nullptr, ra.aux = act ? aux.get() : nullptr;
+        launch_product(cache, p.reference, ra, stream.get());
+        std::vector<uint16_t> act_a(c_elems);
+        dev.copy_to_host(act_a.data(), bufs[2].get(), c_elems * 2, stream.get());
+        ref_aux = act_a;
+        if (act) dev.copy_to_host(ref_aux.data(), aux.get(), c_elems * 2, stream.get());
+        ProductArgs rg{bufs[0].get(), b2s[0].get(), bufs[2].get(), dtopo.view, topo.block_rows, nullptr};
+        dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
+        launch_product(cache, p.gate_reference, rg, stream.get());
+        ref_aux2.resize(c_elems);
+        dev.copy_to_host(ref_aux2.data(), bufs[2].get(), c_elems * 2, stream.get());
+        unwritten(act_a, "hidden");
+        aux2_norm = unwritten(ref_aux2, "gate pre-activation");
+        for (int64_t j = 0; j < c_elems; ++j)
+          ref[j] = reference::to_bf16(reference::from_bf16(act_a[j]) * reference::from_bf16(ref_aux2[j]));
+        out_aux.resize(c_elems);
+        aux_norm = unwritten(ref_aux, "pre-activation");
+      } else {
+        launch_product(cache, p.reference, args(0), stream.get());
+        dev.copy_to_host(ref.data(), bufs[2].get(), c_elems * 2, stream.get());
+        if (aux_out) {
+          ref_aux.resize(c_elems), out_aux.resize(c_elems);
+          dev.copy_to_host(ref_aux.data(), aux.get(), c_elems * 2, stream.get());
+          aux_norm = unwritten(ref_aux, "pre-activation");
+        }
       }
       const Comparison ref_norm = compare(ref, {}, base.dtype);
       if (ref_norm.nonfinite)
@@ -290,6 +342,7 @@ int tune(const TuneOptions& opt) {
             // The check: the whole poisoned output written, close to the reference.
             dev.fill_u8(bufs[2].get(), 0xff, c_elems * 2, stream.get());
             if (aux_out) dev.fill_u8(aux.get(), 0xff, c_elems * 2, stream.get());
+            if (gated) dev.fill_u8(aux2.get(), 0xff, c_elems * 2, stream.get());
             launch_product(cache, r.spec, args(0), stream.get());
             dev.copy_to_host(out.data(), bufs[2].get(), c_elems * 2, stream.get());
             const Comparison c = compare(out, ref, base.dtype);
@@ -304,6 +357,14 @@ int tune(const TuneOptions& opt) {
               if (a.nonfinite || !(aerr < kTolerance))
                 throw std::runtime_error(fmt::format("wrong pre-activation: rel err {:.2e}, {} elements unwritten",
                                                      aerr, a.nonfinite));
+            }
+            if (gated) {
+              dev.copy_to_host(out_aux.data(), aux2.get(), c_elems * 2, stream.get());
+              const Comparison g = compare(out_aux, ref_aux2, base.dtype);
+              const double gerr = std::sqrt(g.squares / std::max(aux2_norm.squares, 1e-30));
+              if (g.nonfinite || !(gerr < kTolerance))
+                throw std::runtime_error(fmt::format("wrong gate pre-activation: rel err {:.2e}, {} elements unwritten",
+                                                     gerr, g.nonfinite));
             }
             // Time: batches of back-to-back launches over the rotating sets, ~kBatchMs each; the median.
             timer.start(stream.get());

@@ -15,6 +15,7 @@ struct TuneOp {
   Op op;
   bool trans_a, trans_b;
   Epilogue epilogue = Epilogue::None;
+  bool gated = false;  // SDD: the gated product (KernelSpec::gated), act(A·B)·(A·B2) with both pre-activations
 };
 
 struct TuneOptions {

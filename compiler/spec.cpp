@@ -233,6 +233,7 @@ void validate_routing(const KernelSpec& k) {
   unused("trans", !k.trans_a && !k.trans_b);
   unused("tile", k.tile == TileConfig{});
   unused("gather", !k.gather);
+  unused("gated", !k.gated);
   if (f.hidden) {
     require_positive("hidden", k.hidden);
     if (k.hidden % 64 != 0)
@@ -279,15 +280,20 @@ void validate_wgmma(const KernelSpec& k) {
     // accumulators per thread (at most 128 fit beside the epilogue's registers).
     if (t.n != 64 && t.n != 128 && t.n != 256)
       throw InvalidArgument(fmt::format("{} ping-pong: n = {} is not supported (expected 64, 128 or 256)", name, t.n));
-    if (t.m * t.n > 16384)
-      throw InvalidArgument(fmt::format("{} ping-pong: m·n = {} needs {} accumulators per thread, over the 128 "
-                                        "a consumer warpgroup holds (m·n ≤ 16384)", name, t.m * t.n, t.m * t.n / 128));
+    const int sets = k.gated ? 2 : 1;  // the gated SDD keeps a and g
+    if (sets * t.m * t.n > 16384)
+      throw InvalidArgument(fmt::format("{} ping-pong{}: m·n = {} needs {} accumulators per thread, over the 128 "
+                                        "a consumer warpgroup holds (m·n ≤ {})", name, k.gated ? " gated" : "",
+                                        t.m * t.n, sets * t.m * t.n / 128, 16384 / sets));
   } else {
     // Two consumer warpgroups share the tile: side by side along n when m = 64, each wgmma n in 64..256.
     const int per_wg = t.m == 64 ? t.n / 2 : t.n;
     if (t.n % 64 != 0 || (per_wg != 64 && per_wg != 128 && per_wg != 256))
       throw InvalidArgument(fmt::format("{}: n = {} is not supported (expected 64, 128 or 256 columns per "
                                         "consumer warpgroup; m = 64 splits n over two)", name, t.n));
+    if (k.gated && per_wg > 128)
+      throw InvalidArgument(fmt::format("{} gated: {} columns per consumer warpgroup need {} accumulators per "
+                                        "thread, over the 128 it holds (at most 128 columns)", name, per_wg, per_wg));
   }
   // Tile rows: within a block for SDD and DSD, within hidden for DDS. Tile columns: within the expert's
   // ffn for SDD (several blocks allowed), within hidden for DSD, within a block for DDS.
@@ -308,9 +314,10 @@ void validate_wgmma(const KernelSpec& k) {
   }
   if (t.stages < 2 || t.stages > 8)
     throw InvalidArgument(fmt::format("{}: stages = {} is not supported (expected 2 to 8)", name, t.stages));
-  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong); smem > kSm90MaxSharedBytes)
-    throw InvalidArgument(fmt::format("{}{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
-                                      name, t.pingpong ? " ping-pong" : "", t.stages, smem, kSm90MaxSharedBytes));
+  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong, k.gated); smem > kSm90MaxSharedBytes)
+    throw InvalidArgument(fmt::format("{}{}{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
+                                      name, t.pingpong ? " ping-pong" : "", k.gated ? " gated" : "", t.stages, smem,
+                                      kSm90MaxSharedBytes));
   if (t.group != 1 && t.group != 2 && t.group != 4 && t.group != 8 && t.group != 16)
     throw InvalidArgument(fmt::format("{}: group = {} is not supported (expected 1, 2, 4, 8 or 16)", name, t.group));
 }
@@ -374,10 +381,10 @@ TileConfig mma_sync_tile(int m, int n, Arch arch, int k) {
   return t;
 }
 
-TileConfig wgmma_tile(int m, int n, bool pingpong) {
+TileConfig wgmma_tile(int m, int n, bool pingpong, bool gated) {
   TileConfig t{static_cast<uint16_t>(m), static_cast<uint16_t>(n), 64, 12, 2, Mma::Wgmma};
   t.pingpong = pingpong;
-  while (t.stages < 8 && sm90_smem_bytes(m, n, t.stages + 1, pingpong) <= kSm90MaxSharedBytes) ++t.stages;
+  while (t.stages < 8 && sm90_smem_bytes(m, n, t.stages + 1, pingpong, gated) <= kSm90MaxSharedBytes) ++t.stages;
   return t;
 }
 
@@ -398,6 +405,12 @@ void validate(const KernelSpec& k) {
   if (k.gather && (k.op != Op::SDD || k.trans_a))
     throw InvalidArgument(fmt::format("gather applies to SDD with a row-major A (trans_a false) only, not {} {}{}",
                                       to_string(k.op), k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n'));
+  if (k.gated && (k.op != Op::SDD || is_gradient(k.epilogue)))
+    throw InvalidArgument(fmt::format("gated applies to SDD with a forward epilogue (none|gelu|silu|relu) only, not {}{}",
+                                      to_string(k.op), k.op == Op::SDD ? fmt::format(" {}", to_string(k.epilogue)) : ""));
+  if (k.gated && k.tile.mma != Mma::Wgmma)
+    throw InvalidArgument(fmt::format("gated is implemented by the wgmma kernel (sm_90a) only, not the {} kernel",
+                                      to_string(k.tile.mma)));
   if (k.gather && k.tile.mma != Mma::Wgmma)
     throw InvalidArgument(fmt::format("gather is implemented by the wgmma kernel (sm_90a) only, not the {} kernel",
                                       to_string(k.tile.mma)));
@@ -449,6 +462,11 @@ std::string epilogue_suffix(const KernelSpec& k) {
 
 std::string_view gather_suffix(const KernelSpec& k) { return k.gather ? "_gather" : ""; }
 
+// The gated SDD after its activation: _silu_glu (SwiGLU), _gelu_glu, _none_glu (bilinear).
+std::string gated_suffix(const KernelSpec& k) {
+  return k.gated ? fmt::format("{}_glu", k.epilogue == Epilogue::None ? "_none" : "") : "";
+}
+
 }  // namespace
 
 std::string kernel_name(const KernelSpec& k) {
@@ -474,12 +492,12 @@ std::string kernel_name(const KernelSpec& k) {
                                ? fmt::format("wg{}x{}x{}s{}{}{}", t.m, t.n, t.k, t.stages, group, t.pingpong ? "pp" : "")
                                : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
                                              t.warps, t.stages);
-  return fmt::format("dmoe_{}_{}{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), gather_suffix(k),
-                     to_string(k.arch).substr(3));
+  return fmt::format("dmoe_{}_{}{}{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), gated_suffix(k),
+                     gather_suffix(k), to_string(k.arch).substr(3));
 }
 
 std::string tuning_problem(const KernelSpec& k) {
-  return fmt::format("{}{}_sm{}", product_stem(k), epilogue_suffix(k), to_string(k.arch).substr(3));
+  return fmt::format("{}{}{}_sm{}", product_stem(k), epilogue_suffix(k), gated_suffix(k), to_string(k.arch).substr(3));
 }
 
 int threads_per_cta(const KernelSpec& k) {
@@ -496,12 +514,13 @@ int threads_per_cta(const KernelSpec& k) {
 
 int dynamic_shared_bytes(const KernelSpec& k) {
   if (!is_product(k.op)) return 0;  // routing kernels use static shared memory only
-  if (k.tile.mma == Mma::Wgmma) return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages, k.tile.pingpong);
+  if (k.tile.mma == Mma::Wgmma) return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages, k.tile.pingpong, k.gated);
   if (k.tile.mma == Mma::MmaSync) return sm80_smem_bytes(k.tile.m, k.tile.n, k.tile.k, k.tile.stages);
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }
 
-KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Arch arch, Epilogue epilogue) {
+KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Arch arch, Epilogue epilogue,
+                        bool gated) {
   validate(s);
   KernelSpec k;
   k.op = op;
@@ -514,11 +533,16 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
   k.ffn = static_cast<int32_t>(s.ffn);
   k.experts = static_cast<int32_t>(s.experts);
   k.epilogue = epilogue;
+  k.gated = gated;
   k.tile = TileConfig{64, 64, 32, 8, 1};
+  if (gated && arch != Arch::SM90a)
+    throw InvalidArgument(fmt::format("gated is implemented by the wgmma kernel (sm_90a) only, not on {}",
+                                      to_string(arch)));
   if (arch == Arch::SM90a) {
     // Shapes no wgmma tile divides (hidden or ffn an odd multiple of 64 with small blocks) keep the SIMT
     // kernel.
-    const bool pingpong = epilogue != Epilogue::None && op == Op::SDD && s.hidden <= 2048;
+    // The gated SDD holds two accumulator sets: cooperative 128×128 (ping-pong tiles would be half as big).
+    const bool pingpong = epilogue != Epilogue::None && op == Op::SDD && s.hidden <= 2048 && !gated;
     std::optional<TileConfig> t = default_wgmma_tile(k, pingpong);
     if (!t && pingpong) t = default_wgmma_tile(k, false);
     if (t) k.tile = *t;
@@ -551,7 +575,7 @@ std::optional<TileConfig> default_wgmma_tile(const KernelSpec& k, bool pingpong)
                               : std::span<const std::pair<int, int>>(kCooperative)) {
     KernelSpec w = k;
     w.arch = Arch::SM90a;
-    w.tile = wgmma_tile(m, n, pingpong);
+    w.tile = wgmma_tile(m, n, pingpong, k.gated);
     try {
       validate(w);
     } catch (const InvalidArgument&) {
@@ -589,11 +613,16 @@ std::vector<KernelSpec> layer_kernels(const MoeShape& s, Arch arch) {
   // (actᵀ·dy and dHᵀ·x). A plain layer with an activation fuses it (and its gradient) into the SDDs; gated
   // layers apply it in the Glu kernels, so their backward SDD is the forward one. (The forward SDD does not
   // gather: KernelSpec::gather measured slower than the gather kernel plus the plain SDD, bench/NOTES.md.)
+  // On sm_90a a gated layer's forward SDD is the gated one (both products and the GLU in one pass); its
+  // backward SDD is then a plain one of its own.
   const bool fused = !s.gated && s.activation != Activation::None;
+  const bool glu = s.gated && arch == Arch::SM90a;
   std::vector<KernelSpec> k{
-      default_spec(s, Op::SDD, false, true, arch, fused ? epilogue_of(s.activation) : Epilogue::None),
+      glu ? default_spec(s, Op::SDD, false, true, arch, epilogue_of(s.activation), true)
+          : default_spec(s, Op::SDD, false, true, arch, fused ? epilogue_of(s.activation) : Epilogue::None),
       default_spec(s, Op::DSD, false, false, arch)};
   if (fused) k.push_back(default_spec(s, Op::SDD, false, true, arch, gradient_epilogue_of(s.activation)));
+  if (glu) k.push_back(default_spec(s, Op::SDD, false, true, arch));
   k.push_back(default_spec(s, Op::DSD, true, false, arch));
   return k;
 }
@@ -642,7 +671,8 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
   const uint64_t d = uint64_t(k.tile.warps) | uint64_t(k.tile.stages) << 8 | uint64_t(k.renorm_p) << 16 |
                      uint64_t(k.tile.mma) << 24 | uint64_t(k.epilogue) << 26 |
                      uint64_t(uint32_t(k.top_k)) << 32;
-  const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8 | uint64_t(k.gather) << 9;
+  const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8 | uint64_t(k.gather) << 9 |
+                     uint64_t(k.gated) << 10;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

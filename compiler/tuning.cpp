@@ -77,12 +77,12 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
   if (base.arch == Arch::SM90a)
     for (int m : {128, 64})
       for (int n : {256, 128, 64}) {
-        const TileConfig deepest = wgmma_tile(m, n);
+        const TileConfig deepest = wgmma_tile(m, n, false, base.gated);
         add_rings(deepest, 2);
         add_groups(deepest);
         // The ping-pong schedule: its two deepest rings (each consumer holds a staging buffer, so fewer
         // stages fit), and the tile orders at the deepest.
-        const TileConfig pp = wgmma_tile(m, n, true);
+        const TileConfig pp = wgmma_tile(m, n, true, base.gated);
         add_rings(pp, std::max(2, int(pp.stages) - 1));
         add_groups(pp);
       }

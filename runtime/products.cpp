@@ -83,6 +83,8 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   else c = dense(args.c, h, st ? tcap : fe);
   Sm90ProductArgs p{};
   encode(p.b, k, b, k.trans_b, k.tile.n, "b");
+  if (k.gated) encode(p.b2, k, Operand{args.b2, false, b.rows, b.cols}, k.trans_b, k.tile.n, "b2");
+  else p.b2 = p.b;  // never read
   if (k.gather) {  // A is read row by row through gather_rows (cp.async: 16-byte aligned rows; H % 64 == 0)
     if (reinterpret_cast<uintptr_t>(args.a) % 16 != 0)
       throw InvalidArgument(fmt::format("{}: operand a at {} is not 16-byte aligned (the gather's cp.async needs 16)",
@@ -94,6 +96,8 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   encode(p.c, k, c, true, k.tile.m, "c");
   if (args.aux) encode(p.aux, k, Operand{args.aux, true, blocks, k.block}, true, k.tile.m, "aux");
   else p.aux = p.c;  // never read: only gradient epilogues load it, and they require aux
+  if (args.aux2) encode(p.aux2, k, Operand{args.aux2, true, blocks, k.block}, true, k.tile.m, "aux2");
+  else p.aux2 = p.c;  // never read
   p.p = args;
   const LoadedFunction& fn = cache.get(k);
   const int64_t grid = std::min<int64_t>(tiles, cache.device().properties().sm_count);
@@ -117,9 +121,10 @@ const TuningDb* tuning_db() {
 
 }  // namespace
 
-KernelSpec tuned_spec(const Device& dev, const MoeShape& s, Op op, bool trans_a, bool trans_b, Epilogue epilogue) {
+KernelSpec tuned_spec(const Device& dev, const MoeShape& s, Op op, bool trans_a, bool trans_b, Epilogue epilogue,
+                      bool gated) {
   const DeviceProperties& p = dev.properties();
-  KernelSpec k = default_spec(s, op, trans_a, trans_b, device_arch(p), epilogue);
+  KernelSpec k = default_spec(s, op, trans_a, trans_b, device_arch(p), epilogue, gated);
   const TuningDb* db = tuning_db();
   if (!db) return k;
   const TuningKey key{p.name, p.sm_count, p.driver_version, nvrtc_version(), tuning_problem(k), token_bucket(s.tokens)};
@@ -151,11 +156,15 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
   if (is_gradient(spec.epilogue) && !args.aux)
     throw InvalidArgument(fmt::format("{}: the {} epilogue reads the saved pre-activation: ProductArgs::aux is null",
                                       kernel_name(spec), to_string(spec.epilogue)));
-  if (spec.epilogue == Epilogue::None && args.aux)
+  if (spec.epilogue == Epilogue::None && !spec.gated && args.aux)
     throw InvalidArgument(fmt::format("{}: ProductArgs::aux is set but the spec has no epilogue", kernel_name(spec)));
   if (spec.gather && !args.gather_rows)
     throw InvalidArgument(fmt::format("{}: the spec gathers A's rows but ProductArgs::gather_rows is null",
                                       kernel_name(spec)));
+  if (spec.gated && !args.b2)
+    throw InvalidArgument(fmt::format("{}: the gated SDD multiplies a second B: ProductArgs::b2 is null", kernel_name(spec)));
+  if (!spec.gated && (args.b2 || args.aux2))
+    throw InvalidArgument(fmt::format("{}: ProductArgs::b2 or aux2 is set but the spec is not gated", kernel_name(spec)));
   if (!spec.gather && args.gather_rows)
     throw InvalidArgument(fmt::format("{}: ProductArgs::gather_rows is set but the spec does not gather",
                                       kernel_name(spec)));

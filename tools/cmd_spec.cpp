@@ -93,9 +93,12 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   gather_opt_ = app.add_flag("--gather", gather_,
                              "SDD (wgmma): gather A's rows through a row map as the kernel loads them (the layer's "
                              "forward SDD)");
+  gated_opt_ = app.add_flag("--gated", gated_,
+                            "SDD (wgmma): the gated experts' first layer, act(x·W1ᵀ)·(x·V1ᵀ) with both pre-activations "
+                            "kept (the activation is --epilogue's)");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
               preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, schedule_opt_, epilogue_opt_,
-              gather_opt_};
+              gather_opt_, gated_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -129,6 +132,7 @@ KernelSpec SpecFlags::spec() const {
     KernelSpec k = routing_spec(s, op, arch(), static_cast<int>(renorm_));
     if (given(epilogue_opt_)) k.epilogue = parse_epilogue(epilogue_);  // glu, glu_grad: the activation
     if (gather_) throw InvalidArgument(fmt::format("--gather does not apply to {} kernels (SDD only)", op_));
+    if (gated_) throw InvalidArgument(fmt::format("--gated does not apply to {} kernels (SDD only)", op_));
     return with_tile(k);
   }
   if (given(renorm_opt_)) throw InvalidArgument(fmt::format("--renorm does not apply to {} kernels", op_));
@@ -136,7 +140,7 @@ KernelSpec SpecFlags::spec() const {
   // The epilogue takes part in the default tile (a fused SDD may default to another schedule): the spec
   // shown is the one the layer would run.
   KernelSpec k = default_spec(s, op, trans_a, trans_b, arch(),
-                              given(epilogue_opt_) ? parse_epilogue(epilogue_) : Epilogue::None);
+                              given(epilogue_opt_) ? parse_epilogue(epilogue_) : Epilogue::None, gated_);
   k.gather = gather_;
   return with_tile(k);
 }
@@ -164,14 +168,14 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
   if (given(tile_opt_)) {
     k.tile = parse_tile(tile_, k.tile);
     // A new wgmma or mma tile gets the deepest ring that fits unless --stages says otherwise.
-    if (k.tile.mma == Mma::Wgmma) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, pingpong).stages;
+    if (k.tile.mma == Mma::Wgmma) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, pingpong, k.gated).stages;
     if (k.tile.mma == Mma::MmaSync) k.tile.stages = mma_sync_tile(k.tile.m, k.tile.n, k.arch, k.tile.k).stages;
   }
   if (given(schedule_opt_)) {
     k.tile.pingpong = pingpong;
     // The ping-pong schedule's second staging buffer takes stages: the deepest ring that fits, unless
     // --stages says otherwise.
-    if (k.tile.mma == Mma::Wgmma && !given(stages_opt_)) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, pingpong).stages;
+    if (k.tile.mma == Mma::Wgmma && !given(stages_opt_)) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, pingpong, k.gated).stages;
   }
   if (given(stages_opt_)) {
     if (stages_ <= 0 || stages_ > std::numeric_limits<uint8_t>::max())

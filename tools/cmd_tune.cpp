@@ -60,8 +60,11 @@ std::vector<int64_t> parse_blocks(const std::string& text) {
   return blocks;
 }
 
-// "sdd_nt" → {SDD, false, true}; "sdd_nt+gelu" → the same with the fused epilogue.
-bench::TuneOp parse_op_layout(const std::string& text) {
+// "sdd_nt" → {SDD, false, true}; "sdd_nt+gelu" → the same with the fused epilogue; "sdd_nt+silu+glu" (or
+// "sdd_nt+glu", the bilinear GLU) → the gated SDD.
+bench::TuneOp parse_op_layout(const std::string& full) {
+  const bool gated = full.size() > 4 && full.compare(full.size() - 4, 4, "+glu") == 0;
+  const std::string text = gated ? full.substr(0, full.size() - 4) : full;
   const size_t plus = text.find('+');
   const std::string product = text.substr(0, plus);
   const size_t us = product.find('_');
@@ -72,8 +75,10 @@ bench::TuneOp parse_op_layout(const std::string& text) {
   const auto [ta, tb] = parse_trans(product.substr(us + 1));
   const Epilogue epi = plus == std::string::npos ? Epilogue::None : parse_epilogue(text.substr(plus + 1));
   if (epi != Epilogue::None && op != Op::SDD)
-    throw InvalidArgument(fmt::format("--ops: {}: fused epilogues apply to SDD only", text));
-  return {op, ta, tb, epi};
+    throw InvalidArgument(fmt::format("--ops: {}: fused epilogues apply to SDD only", full));
+  if (gated && (op != Op::SDD || is_gradient(epi)))
+    throw InvalidArgument(fmt::format("--ops: {}: +glu applies to SDD with a forward activation only", full));
+  return {op, ta, tb, epi, gated};
 }
 
 // --counts FILE for shape s: read, checked, scaled to T·K (saying so), before any GPU is asked for.
@@ -198,8 +203,8 @@ int run_tune(const SpecFlags& shape_flags, const TuneFlags& f) {
     s.block = block;
     validate(s);
     for (const std::string& text : split(f.ops)) {
-      const auto [op, ta, tb, epi] = parse_op_layout(text);
-      const std::vector<KernelSpec> c = tuning_candidates(default_spec(s, op, ta, tb, arch, epi));
+      const auto [op, ta, tb, epi, gated] = parse_op_layout(text);
+      const std::vector<KernelSpec> c = tuning_candidates(default_spec(s, op, ta, tb, arch, epi, gated));
       products.push_back({fmt::format("{} block {}: {} candidates ({})", text, s.block, c.size(),
                                       tuning_problem(c.front())),
                           all.size(), c.size()});

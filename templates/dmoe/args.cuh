@@ -45,6 +45,10 @@ struct ProductArgs {
   // Gathering SDD only (KernelSpec::gather): A's row r is row gather_rows[r] of a = [tokens, H] (−1: zeros),
   // for r below the true T_pad (RoutingState::row_tokens); null for every other kernel.
   const int32_t* gather_rows;
+  // Gated SDD only (KernelSpec::gated): the gate's weights (B2, B's layout) and, optional, where the gate's
+  // pre-activation g = A·op(B2) is kept (aux2, C's layout); null for every other kernel.
+  const void* b2;
+  void* aux2;
 };
 
 // Number of CTAs a product launches (one-dimensional grid). Shared by the launcher and the kernel so the
@@ -70,6 +74,8 @@ struct Sm90ProductArgs {
   TensorMap b;
   TensorMap c;    // the output, stored from shared memory in {64, BM} boxes
   TensorMap aux;  // the epilogue's pre-activation, same boxes as c (a copy of c when unused)
+  TensorMap b2;   // gated SDD: the gate's weights, b's boxes (a copy of b when unused)
+  TensorMap aux2; // gated SDD: the gate's pre-activation, c's boxes (a copy of c when unused)
   ProductArgs p;
 };
 
@@ -89,11 +95,12 @@ DMOE_HD inline int64_t sm90_product_tiles(int32_t kind, bool trans_a, bool trans
 constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared memory an sm_90 CTA may use
 
 // Dynamic shared memory of the Hopper products: the stage ring ((BM + BN) × 64 elements per stage,
-// 16-bit), the output tile (BM × BN, staged for the TMA store; one per consumer when ping-pong), 1 KiB of
+// 16-bit; (BM + 2·BN) for the gated SDD's two B operands), the output tile (BM × BN, staged for the TMA store; one per consumer when ping-pong), 1 KiB of
 // slack to align both to the 128-byte swizzle's 1 KiB atoms, two mbarriers per stage and one per output
 // tile for the epilogue's operand (ping-pong: two more that order the consumers' main loops).
-DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages, bool pingpong = false) {
-  return stages * (bm + bn) * 64 * 2 + (pingpong ? 2 : 1) * bm * bn * 2 + 1024 + (2 * stages + (pingpong ? 4 : 1)) * 8;
+DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages, bool pingpong = false, bool gated = false) {
+  return stages * (bm + (gated ? 2 : 1) * bn) * 64 * 2 + (pingpong ? 2 : 1) * bm * bn * 2 + 1024 +
+         (2 * stages + (pingpong ? 4 : 1)) * 8;
 }
 
 // The most dynamic shared memory one CTA may use: sm_80 (A100) 163 KiB, sm_86 / sm_89 99 KiB.

@@ -50,6 +50,7 @@ TEST_CASE("every field of the spec changes the source and the key") {
   vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 128); k.tile.stages = 3; });
   vary([](KernelSpec& k) { k.tile = wgmma_tile(64, 256); });
   vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 128); k.gather = true; });
+  vary([](KernelSpec& k) { k.tile = wgmma_tile(128, 128, false, true); k.gated = true; });
   vary([](KernelSpec& k) { k.tile = mma_sync_tile(128, 128, Arch::SM90a); });
   vary([](KernelSpec& k) { k.tile = mma_sync_tile(128, 128, Arch::SM90a); k.tile.stages = 3; });
   vary([](KernelSpec& k) { k.tile = mma_sync_tile(128, 128, Arch::SM90a); k.tile.warps = 4; });

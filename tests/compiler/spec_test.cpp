@@ -206,13 +206,20 @@ TEST_CASE("layer_kernels lists the products the layer launches, in launch order"
   CHECK(kernel_name(ks[1]) == "dmoe_dsd_nn_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");
   CHECK(kernel_name(ks[2]) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5pp_dgelu_sm90a");
   CHECK(kernel_name(ks[3]) == "dmoe_dsd_tn_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");
-  // Gated layers apply the activation in Glu: one plain SDD serves forward and backward.
+  // Gated layers: on sm_90a the gated SDD (the activation and the GLU in its epilogue), then the plain
+  // backward SDD; elsewhere the activation is applied in Glu and one plain SDD serves both.
   const auto gated = layer_kernels(preset("mixtral-8x7b"), Arch::SM90a);
-  REQUIRE(gated.size() == 3);
-  CHECK(gated[0].epilogue == Epilogue::None);
-  CHECK(gated[0].op == Op::SDD);
+  REQUIRE(gated.size() == 4);
+  CHECK(gated[0].gated);
+  CHECK(gated[0].epilogue == Epilogue::Silu);
   CHECK(gated[1].op == Op::DSD);
-  CHECK(gated[2].trans_a);
+  CHECK(gated[2].op == Op::SDD);
+  CHECK(gated[2].epilogue == Epilogue::None);
+  CHECK(gated[3].trans_a);
+  const auto gated80 = layer_kernels(preset("mixtral-8x7b"), Arch::SM80);
+  REQUIRE(gated80.size() == 3);
+  CHECK(gated80[0].epilogue == Epilogue::None);
+  CHECK_FALSE(gated80[0].gated);
   for (const KernelSpec& k : gated) CHECK_FALSE(k.gather);  // the gathering SDD measured slower
   // No activation: no epilogue either.
   MoeShape linear = preset("mb-356m");
@@ -407,6 +414,46 @@ TEST_CASE("gather: SDD with a row-major A on the wgmma kernel only, named, part 
   KernelSpec routing = routing_spec(preset("mb-356m"), Op::Gather, Arch::SM90a);
   routing.gather = true;
   fails(routing, "gather is not used by gather kernels");
+}
+
+TEST_CASE("gated SDD: a forward SDD on the wgmma kernel, two accumulator sets, named _glu, part of the key and the problem") {
+  const MoeShape fg = preset("fine-grained");
+  const KernelSpec k = default_spec(fg, Op::SDD, false, true, Arch::SM90a, Epilogue::Silu, true);
+  CHECK(k.gated);
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h2048_f1408_e64_wg128x128x64s4_silu_glu_sm90a");
+  KernelSpec plain = k;
+  plain.gated = false;
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(plain));
+  CHECK(tuning_problem(k) != tuning_problem(plain));  // the tuner does not time it yet: its own problem
+  CHECK(dynamic_shared_bytes(k) == sm90_smem_bytes(128, 128, 4, false, true));
+  CHECK(dynamic_shared_bytes(k) <= kSm90MaxSharedBytes);
+  auto fails = [](KernelSpec s, const std::string& what) {
+    try {
+      validate(s);
+      FAIL("no error for " << what);
+    } catch (const InvalidArgument& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(what) != std::string::npos, e.what());
+    }
+  };
+  KernelSpec wide = k;
+  wide.tile = wgmma_tile(128, 256);
+  fails(wide, "gated: 256 columns per consumer warpgroup need 256 accumulators");
+  KernelSpec pp = k;
+  pp.tile = wgmma_tile(128, 128, true, true);
+  fails(pp, "(m·n ≤ 8192)");
+  KernelSpec grad = k;
+  grad.epilogue = Epilogue::SiluGrad;
+  fails(grad, "gated applies to SDD with a forward epilogue");
+  CHECK_THROWS_AS(default_spec(fg, Op::SDD, false, true, Arch::SM80, Epilogue::Silu, true), InvalidArgument);
+  KernelSpec routing = routing_spec(fg, Op::Glu, Arch::SM90a);
+  routing.gated = true;
+  fails(routing, "gated is not used by glu kernels");
+  // A gated layer on sm_90a: the gated forward SDD, then DSD NN, the plain backward SDD, DSD TN.
+  const auto ks = layer_kernels(fg, Arch::SM90a);
+  REQUIRE(ks.size() == 4);
+  CHECK(ks[0].gated);
+  CHECK_FALSE(ks[2].gated);
+  CHECK(ks[2].op == Op::SDD);
 }
 
 TEST_CASE("epilogues: SDD only, named in the kernel, part of the key") {

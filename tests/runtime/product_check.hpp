@@ -34,6 +34,7 @@ struct Case {
   Epilogue epilogue = Epilogue::None;  // SDD only
   bool save_pre = false;               // activation epilogues: also write the pre-activation to aux
   bool gather = false;                 // SDD NT/NN: A's rows gathered from a token matrix through a row map
+  bool gated = false;                  // SDD: h = act(A·B)·(A·B2); save_pre keeps both pre-activations
 };
 
 inline std::string describe(const Case& c) {
@@ -43,7 +44,7 @@ inline std::string describe(const Case& c) {
          std::string(to_string(c.tile.mma)) + " tile " + std::to_string(c.tile.m) + "x" + std::to_string(c.tile.n) +
          "x" + std::to_string(c.tile.k) + "w" + std::to_string(c.tile.warps) + "s" + std::to_string(c.tile.stages) +
          "g" + std::to_string(c.tile.group) + (c.tile.pingpong ? "pp" : "") + " extra" + std::to_string(c.extra_block_rows) + " epilogue " + std::string(to_string(c.epilogue)) +
-         (c.save_pre ? "+pre" : "") + (c.gather ? " gather" : "");
+         (c.save_pre ? "+pre" : "") + (c.gather ? " gather" : "") + (c.gated ? " gated" : "");
 }
 
 // The kernel spec of a case on this GPU's arch.
@@ -61,6 +62,7 @@ inline KernelSpec spec_of(const Case& c) {
   spec.tile = c.tile;
   spec.epilogue = c.epilogue;
   spec.gather = c.gather;
+  spec.gated = c.gated;
   return spec;
 }
 
@@ -115,6 +117,7 @@ inline void run(const Case& c) {
     a.bits = x.bits;  // what the device reads
   }
   const HostOperand b = random_operand(b_sparse ? cap_blocks * bb : s.b_rows * s.b_cols, c.dtype);
+  const HostOperand b2 = c.gated ? random_operand(s.b_rows * s.b_cols, c.dtype) : HostOperand{};  // the gate's
   const int64_t c_elems = c.op == Op::SDD ? cap_blocks * bb : s.c_rows * s.c_cols;
 
   DeviceTopology dtopo(dev, topo, cap_rows);
@@ -127,11 +130,19 @@ inline void run(const Case& c) {
   // buffer the forward epilogue fills.
   const bool grad = is_gradient(c.epilogue);
   const HostOperand pre = grad ? random_operand(c_elems, c.dtype) : HostOperand{};
-  DeviceBuffer daux;
+  DeviceBuffer daux, db2, daux2;
   if (grad || c.save_pre) {
     daux = DeviceBuffer(dev, c_elems * 2);
     if (grad) dev.copy_to_device(daux.get(), pre.bits.data(), c_elems * 2);
     else dev.fill_u8(daux.get(), 0xff, c_elems * 2);
+  }
+  if (c.gated) {
+    db2 = DeviceBuffer(dev, b2.bits.size() * 2);
+    dev.copy_to_device(db2.get(), b2.bits.data(), b2.bits.size() * 2);
+    if (c.save_pre) {
+      daux2 = DeviceBuffer(dev, c_elems * 2);
+      dev.fill_u8(daux2.get(), 0xff, c_elems * 2);
+    }
   }
 
   DeviceBuffer dmap;
@@ -140,15 +151,18 @@ inline void run(const Case& c) {
     dev.copy_to_device(dmap.get(), row_map.data(), row_map.size() * 4);
   }
   ProductArgs args{da.get(), db.get(), dc.get(), dtopo.view, cap_rows, daux.get(),
-                   static_cast<const int32_t*>(dmap.get())};
+                   static_cast<const int32_t*>(dmap.get()), db2.get(), daux2.get()};
   launch_product(cache(), spec, args, nullptr);
   dev.synchronize();
 
   const std::vector<double> ref = reference::product(spec, topo, capacity, a.values, b.values);
+  const std::vector<double> ref_gate =
+      c.gated ? reference::product(spec, topo, capacity, a.values, b2.values) : std::vector<double>{};
   std::vector<double> expected = ref;
   for (int64_t i = 0; i < int64_t(expected.size()); ++i) {
     if (grad) expected[i] = ref[i] * reference::activation_grad(c.epilogue, pre.values[i]);
     else if (c.epilogue != Epilogue::None) expected[i] = reference::activation(c.epilogue, ref[i]);
+    if (c.gated) expected[i] *= ref_gate[i];
   }
 
   // Compares a device output with its reference over the valid region (SDD's true blocks; the dense
@@ -183,6 +197,7 @@ inline void run(const Case& c) {
   };
   check(dc.get(), expected, "output");
   if (c.save_pre) check(daux.get(), ref, "saved pre-activation");
+  if (c.gated && c.save_pre) check(daux2.get(), ref_gate, "saved gate pre-activation");
 }
 
 // Block sizes 64 and 256 (with empty and partial experts) for every product of the schedule, through a

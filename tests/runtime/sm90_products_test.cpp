@@ -224,3 +224,56 @@ TEST_CASE("sm90 products: SDD gathering its A rows through a row map") {
       },
       {Epilogue::GeluTanh, Epilogue::Silu});
 }
+
+TEST_CASE("sm90 products: the gated SDD (both products and the GLU in one pass)") {
+  if (!hopper()) return;
+  // Every forward activation (none: the bilinear GLU) with and without the kept pre-activations, both B
+  // layouts, the cooperative and ping-pong tiles that hold two accumulator sets, fp16, block sizes 64 and
+  // 256, a skewed routing with empty experts, and the gather.
+  for (Epilogue e : {Epilogue::None, Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu})
+    for (bool save_pre : {false, true}) {
+      Case c{Op::SDD, false, true};
+      c.hidden = 512;
+      c.counts = {700, 0, 129, 1000};
+      c.epilogue = e;
+      c.save_pre = save_pre;
+      c.gated = true;
+      c.tile = wgmma_tile(128, 128, false, true);
+      test::run(c);
+    }
+  int ran = 0;
+  for (bool tb : {true, false})
+    for (bool pingpong : {false, true})
+      for (auto [m, n] : {std::pair{128, 128}, {64, 256}, {128, 64}, {64, 128}}) {
+        Case c{Op::SDD, false, tb};
+        c.hidden = 512;
+        c.ffn = 512;
+        c.counts = {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300};
+        c.epilogue = Epilogue::Silu;
+        c.save_pre = true;
+        c.gated = true;
+        c.tile = wgmma_tile(m, n, pingpong, true);
+        if (!test::fits(c)) continue;
+        test::run(c);
+        ++ran;
+      }
+  CHECK(ran >= 5);
+  for (int32_t block : {64, 256}) {
+    Case c{Op::SDD, false, true};
+    c.block = block;
+    c.ffn = 512;
+    c.dtype = DType::FP16;
+    c.epilogue = Epilogue::GeluTanh;
+    c.save_pre = true;
+    c.gated = true;
+    c.tile = wgmma_tile(block == 64 ? 64 : 128, 128, false, true);
+    test::run(c);
+  }
+  Case g{Op::SDD, false, true};
+  g.epilogue = Epilogue::Silu;
+  g.save_pre = true;
+  g.gated = true;
+  g.gather = true;
+  g.tile = wgmma_tile(128, 128, false, true);
+  test::run(g);
+}

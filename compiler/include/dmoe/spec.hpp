@@ -121,7 +121,8 @@ struct TileConfig {
 };
 
 // The Hopper tile with the most pipeline stages that fit the shared memory an sm_90 CTA may use.
-TileConfig wgmma_tile(int m, int n, bool pingpong = false);
+// `gated`: a gated SDD's stages (two B operands each).
+TileConfig wgmma_tile(int m, int n, bool pingpong = false, bool gated = false);
 
 // The Ampere-class tile m×n×k over 8 warps with the most pipeline stages (at most 5) that fit the
 // shared memory a CTA may use on this arch (99 KiB on sm_86 / sm_89, 163 KiB on sm_80, 227 KiB on sm_90a).
@@ -160,6 +161,11 @@ struct KernelSpec {
   // 2–22 % slower on the H200 than the plain SDD (cp.async row loads instead of one TMA box), more than
   // the gather kernel it saves, so the layer does not use it (bench/NOTES.md, "product v7").
   bool gather = false;
+  // SDD with a forward epilogue (None, GeluTanh, Silu, Relu) on the wgmma kernel only: the gated experts'
+  // first layer in one product. B2 = ProductArgs::b2 (the gate's weights V1, B's layout) is multiplied
+  // beside B; C receives h = act(A·op(B)) ⊙ (A·op(B2)), ProductArgs::aux (optional) A·op(B) and
+  // ProductArgs::aux2 (optional) A·op(B2). Twice the accumulators: m·n per consumer warpgroup halves.
+  bool gated = false;
   friend bool operator==(const KernelSpec&, const KernelSpec&) = default;
 };
 
@@ -194,7 +200,9 @@ int dynamic_shared_bytes(const KernelSpec&);
 // fused epilogue; on sm_90a a fused SDD with hidden ≤ 2048 takes the ping-pong schedule (128×128), whose
 // epilogue overlaps the other consumer's main loop (measured 1.04–1.13× over cooperative 128×256 there,
 // 0.94–0.97× at hidden 4096: bench/NOTES.md, "product v6").
-KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch, Epilogue epilogue = Epilogue::None);
+// `gated`: the gated SDD (KernelSpec::gated; SDD with a forward epilogue, sm_90a only: throws otherwise).
+KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch, Epilogue epilogue = Epilogue::None,
+                        bool gated = false);
 
 // The default wgmma tile of one consumer schedule for k's product (its op, layout, block and shape; the
 // tile and arch fields are ignored): the first that validates, or none when no wgmma tile fits.

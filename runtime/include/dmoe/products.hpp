@@ -14,7 +14,7 @@ int64_t product_grid(const KernelSpec&, int32_t max_block_rows);
 // the tuning database (TuningDb::default_path(), read once per process) for this device, problem and
 // token bucket, if any. A database that cannot be read is reported once on stderr and ignored.
 KernelSpec tuned_spec(const Device&, const MoeShape&, Op, bool trans_a, bool trans_b,
-                      Epilogue epilogue = Epilogue::None);
+                      Epilogue epilogue = Epilogue::None, bool gated = false);
 
 // Launches spec over args on stream. The operand roles and shapes are documented on KernelSpec and
 // ProductArgs. Nothing is read back from the device: the true T_pad is read by the kernel from

@@ -165,11 +165,16 @@ struct Tiles {
 // GATHER (SDD with a row-major A only; KernelSpec::gather): A's rows are gathered from the [tokens, H]
 // matrix args.p.a through args.p.gather_rows (−1: a zero row) by the whole producer warpgroup with
 // cp.async, which TMA cannot do on sm_90 (it has no row-gather mode); B still arrives by TMA.
+// GATED (SDD with a forward epilogue only; KernelSpec::gated): a second B (args.b2, the gate's weights V1)
+// arrives in each stage beside the first; the consumers keep two accumulators, a = A·op(B) and
+// g = A·op(B2), and the epilogue writes h = act(a)·g to C, a to aux and g to aux2 (each when set): the
+// gated experts' first layer and its GLU in one pass over A.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
-          int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false>
+          int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   static_assert(!GATHER || (Kind == kSDD && !TransA), "the gather reads the rows of a row-major SDD A");
+  static_assert(!GATED || (Kind == kSDD && !epilogue_is_gradient(Epi)), "the gated product is a forward SDD");
   using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, GROUP>;
   constexpr int kTileWGs = PINGPONG ? 1 : 2;              // consumer warpgroups per tile
   constexpr int WGN = !PINGPONG && BM == 64 ? 2 : 1;      // cooperative BM 64: consumers side by side along N
@@ -177,20 +182,22 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr int NW = BN / WGN;                            // columns per consumer warpgroup: the wgmma N
   static_assert(BM == 64 || BM == 128, "BM is 64 or 128");
   static_assert(NW == 64 || NW == 128 || NW == 256, "each consumer warpgroup covers 64, 128 or 256 columns");
-  static_assert(MI * NW <= 256, "at most 128 fp32 accumulators per thread");
+  constexpr int kSets = GATED ? 2 : 1;  // accumulator sets (and B operands) per tile
+  static_assert(kSets * MI * NW <= 256, "at most 128 fp32 accumulators per thread");
   constexpr uint32_t kABytes = BM * kBK * 2, kBBytes = BN * kBK * 2, kCBytes = BM * BN * 2;
+  constexpr uint32_t kStageBytes = kABytes + kSets * kBBytes;  // A, then B (and B2)
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep the 1 KiB swizzle alignment");
   constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
-  char* c_tiles = smem + STAGES * (kABytes + kBBytes);  // per buffer: BN/64 chunks of [BM rows][128 B], swizzled
+  char* c_tiles = smem + STAGES * kStageBytes;  // per buffer: BN/64 chunks of [BM rows][128 B], swizzled
   uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + kBuffers * kCBytes);
   uint64_t* empty = full + STAGES;
   uint64_t* aux_full = empty + STAGES;  // per buffer: the epilogue operand's TMA load
   uint64_t* order = aux_full + kBuffers;  // ping-pong: order[c] lets consumer c start its next main loop
-  auto a_stage = [&](int s) { return smem + s * (kABytes + kBBytes); };
-  auto b_stage = [&](int s) { return smem + s * (kABytes + kBBytes) + kABytes; };
+  auto a_stage = [&](int s) { return smem + s * kStageBytes; };
+  auto b_stage = [&](int s) { return smem + s * kStageBytes + kABytes; };
 
   const int wg = threadIdx.x / 128;
   if (threadIdx.x == 0) {
@@ -238,8 +245,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         for (int ks = 0; ks < tile.nk; ++ks) {
           ptx::mbarrier_wait(&empty[stage], phase ^ 1);
           if (pt == 0) {
-            ptx::mbarrier_arrive_expect_tx(&full[stage], kBBytes);
+            ptx::mbarrier_arrive_expect_tx(&full[stage], kSets * kBBytes);
             tile.load_sdd_b(ks, &args.b, b_stage(stage), &full[stage]);
+            if constexpr (GATED) tile.load_sdd_b(ks, &args.b2, b_stage(stage) + kBBytes, &full[stage]);
           }
           const uint32_t a_s = ptx::smem_addr(a_stage(stage)) + r0 * 128 + ((chunk ^ (r0 % 8)) << 4);
 #pragma unroll
@@ -254,6 +262,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     } else if (threadIdx.x == 0) {
       ptx::prefetch_tensormap(&args.a);
       ptx::prefetch_tensormap(&args.b);
+      if constexpr (GATED) ptx::prefetch_tensormap(&args.b2);
       for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
         T tile;
         tile.decode(t, outers, topo);
@@ -267,8 +276,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
             if (j + 1 < nb) next = tile.segment(j + 1, topo);  // in flight while this block streams
           }
           ptx::mbarrier_wait(&empty[stage], phase ^ 1);
-          ptx::mbarrier_arrive_expect_tx(&full[stage], kABytes + kBBytes);
+          ptx::mbarrier_arrive_expect_tx(&full[stage], kStageBytes);
           tile.load(ks, cur, &args.a, &args.b, a_stage(stage), b_stage(stage), &full[stage]);
+          if constexpr (GATED) tile.load_sdd_b(ks, &args.b2, b_stage(stage) + kBBytes, &full[stage]);
           advance();
         }
       }
@@ -311,11 +321,21 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         // and the main loops alternate on the tensor cores.
         if (i > 0) ptx::mbarrier_wait(&order[c], order_phase), order_phase ^= 1;
       }
-      float acc[MI][NW / 2];
+      float acc[kSets][MI][NW / 2];  // [1]: the gate's accumulators (GATED)
 #pragma unroll
-      for (int mi = 0; mi < MI; ++mi)
+      for (int u = 0; u < kSets; ++u)
 #pragma unroll
-        for (int j = 0; j < NW / 2; ++j) acc[mi][j] = 0.f;
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+          for (int j = 0; j < NW / 2; ++j) acc[u][mi][j] = 0.f;
+      auto fence_acc = [&] {
+#pragma unroll
+        for (int u = 0; u < kSets; ++u)
+#pragma unroll
+          for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+            for (int j = 0; j < NW / 2; ++j) ptx::fence_operand(acc[u][mi][j]);
+      };
       // One wgmma group stays in flight: step ks is issued before step ks − 1 is waited for, and only
       // then is ks − 1's stage handed back to the producer.
       int held = -1;
@@ -323,20 +343,19 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         ptx::mbarrier_wait(&full[stage], phase);
         // cp.async writes through the generic proxy; wgmma reads through the async proxy.
         if constexpr (GATHER) ptx::fence_proxy_async();
-        const uint32_t a_base = smem_base + stage * (kABytes + kBBytes) + a_off;
-        const uint32_t b_base = smem_base + stage * (kABytes + kBBytes) + kABytes + b_off;
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-          for (int j = 0; j < NW / 2; ++j) ptx::fence_operand(acc[mi][j]);
+        const uint32_t a_base = smem_base + stage * kStageBytes + a_off;
+        const uint32_t b_base = smem_base + stage * kStageBytes + kABytes + b_off;
+        fence_acc();
         ptx::wgmma_fence();
 #pragma unroll
         for (int k = 0; k < kBK / 16; ++k)
 #pragma unroll
-          for (int mi = 0; mi < MI; ++mi)
-            ptx::wgmma_ss<Elem::kIsBf16, NW, !T::kAK, !T::kBKm>(
-                acc[mi], ptx::sw128_desc(a_base + mi * a_m64 + k * a_step, kChunk, 1024),
-                ptx::sw128_desc(b_base + k * b_step, kChunk, 1024), 1);
+          for (int u = 0; u < kSets; ++u)  // B2 sits right after B in the stage
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+              ptx::wgmma_ss<Elem::kIsBf16, NW, !T::kAK, !T::kBKm>(
+                  acc[u][mi], ptx::sw128_desc(a_base + mi * a_m64 + k * a_step, kChunk, 1024),
+                  ptx::sw128_desc(b_base + u * kBBytes + k * b_step, kChunk, 1024), 1);
         ptx::wgmma_commit();
         ptx::wgmma_wait<1>();
         if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
@@ -346,10 +365,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       if constexpr (PINGPONG)
         if (wt == 0) ptx::mbarrier_arrive(&order[c ^ 1]);  // the other consumer's main loop may start
       ptx::wgmma_wait<0>();
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-        for (int j = 0; j < NW / 2; ++j) ptx::fence_operand(acc[mi][j]);
+      fence_acc();
       if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
       // Epilogue: registers → shared memory (bf16/fp16, 128-byte swizzle: conflict-free for this
       // layout) → TMA store, which drains while the next tile's mainloop runs. Accumulator layout of
@@ -362,8 +378,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         return c_base + (col / 64) * (BM * 128) + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
       };
       // Writes the accumulator into the staged tile (kPlain: as is, kAct: act(acc), kGrad: acc · act'(pre)
-      // with pre read from the same place), then one thread stores the tile through `map`.
-      enum { kPlain, kAct, kGrad };
+      // with pre read from the same place; GATED: kGate the gate's accumulator g, kGlu act(acc) · g), then
+      // one thread stores the tile through `map`.
+      enum { kPlain, kAct, kGrad, kGate, kGlu };
       auto stage_and_store = [&](const void* map, int mode) {
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
@@ -372,8 +389,12 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               const uint32_t addr = at(mi, j, h);
-              float x = acc[mi][j * 4 + 2 * h], y = acc[mi][j * 4 + 2 * h + 1];
-              if (mode == kAct) {
+              const int u = mode == kGate ? kSets - 1 : 0;
+              float x = acc[u][mi][j * 4 + 2 * h], y = acc[u][mi][j * 4 + 2 * h + 1];
+              if (mode == kGlu) {
+                x = apply_act<Epi>(x) * acc[kSets - 1][mi][j * 4 + 2 * h];
+                y = apply_act<Epi>(y) * acc[kSets - 1][mi][j * 4 + 2 * h + 1];
+              } else if (mode == kAct) {
                 x = apply_act<Epi>(x);
                 y = apply_act<Epi>(y);
               } else if (mode == kGrad) {
@@ -403,6 +424,21 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         ptx::mbarrier_wait(my_aux, aux_phase);
         aux_phase ^= 1;
         stage_and_store(&args.c, kGrad);
+      } else if constexpr (GATED) {
+        // The pre-activations a and g for the backward pass (each when set), then h = act(a) · g; each
+        // waits until the previous store has read the staging buffer.
+        sync_tile();
+        if (args.p.aux) {
+          stage_and_store(&args.aux, kPlain);
+          if (storer) ptx::bulk_wait_read();
+          sync_tile();
+        }
+        if (args.p.aux2) {
+          stage_and_store(&args.aux2, kGate);
+          if (storer) ptx::bulk_wait_read();
+          sync_tile();
+        }
+        stage_and_store(&args.c, kGlu);
       } else {
         sync_tile();
         if constexpr (Epi != kEpiNone) {
