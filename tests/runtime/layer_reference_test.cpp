@@ -219,7 +219,11 @@ TEST_CASE("layer reference: jitter, the router sees x ⊙ U: gradients by direct
   LayerParams no_noise = p;
   no_noise.noise = {};
   const LayerGrads wrong = layer_backward(c, no_noise, f, dy);
-  CHECK(directional_check(c, p, wrong, dy, 5)[1].rel_err > 1e-2);
+  // Along one random direction the error can happen to be small (1e-2 failed about one run in 30; the
+  // smallest of 150 runs was 7e-4), so the largest over four directions must exceed it.
+  double worst = 0;
+  for (uint64_t seed : {5, 6, 7, 8}) worst = std::max(worst, directional_check(c, p, wrong, dy, seed)[1].rel_err);
+  CHECK(worst > 1e-2);
 
   // The sampled oracle, given the same noise.
   LayerSample s;
