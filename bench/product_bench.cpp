@@ -385,6 +385,15 @@ void Bench::run_problem(const Problem& p, Json fields) {
         if (!t) throw InvalidArgument(fmt::format("no {} wgmma tile fits {}", opt_.schedule, kernel_name(spec)));
         spec.tile = *t;
       }
+      if (opt_.cluster > 0 && spec.tile.mma == Mma::Wgmma) {
+        KernelSpec c = spec;
+        c.tile.cluster = static_cast<uint8_t>(opt_.cluster);
+        try {
+          validate(c);
+          spec = c;
+        } catch (const InvalidArgument&) {  // the column tiles do not pair up: this product runs unclustered
+        }
+      }
       DeviceBuffer row_map;
       if (opt_.gather && prod.op == Op::SDD && !prod.trans_a && spec.tile.mma == Mma::Wgmma) {
         // Real rows read a random permutation of the T·K rows (a routing's scattered tokens), padding −1.

@@ -13,6 +13,8 @@ struct ProductBenchOptions {
   std::string schedule;  // "cooperative" or "pingpong": every wgmma product with that schedule's default tile
   bool gather = false;   // SDDs with a row-major A gather its rows through a row map (KernelSpec::gather), the
                          // real rows from a random permutation of the T·K rows (as a routing scatters them)
+  int cluster = 0;       // 1 or 2: the wgmma products' CTAs per cluster (TileConfig::cluster) where the tile
+                         // allows it (their column tiles pair up; the kernel's name says c2); 0: the spec's
 };
 
 // Prints a table (and JSON lines). Returns a process exit code; throws NoGpu without a GPU.

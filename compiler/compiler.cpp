@@ -53,7 +53,7 @@ json::Value spec_json(const KernelSpec& k) {
       {"ffn", k.ffn},
       {"experts", k.experts},
       {"tile", json::Object{{"m", k.tile.m}, {"n", k.tile.n}, {"k", k.tile.k}, {"warps", k.tile.warps},
-                            {"stages", k.tile.stages}, {"group", k.tile.group}}},
+                            {"stages", k.tile.stages}, {"group", k.tile.group}, {"cluster", k.tile.cluster}}},
       {"epilogue", to_string(k.epilogue)},
       {"arch", to_string(k.arch)},
   };

@@ -21,6 +21,9 @@ std::string_view product_kind(Op op) {
 // wgmma the scheduler's group, the ping-pong schedule and the gather, each omitted when it is the default (so default
 // specs emit the source they did before these were fields); one that is given brings those before it.
 std::string trailing_args(const KernelSpec& k) {
+  if (k.tile.mma == Mma::Wgmma && k.tile.cluster > 1)
+    return fmt::format(", {}, {}, {}, {}, {}, {}", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong,
+                       k.gather, k.gated, k.tile.cluster);
   if (k.tile.mma == Mma::Wgmma && k.gated)
     return fmt::format(", {}, {}, {}, {}, true", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong,
                        k.gather);
@@ -92,9 +95,10 @@ std::string emit_product(const KernelSpec& k) {
     case Mma::Wgmma:
       header = "sm90_product", function = "dmoe::sm90::product";
       param = "const __grid_constant__ dmoe::Sm90ProductArgs";
-      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}{}", t.m, t.n, t.k, t.stages,
+      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}{}{}", t.m, t.n, t.k, t.stages,
                               t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" group={}", t.group),
-                              t.pingpong ? " schedule=pingpong" : "");
+                              t.pingpong ? " schedule=pingpong" : "",
+                              t.cluster > 1 ? fmt::format(" cluster={}", t.cluster) : "");
       tile_args = fmt::format("{}, {}, {}", t.m, t.n, t.stages);
       break;
     case Mma::MmaSync:
@@ -115,7 +119,7 @@ std::string emit_product(const KernelSpec& k) {
       "// {tile_note} epilogue={epi}{gather} arch={arch}\n"
       "#include \"dmoe/kernels/{header}.cuh\"\n"
       "\n"
-      "extern \"C\" __global__ void __launch_bounds__({threads}, {min_ctas})\n"
+      "extern \"C\" __global__ void {cluster}__launch_bounds__({threads}, {min_ctas})\n"
       "{name}({param} args) {{\n"
       "  {function}<dmoe::{elem}, {kind}, {ta_b}, {tb_b}, {block}, {hidden}, {ffn}, {experts},\n"
       "{indent}{tile_args}{epi_arg}>(args);\n"
@@ -126,6 +130,7 @@ std::string emit_product(const KernelSpec& k) {
       fmt::arg("tile_note", tile_note), fmt::arg("epi", to_string(k.epilogue)), fmt::arg("arch", to_string(k.arch)),
       fmt::arg("gather", fmt::format("{}{}", k.gated ? " gated=glu" : "", k.gather ? " gather=rows" : "")), fmt::arg("header", header), fmt::arg("threads", threads_per_cta(k)), fmt::arg("min_ctas", min_ctas),
       fmt::arg("param", param), fmt::arg("function", function),
+      fmt::arg("cluster", t.cluster > 1 ? fmt::format("__cluster_dims__({}, 1, 1) ", t.cluster) : ""),
       fmt::arg("elem", k.dtype == DType::BF16 ? "bf16_t" : "fp16_t"), fmt::arg("kind", product_kind(k.op)),
       fmt::arg("ta_b", k.trans_a ? "true" : "false"), fmt::arg("tb_b", k.trans_b ? "true" : "false"),
       fmt::arg("indent", std::string(function.size() + 3, ' ')), fmt::arg("tile_args", tile_args),

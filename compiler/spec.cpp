@@ -320,6 +320,20 @@ void validate_wgmma(const KernelSpec& k) {
                                       kSm90MaxSharedBytes));
   if (t.group != 1 && t.group != 2 && t.group != 4 && t.group != 8 && t.group != 16)
     throw InvalidArgument(fmt::format("{}: group = {} is not supported (expected 1, 2, 4, 8 or 16)", name, t.group));
+  if (t.cluster != 1 && t.cluster != 2)
+    throw InvalidArgument(fmt::format("{}: cluster = {} is not supported (expected 1 or 2)", name, t.cluster));
+  if (t.cluster > 1) {
+    if (k.gather)
+      throw InvalidArgument(fmt::format("{}: cluster = {} cannot gather (each CTA loads its gathered A rows itself; "
+                                        "the cluster multicasts A by TMA)", name, t.cluster));
+    // The cluster's CTAs take adjacent column tiles of one expert's block (SDD), of hidden (DSD) or of
+    // a block (DDS): the column tiles there must pair up.
+    const int32_t n_extent = k.op == Op::SDD ? k.ffn : k.op == Op::DSD ? k.hidden : k.block;
+    const char* n_name = k.op == Op::SDD ? "ffn" : k.op == Op::DSD ? "hidden" : "the block size";
+    if ((n_extent / t.n) % t.cluster != 0)
+      throw InvalidArgument(fmt::format("{}: cluster = {} needs the column tiles to pair up, but {} = {} holds {} "
+                                        "tiles of n = {}", name, t.cluster, n_name, n_extent, n_extent / t.n, t.n));
+  }
 }
 
 // The Ampere-class kernel's constraints (templates/dmoe/kernels/sm80_product.cuh). Its decomposition is
@@ -421,6 +435,9 @@ void validate(const KernelSpec& k) {
   if (k.tile.pingpong)
     throw InvalidArgument(fmt::format("the ping-pong schedule applies to the wgmma kernel only, not {}",
                                       to_string(k.tile.mma)));
+  if (k.tile.cluster != 1)
+    throw InvalidArgument(fmt::format("cluster = {} applies to the wgmma kernel only (the {} kernel runs CTAs alone)",
+                                      k.tile.cluster, to_string(k.tile.mma)));
   if (k.tile.mma == Mma::MmaSync) return validate_mma_sync(k);
   const TileConfig& t = k.tile;
   for (auto [name, v] : {std::pair{"tile m", t.m}, std::pair{"tile n", t.n}}) {
@@ -489,7 +506,8 @@ std::string kernel_name(const KernelSpec& k) {
   const TileConfig& t = k.tile;
   const std::string group = t.group == TileConfig::kDefaultGroup ? "" : fmt::format("g{}", t.group);
   const std::string tile = t.mma == Mma::Wgmma
-                               ? fmt::format("wg{}x{}x{}s{}{}{}", t.m, t.n, t.k, t.stages, group, t.pingpong ? "pp" : "")
+                               ? fmt::format("wg{}x{}x{}s{}{}{}{}", t.m, t.n, t.k, t.stages, group, t.pingpong ? "pp" : "",
+                                             t.cluster > 1 ? fmt::format("c{}", t.cluster) : "")
                                : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
                                              t.warps, t.stages);
   return fmt::format("dmoe_{}_{}{}{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), gated_suffix(k),
@@ -672,7 +690,7 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
                      uint64_t(k.tile.mma) << 24 | uint64_t(k.epilogue) << 26 |
                      uint64_t(uint32_t(k.top_k)) << 32;
   const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8 | uint64_t(k.gather) << 9 |
-                     uint64_t(k.gated) << 10;
+                     uint64_t(k.gated) << 10 | uint64_t(k.tile.cluster) << 11;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

@@ -28,6 +28,7 @@ json::Value tile_json(const TileConfig& t) {
   v.set("stages", int64_t{t.stages});
   v.set("group", int64_t{t.group});
   v.set("pingpong", t.pingpong);
+  v.set("cluster", int64_t{t.cluster});
   return v;
 }
 
@@ -39,6 +40,7 @@ TileConfig tile_from_json(const json::Value& v) {
   t.m = u16("m"), t.n = u16("n"), t.k = u16("k"), t.warps = u8("warps"), t.stages = u8("stages");
   if (v.find("group")) t.group = u8("group");  // databases written before the group was a field: 8
   if (v.find("pingpong")) t.pingpong = v["pingpong"].get_bool();  // before the schedule was: cooperative
+  if (v.find("cluster")) t.cluster = u8("cluster");  // before clusters: 1
   return t;
 }
 
@@ -85,6 +87,11 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
         const TileConfig pp = wgmma_tile(m, n, true, base.gated);
         add_rings(pp, std::max(2, int(pp.stages) - 1));
         add_groups(pp);
+        // 2-CTA clusters (A multicast), at each schedule's deepest ring with the default tile order.
+        for (TileConfig t : {deepest, pp}) {
+          t.cluster = 2;
+          add(t);
+        }
       }
   for (int m : {128, 64})
     for (int n : {128, 64})
@@ -137,9 +144,9 @@ std::string TuningKey::str() const {
 
 std::string TuningDb::tile_string(const TileConfig& t) {
   if (t.mma == Mma::Wgmma)
-    return fmt::format("wgmma {}x{}x{} s{}{}{}", t.m, t.n, t.k, t.stages,
+    return fmt::format("wgmma {}x{}x{} s{}{}{}{}", t.m, t.n, t.k, t.stages,
                        t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" g{}", t.group),
-                       t.pingpong ? " pp" : "");
+                       t.pingpong ? " pp" : "", t.cluster > 1 ? fmt::format(" c{}", t.cluster) : "");
   return fmt::format("{} {}x{}x{} w{} s{}", t.mma == Mma::MmaSync ? "mma" : "simt", t.m, t.n, t.k, t.warps, t.stages);
 }
 

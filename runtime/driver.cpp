@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
@@ -59,6 +60,7 @@ namespace {
   ENTRY(cuModuleGetFunction)                                                                  \
   ENTRY(cuFuncGetAttribute)                                                                   \
   ENTRY(cuFuncSetAttribute)                                                                   \
+  ENTRY(cuOccupancyMaxActiveClusters)                                                         \
   ENTRY(cuLaunchKernel)                                                                       \
   ENTRY(cuEventCreate)                                                                        \
   ENTRY(cuEventRecord)                                                                        \
@@ -458,6 +460,24 @@ LoadedFunction Module::function(const char* name, int dynamic_shared_bytes) cons
           fmt::format("kernel '{}' raising dynamic shared memory to {} bytes", name, dynamic_shared_bytes));
   }
   fn.dynamic_shared_bytes = dynamic_shared_bytes;
+  // A kernel compiled with __cluster_dims__: how many of its clusters the GPU holds at once (CTAs of a
+  // cluster share a GPC, so this can be fewer than SMs / cluster), for persistent grids of whole waves.
+  fn.cluster = std::max(1, function_attribute(fn.function, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH));
+  if (fn.cluster > 1) {
+    CUlaunchConfig config{};
+    config.gridDimX = static_cast<unsigned>(fn.cluster * device_.properties().sm_count);
+    config.gridDimY = config.gridDimZ = 1;
+    config.blockDimX = static_cast<unsigned>(fn.max_threads);
+    config.blockDimY = config.blockDimZ = 1;
+    config.sharedMemBytes = static_cast<unsigned>(dynamic_shared_bytes);
+    if (CUresult r = driver().cuOccupancyMaxActiveClusters(&fn.max_active_clusters, fn.function, &config);
+        r != CUDA_SUCCESS)
+      throw_failed("cuOccupancyMaxActiveClusters", r, fmt::format("kernel '{}' (clusters of {})", name, fn.cluster));
+    if (fn.max_active_clusters < 1)
+      throw_check("Module::function", CUDA_ERROR_INVALID_CLUSTER_SIZE,
+                  fmt::format("kernel '{}': no cluster of {} CTAs with {} bytes of shared memory each fits device {}",
+                              name, fn.cluster, dynamic_shared_bytes, device_.properties().ordinal));
+  }
   return fn;
 }
 

@@ -100,7 +100,11 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   else p.aux2 = p.c;  // never read
   p.p = args;
   const LoadedFunction& fn = cache.get(k);
-  const int64_t grid = std::min<int64_t>(tiles, cache.device().properties().sm_count);
+  // A cluster's CTAs share each cluster tile (tiles / cluster of them); the persistent grid is the
+  // clusters the GPU holds at once (a cluster's CTAs share a GPC: possibly fewer than SMs / cluster).
+  const int64_t cl = k.tile.cluster;
+  const int64_t resident = cl > 1 ? fn.max_active_clusters : cache.device().properties().sm_count;
+  const int64_t grid = cl * std::min<int64_t>(tiles / cl, resident);
   void* params[] = {&p};
   launch(fn, static_cast<unsigned>(grid), 1, 1, static_cast<unsigned>(threads_per_cta(k)), params, stream);
 }

@@ -82,6 +82,9 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   stages_opt_ = add_int(app, "--stages", stages_, "Override the pipeline stages (wgmma: 2..8, mma: 2..5)");
   group_opt_ = add_int(app, "--group", group_,
                        "Override the wgmma tile order: outer indices per scheduler group, 1|2|4|8|16 (default 8)");
+  cluster_opt_ = add_int(app, "--cluster", cluster_,
+                         "wgmma CTAs per cluster: 1, or 2 (two adjacent column tiles; one CTA multicasts their "
+                         "shared A tile to both)");
   schedule_opt_ = app.add_option("--schedule", schedule_,
                                  "wgmma consumers' schedule: cooperative (both warpgroups share a tile) or pingpong "
                                  "(each owns whole tiles; one's epilogue runs under the other's main loop)")
@@ -97,7 +100,7 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
                             "SDD (wgmma): the gated experts' first layer, act(x·W1ᵀ)·(x·V1ᵀ) with both pre-activations "
                             "kept (the activation is --epilogue's)");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
-              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, schedule_opt_, epilogue_opt_,
+              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, cluster_opt_, schedule_opt_, epilogue_opt_,
               gather_opt_, gated_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
@@ -193,6 +196,11 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
     if (group_ <= 0 || group_ > std::numeric_limits<uint8_t>::max())
       throw InvalidArgument(fmt::format("tile group = {} is not supported (expected 1, 2, 4, 8 or 16)", group_));
     k.tile.group = static_cast<uint8_t>(group_);
+  }
+  if (given(cluster_opt_)) {
+    if (cluster_ <= 0 || cluster_ > std::numeric_limits<uint8_t>::max())
+      throw InvalidArgument(fmt::format("cluster = {} is not supported (expected 1 or 2)", cluster_));
+    k.tile.cluster = static_cast<uint8_t>(cluster_);
   }
   validate(k);
   return k;

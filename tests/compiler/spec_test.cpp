@@ -381,6 +381,57 @@ TEST_CASE("wgmma ping-pong schedule: validated, named pp, part of the key, its o
   expect_error([&] { validate(a); }, {"ping-pong", "wgmma", "mma"});
 }
 
+TEST_CASE("wgmma clusters: 1 or 2 CTAs, column tiles must pair up, named c2, part of the key; wgmma only") {
+  const KernelSpec good = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  CHECK(good.tile.cluster == 1);
+  KernelSpec k = good;
+  k.tile.cluster = 2;
+  CHECK_NOTHROW(validate(k));
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3c2_sm90a");
+  CHECK_FALSE(k == good);
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(good));
+  CHECK(tuning_problem(k) == tuning_problem(good));  // a tile field: the same problem
+  k.tile.pingpong = true, k.tile.group = 4;
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3g4ppc2_sm90a");
+  for (int c : {0, 3, 4}) {
+    k = good;
+    k.tile.cluster = static_cast<uint8_t>(c);
+    const std::string what = "cluster = " + std::to_string(c);
+    expect_error([&] { validate(k); }, {what.c_str(), "1 or 2"});
+  }
+  // The cluster's CTAs take adjacent column tiles: fine-grained's ffn 1408 holds 11 tiles of 128 (odd),
+  // 22 of 64; a DDS with n = B has one per block.
+  KernelSpec fg = default_spec(preset("fine-grained"), Op::SDD, false, true, Arch::SM90a);
+  fg.tile = wgmma_tile(128, 128);
+  fg.tile.cluster = 2;
+  expect_error([&] { validate(fg); }, {"cluster = 2", "ffn = 1408", "11 tiles of n = 128"});
+  fg.tile = wgmma_tile(128, 64);
+  fg.tile.cluster = 2;
+  CHECK_NOTHROW(validate(fg));
+  KernelSpec dds = default_spec(preset("mb-356m"), Op::DDS, false, false, Arch::SM90a);
+  dds.tile = wgmma_tile(128, 128);
+  dds.tile.cluster = 2;
+  expect_error([&] { validate(dds); }, {"cluster = 2", "the block size = 128", "1 tiles of n = 128"});
+  dds.tile = wgmma_tile(128, 64);
+  dds.tile.cluster = 2;
+  CHECK_NOTHROW(validate(dds));
+  for (bool ta : {false, true}) {  // DSD: tiles along hidden
+    KernelSpec dsd = default_spec(preset("mb-356m"), Op::DSD, ta, false, Arch::SM90a);
+    dsd.tile.cluster = 2;
+    CHECK_NOTHROW(validate(dsd));
+  }
+  // The gather loads A per CTA; the other families run CTAs alone.
+  k = good;
+  k.tile.cluster = 2, k.gather = true;
+  expect_error([&] { validate(k); }, {"cluster = 2", "cannot gather"});
+  KernelSpec mma = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
+  mma.tile.cluster = 2;
+  expect_error([&] { validate(mma); }, {"cluster = 2", "wgmma", "mma"});
+  KernelSpec simt = spec();
+  simt.tile.cluster = 2;
+  expect_error([&] { validate(simt); }, {"cluster = 2", "simt"});
+}
+
 TEST_CASE("gather: SDD with a row-major A on the wgmma kernel only, named, part of the key, not of the tuning problem") {
   KernelSpec k = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
   const KernelSpec plain = k;

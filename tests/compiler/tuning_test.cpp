@@ -27,14 +27,22 @@ TEST_CASE("tuning candidates: the default first, every family that runs on the a
   CHECK(names.size() == c.size());
   CHECK(wgmma >= 10);  // 128x256 s2..3, 128x128 s2..6, 128x64, 64x256, 64x128 …
   // The tile order: groups 1, 4 and 16 at each wgmma shape's deepest ring only, the default 8 elsewhere.
-  int grouped = 0, shapes = 0;
+  int grouped = 0, shapes = 0, clustered = 0;
   for (const KernelSpec& k : c) {
     if (k.tile.mma != Mma::Wgmma) {
       CHECK(k.tile.group == TileConfig::kDefaultGroup);
       continue;
     }
     const TileConfig deepest = wgmma_tile(k.tile.m, k.tile.n, k.tile.pingpong);
-    if (k.tile.group != TileConfig::kDefaultGroup) {
+    if (k.tile.cluster != 1) {  // 2-CTA clusters: each schedule's deepest ring, the default order
+      ++clustered;
+      CHECK(k.tile.cluster == 2);
+      CHECK(k.tile.stages == deepest.stages);
+      CHECK(k.tile.group == TileConfig::kDefaultGroup);
+      KernelSpec alone = k;
+      alone.tile.cluster = 1;
+      CHECK(std::find(c.begin(), c.end(), alone) != c.end());
+    } else if (k.tile.group != TileConfig::kDefaultGroup) {
       ++grouped;
       CHECK(k.tile.stages == deepest.stages);
     } else if (k.tile.stages == deepest.stages) {
@@ -48,6 +56,7 @@ TEST_CASE("tuning candidates: the default first, every family that runs on the a
   }
   CHECK(shapes >= 4);
   CHECK(grouped == 3 * shapes);
+  CHECK(clustered == shapes);  // mb-356m's column tiles pair up at every shape (ffn 4096)
   // The ping-pong schedule: at the tiles one warpgroup can hold (m·n ≤ 16384), its two deepest rings.
   std::set<std::pair<int, int>> pingpong;
   for (const KernelSpec& k : c)
@@ -151,6 +160,25 @@ TEST_CASE("tuning database: the wgmma group round-trips; records written before 
   CHECK(before.find(a)->tile == wgmma_tile(128, 256));
   CHECK(before.find(a)->tile.group == 8);
   CHECK_FALSE(before.find(a)->tile.pingpong);
+  CHECK(before.find(a)->tile.cluster == 1);  // and before clusters: one CTA
+}
+
+TEST_CASE("tuning database: the cluster size round-trips and is shown") {
+  const test::TempDir tmp;
+  const std::filesystem::path file = tmp.path / "tuning.json";
+  const TuningKey a{"NVIDIA H200", 132, 13000, "13.0", "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a", 16384};
+  TileConfig c2 = wgmma_tile(128, 128, true);
+  c2.cluster = 2;
+  CHECK(TuningDb::tile_string(c2) == "wgmma 128x128x64 s5 pp c2");
+  {
+    TuningDb db(file);
+    db.put(a, {c2, 0.2, 0.3, "k"});
+    db.save();
+  }
+  const TuningDb loaded(file);
+  REQUIRE(loaded.find(a));
+  CHECK(loaded.find(a)->tile == c2);
+  CHECK(loaded.find(a)->tile.cluster == 2);
 }
 
 TEST_CASE("tuning database: the ping-pong schedule round-trips and is shown") {

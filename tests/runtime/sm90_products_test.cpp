@@ -188,6 +188,75 @@ TEST_CASE("sm90 products: the ping-pong schedule") {
       {Epilogue::GeluTanh, Epilogue::SiluGrad});
 }
 
+TEST_CASE("sm90 products: 2-CTA clusters (A multicast to adjacent column tiles)") {
+  if (!hopper()) return;
+  // Every op and operand layout, both schedules and row-group counts, skewed routings with empty experts
+  // (tiles without reduction steps, several cluster tiles per CTA around the ring), a grid capped below the
+  // cluster tile count, fp16, B 64 and 256, tile orders, spare capacity, and the fused epilogues.
+  int ran = 0;
+  for (auto [op, ta, tb] : kSchedule)
+    for (bool pingpong : {false, true})
+      for (auto [m, n] : {std::pair{128, 128}, {64, 256}})
+        for (const std::vector<int64_t>& counts :
+             {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+          Case c{op, ta, tb};
+          c.hidden = 512;
+          c.ffn = 512;
+          c.counts = counts;
+          c.tile = wgmma_tile(m, n, pingpong);
+          c.tile.cluster = 2;
+          c.extra_block_rows = 2;
+          if (!test::fits(c)) continue;  // DDS pairs column tiles within a block: n ≤ B / 2
+          test::run(c);
+          ++ran;
+        }
+  CHECK(ran == 24);
+  {  // The loaded kernel knows its cluster shape and how many clusters the GPU holds at once.
+    Case c{Op::SDD, false, true};
+    c.tile = wgmma_tile(128, 128);
+    c.tile.cluster = 2;
+    const LoadedFunction& fn = test::cache().get(test::spec_of(c));
+    CHECK(fn.cluster == 2);
+    CHECK(fn.max_active_clusters >= 1);
+    CHECK(fn.max_active_clusters <= test::device().properties().sm_count / 2);
+    MESSAGE("clusters of 2 resident at once: " << fn.max_active_clusters << " (SMs: "
+            << test::device().properties().sm_count << ")");
+  }  // SDD and the three DSDs × schedules × tiles × routings (DDS pairs only n ≤ B / 2)
+  for (auto [ta, tb] : kAllTrans)  // every operand layout of every op, DDS included (n = 64 pairs in a block)
+    for (Op op : {Op::SDD, Op::DSD, Op::DDS}) {
+      Case c{op, ta, tb};
+      c.tile = wgmma_tile(128, 64);
+      c.tile.cluster = 2;
+      test::run(c);
+    }
+  for (int32_t block : {64, 256})
+    for (bool pingpong : {false, true}) {
+      Case c{Op::DSD, false, false};
+      c.block = block;
+      c.dtype = DType::FP16;
+      c.tile = wgmma_tile(64, 128, pingpong);
+      c.tile.cluster = 2;
+      c.tile.group = 4;
+      test::run(c);
+    }
+  test::check_epilogues(
+      [](Case c) {
+        for (bool pingpong : {false, true}) {
+          c.tile = wgmma_tile(128, 128, pingpong);
+          c.tile.cluster = 2;
+          test::run(c);
+        }
+      },
+      {Epilogue::GeluTanh, Epilogue::SiluGrad});
+  Case gated{Op::SDD, false, true};
+  gated.gated = true;
+  gated.epilogue = Epilogue::Silu;
+  gated.save_pre = true;
+  gated.tile = wgmma_tile(128, 128, false, true);
+  gated.tile.cluster = 2;
+  test::run(gated);
+}
+
 TEST_CASE("sm90 products: SDD gathering its A rows through a row map") {
   if (!hopper()) return;
   // Both B layouts, both schedules and row-group counts, fp16, block sizes 64 and 256, a skewed routing

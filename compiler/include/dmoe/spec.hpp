@@ -117,6 +117,9 @@ struct TileConfig {
   Mma mma = Mma::Simt;
   uint8_t group = kDefaultGroup;
   bool pingpong = false;
+  // wgmma: CTAs per cluster (1 or 2). A cluster of 2 takes two adjacent column tiles of the same rows and
+  // reduction; one CTA loads their shared A tile once and multicasts it to both (named c2).
+  uint8_t cluster = 1;
   friend bool operator==(const TileConfig&, const TileConfig&) = default;
 };
 

@@ -153,6 +153,8 @@ struct LoadedFunction {
   int static_shared_bytes = 0;
   int dynamic_shared_bytes = 0;  // the limit raised once at load
   int max_threads = 0;
+  int cluster = 1;              // CTAs per cluster (the kernel's __cluster_dims__)
+  int max_active_clusters = 0;  // cluster > 1: clusters resident at once (cuOccupancyMaxActiveClusters)
 };
 
 // A module loaded from a cubin image into a device's context; unloaded on destruction.

@@ -4,7 +4,8 @@
 // ring of shared-memory stages, each guarded by a "full" and an "empty" mbarrier), warpgroups 1 and 2
 // are consumers (wgmma from shared memory, fp32 accumulators in registers). Every product is a grouped
 // GEMM over the experts' B-aligned segments; the tile scheduler walks the topology on the device, so the
-// host never needs T_pad. Tiles are taken round-robin over the grid (one CTA per SM).
+// host never needs T_pad. Tiles are taken round-robin over the grid (one CTA per SM); with CLUSTER = 2
+// a cluster takes two adjacent column tiles at a time and its CTA 0 multicasts their common A tile.
 //
 // Operand majorness follows the transposes: A is K-major in memory iff !TransA, B iff TransB (for every
 // op). K-major operands arrive as one {64, rows} box per stage, MN-major ones as {64, 64} chunks; both
@@ -26,7 +27,8 @@ constexpr int kBK = 64;                  // reduction depth of a stage: one 128-
 constexpr uint32_t kChunk = 64 * 64 * 2; // bytes of one MN-major {64, 64} box
 constexpr int kConsumerWarps = 8;
 
-template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int Group>
+template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int Group,
+          int Cluster = 1>
 struct Tiles {
   static constexpr bool kAK = !TransA;  // A K-major in memory and in shared memory
   static constexpr bool kBKm = TransB;  // B K-major
@@ -37,16 +39,23 @@ struct Tiles {
   static constexpr int NT = Kind == kSDD ? F / BN : Kind == kDSD ? H / BN : B / BN;
   // DSD Sᵀ and DDS S reduce down a block column (transpose metadata); the others along a block row.
   static constexpr bool kByColumn = Kind == kDSD ? TransA : Kind == kDDS ? !TransB : false;
+  // A cluster of Cluster CTAs takes Cluster adjacent column tiles of one outer index and m: the same A
+  // tiles and the same reduction, so CTA 0 loads A once for all of them (TMA multicast).
+  static_assert(Cluster == 1 || Cluster == 2, "clusters of 1 or 2 CTAs");
+  static_assert(NT % Cluster == 0, "a cluster's column tiles lie within one outer index");
+  static constexpr int NTC = NT / Cluster;  // cluster tiles along N per outer index and m
 
   int outer;        // block row (SDD, DSD S, DDS Sᵀ) or block column (DSD Sᵀ, DDS S)
   int m0, n0;       // tile origin: m within the block (SDD, DSD) or in H (DDS); n expert-local (SDD),
                     // in H (DSD) or within the block (DDS)
   int first, nk;    // first topology entry of the reduction, number of kBK-deep steps
   int col0;         // SDD: global column of the expert's first block column
+  int rank = 0;     // this CTA's rank in its cluster: which of the cluster tile's column tiles it owns
 
   __device__ static int outers(int block_rows) { return kByColumn ? kBlockCols : block_rows; }
+  // Cluster tiles (Cluster column tiles each).
   __device__ static int64_t count(int block_rows) {
-    return sm90_product_tiles(Kind, TransA, TransB, B, H, F, E, BM, BN, block_rows);
+    return sm90_product_tiles(Kind, TransA, TransB, B, H, F, E, BM, BN, block_rows) / Cluster;
   }
 
   // Tiles are taken in groups of Group outer indices, the outer index fastest: the CTAs running at the
@@ -58,14 +67,14 @@ struct Tiles {
   static constexpr int kGroup = Group;
 
   __device__ void decode(int64_t t, int outers, const Topology& topo) {
-    constexpr int64_t per_outer = int64_t(MT) * NT;
+    constexpr int64_t per_outer = int64_t(MT) * NTC;
     const int64_t group = t / (kGroup * per_outer);
     const int64_t rem = t % (kGroup * per_outer);
     const int g = min(kGroup, outers - int(group) * kGroup);  // group · kGroup < outers: fits int
     outer = int(group) * kGroup + int(rem % g);
     const int64_t mn = rem / g;
-    n0 = int(mn % NT) * BN;
-    m0 = int(mn / NT) * BM;
+    n0 = (int(mn % NTC) * Cluster + rank) * BN;
+    m0 = int(mn / NTC) * BM;
     if constexpr (Kind == kSDD) {
       first = ptx::ld_nc_s32(topo.offsets + outer);
       col0 = ptx::ld_nc_s32(topo.column_indices + first) * B;
@@ -100,32 +109,46 @@ struct Tiles {
 #pragma unroll
       for (int q = 0; q < rows / 64; ++q) ptx::tma_load_2d(dst + q * kChunk, map, bar, mn + 64 * q, k);
     };
+    // A, shared by the cluster's CTAs: CTA 0 multicasts it to all (the others' full barriers count its
+    // bytes as they land), the others load none.
+    auto a2d = [&](char* dst, int c0, int c1) {
+      if constexpr (Cluster == 1) ptx::tma_load_2d(dst, amap, bar, c0, c1);
+      else if (rank == 0) ptx::tma_load_2d_multicast(dst, amap, bar, c0, c1, (1 << Cluster) - 1);
+    };
+    auto a3d = [&](char* dst, int c0, int c1, int c2) {
+      if constexpr (Cluster == 1) ptx::tma_load_3d(dst, amap, bar, c0, c1, c2);
+      else if (rank == 0) ptx::tma_load_3d_multicast(dst, amap, bar, c0, c1, c2, (1 << Cluster) - 1);
+    };
+    auto a_chunks = [&](char* dst, int rows, int mn, int k) {
+#pragma unroll
+      for (int q = 0; q < rows / 64; ++q) a2d(dst + q * kChunk, mn + 64 * q, k);
+    };
     if constexpr (Kind == kSDD) {
       const int h = ks * kBK;
       const int row = outer * B + m0;
-      if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, h, row);
-      else chunks2d(amap, a_s, BM, row, h);
+      if constexpr (kAK) a2d(a_s, h, row);
+      else a_chunks(a_s, BM, row, h);
       load_sdd_b(ks, bmap, b_s, bar);
     } else {
       const int kk = (ks % kStepsPerBlock) * kBK;
       const int blk = seg.blk, k0 = seg.rc * B + kk;  // k0: the dense operand's reduction row/column
       if constexpr (Kind == kDSD && !TransA) {  // S · op(B): block blk of row `outer`, column rc
-        ptx::tma_load_3d(a_s, amap, bar, kk, m0, blk);
+        a3d(a_s, kk, m0, blk);
         if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, k0, n0);
         else chunks2d(bmap, b_s, BN, n0, k0);
       } else if constexpr (Kind == kDSD) {  // Sᵀ · op(B): block blk of column `outer`, block row rc
 #pragma unroll
-        for (int q = 0; q < BM / 64; ++q) ptx::tma_load_3d(a_s + q * kChunk, amap, bar, m0 + 64 * q, kk, blk);
+        for (int q = 0; q < BM / 64; ++q) a3d(a_s + q * kChunk, m0 + 64 * q, kk, blk);
         if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, k0, n0);
         else chunks2d(bmap, b_s, BN, n0, k0);
       } else if constexpr (!TransB) {  // op(A) · S: block blk of column `outer`, block row rc
-        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, k0, m0);
-        else chunks2d(amap, a_s, BM, m0, k0);
+        if constexpr (kAK) a2d(a_s, k0, m0);
+        else a_chunks(a_s, BM, m0, k0);
 #pragma unroll
         for (int q = 0; q < BN / 64; ++q) ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n0 + 64 * q, kk, blk);
       } else {  // op(A) · Sᵀ: block blk of row `outer`, column rc
-        if constexpr (kAK) ptx::tma_load_2d(a_s, amap, bar, k0, m0);
-        else chunks2d(amap, a_s, BM, m0, k0);
+        if constexpr (kAK) a2d(a_s, k0, m0);
+        else a_chunks(a_s, BM, m0, k0);
         ptx::tma_load_3d(b_s, bmap, bar, kk, n0, blk);
       }
     }
@@ -170,12 +193,14 @@ struct Tiles {
 // g = A·op(B2), and the epilogue writes h = act(a)·g to C, a to aux and g to aux2 (each when set): the
 // gated experts' first layer and its GLU in one pass over A.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
-          int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false>
+          int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
+          int CLUSTER = 1>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   static_assert(!GATHER || (Kind == kSDD && !TransA), "the gather reads the rows of a row-major SDD A");
   static_assert(!GATED || (Kind == kSDD && !epilogue_is_gradient(Epi)), "the gated product is a forward SDD");
-  using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, GROUP>;
+  static_assert(!GATHER || CLUSTER == 1, "the gather's A is loaded per CTA (cp.async), not multicast");
+  using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, GROUP, CLUSTER>;
   constexpr int kTileWGs = PINGPONG ? 1 : 2;              // consumer warpgroups per tile
   constexpr int WGN = !PINGPONG && BM == 64 ? 2 : 1;      // cooperative BM 64: consumers side by side along N
   constexpr int MI = PINGPONG ? BM / 64 : 1;              // m64 wgmma row groups per warpgroup
@@ -200,16 +225,23 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   auto b_stage = [&](int s) { return smem + s * kStageBytes + kABytes; };
 
   const int wg = threadIdx.x / 128;
+  // CLUSTER: the cluster's CTAs take the cluster tiles in step (T::decode); CTA 0 multicasts A into every
+  // CTA's stage, so its producer also waits for the other CTAs' consumers to free that stage.
+  const int rank = CLUSTER > 1 ? int(ptx::cluster_ctarank()) : 0;
+  const int64_t first_tile = blockIdx.x / CLUSTER, tile_stride = gridDim.x / CLUSTER;
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       ptx::mbarrier_init(&full[s], GATHER ? 1 + 128 : 1);  // the TMA thread (+ each gathering thread)
-      ptx::mbarrier_init(&empty[s], 4 * kTileWGs);  // lane 0 of each warp of the tile's consumers
+      // Lane 0 of each warp of the tile's consumers (in every CTA of the cluster, for CTA 0).
+      ptx::mbarrier_init(&empty[s], 4 * kTileWGs * (rank == 0 ? CLUSTER : 1));
     }
     for (int b = 0; b < kBuffers; ++b) ptx::mbarrier_init(&aux_full[b], 1);
     if constexpr (PINGPONG) ptx::mbarrier_init(&order[0], 1), ptx::mbarrier_init(&order[1], 1);
     ptx::fence_barrier_init();
   }
-  __syncthreads();
+  // The barriers are initialized before any CTA of the cluster multicasts into or arrives on them.
+  if constexpr (CLUSTER > 1) ptx::cluster_sync();
+  else __syncthreads();
 
   const Topology& topo = args.p.topo;
   const int block_rows = ptx::ld_nc_s32(topo.block_rows);
@@ -224,7 +256,10 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   // Registers per thread after the rebalance (1 CTA of 384 threads: 128·P + 256·C ≤ 65536). A gathering
   // producer with 64-row tiles keeps its four rows' addresses live across the stage loop and needs 48
   // (at 40 ptxas spills 4 bytes there); the consumers then have 224.
-  constexpr int kProducerRegs = GATHER && BM == 64 ? 48 : 40, kConsumerRegs = GATHER && BM == 64 ? 224 : 232;
+  // A clustered producer also carries its rank and the multicast mask through the load path (at 40 ptxas
+  // spills in DSD NN's segment prefetch), so it gets 48 as well.
+  constexpr bool kWideProducer = (GATHER && BM == 64) || CLUSTER > 1;
+  constexpr int kProducerRegs = kWideProducer ? 48 : 40, kConsumerRegs = kWideProducer ? 224 : 232;
   if (wg == 0) {
     ptx::setmaxnreg_dec<kProducerRegs>();
     if constexpr (GATHER) {
@@ -235,8 +270,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       const int pt = threadIdx.x, chunk = pt % 8, r0 = pt / 8;
       const char* x = static_cast<const char*>(args.p.a);
       if (pt == 0) ptx::prefetch_tensormap(&args.b);
-      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      for (int64_t t = first_tile; t < tiles; t += tile_stride) {
         T tile;
+        tile.rank = rank;
         tile.decode(t, outers, topo);
         int32_t src[kRows];
 #pragma unroll
@@ -263,8 +299,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       ptx::prefetch_tensormap(&args.a);
       ptx::prefetch_tensormap(&args.b);
       if constexpr (GATED) ptx::prefetch_tensormap(&args.b2);
-      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      for (int64_t t = first_tile; t < tiles; t += tile_stride) {
         T tile;
+        tile.rank = rank;
         tile.decode(t, outers, topo);
         const int nb = tile.blocks();
         typename T::Segment cur{}, next{};
@@ -305,10 +342,18 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     constexpr uint32_t a_step = T::kAK ? 32 : 2048, b_step = T::kBKm ? 32 : 2048;
     const uint32_t smem_base = ptx::smem_addr(smem);
     uint32_t aux_phase = 0, order_phase = 0;
+    // Hands a stage back: to this CTA's producer, and to CTA 0's, whose multicast A also lands in it.
+    auto release = [&](int s) {
+      if (lane != 0) return;
+      ptx::mbarrier_arrive(&empty[s]);
+      if constexpr (CLUSTER > 1)
+        if (rank != 0) ptx::mbarrier_arrive_cluster(&empty[s], 0);
+    };
 
     int64_t i = 0;  // the tile's index among this CTA's tiles
-    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x, ++i) {
+    for (int64_t t = first_tile; t < tiles; t += tile_stride, ++i) {
       T tile;
+      tile.rank = rank;
       tile.decode(t, outers, args.p.topo);
       if constexpr (PINGPONG) {
         if ((i & 1) != c) {  // the other consumer's tile: its stages go by
@@ -358,7 +403,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
                   ptx::sw128_desc(b_base + u * kBBytes + k * b_step, kChunk, 1024), 1);
         ptx::wgmma_commit();
         ptx::wgmma_wait<1>();
-        if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
+        if (held >= 0) release(held);
         held = stage;
         advance();
       }
@@ -366,7 +411,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         if (wt == 0) ptx::mbarrier_arrive(&order[c ^ 1]);  // the other consumer's main loop may start
       ptx::wgmma_wait<0>();
       fence_acc();
-      if (held >= 0 && lane == 0) ptx::mbarrier_arrive(&empty[held]);
+      if (held >= 0) release(held);
       // Epilogue: registers → shared memory (bf16/fp16, 128-byte swizzle: conflict-free for this
       // layout) → TMA store, which drains while the next tile's mainloop runs. Accumulator layout of
       // m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4 (+8) and columns
@@ -455,6 +500,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     }
     if (storer) ptx::bulk_wait();  // shared memory must outlive the last store
   }
+  // No CTA leaves while a peer may still arrive on its barriers (or multicast into its stages).
+  if constexpr (CLUSTER > 1) ptx::cluster_sync();
 }
 
 }  // namespace dmoe::sm90

@@ -76,6 +76,26 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const void* map, uint64_t
       : "memory");
 }
 
+// The multicast forms: the box lands at the same shared-memory offset in every CTA of the cluster whose
+// bit is set in `mask`, and each destination's mbarrier at `bar`'s offset counts the bytes.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const void* map, uint64_t* bar, int32_t c0,
+                                                      int32_t c1, uint32_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(smem_addr(dst)),
+      "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(static_cast<unsigned short>(mask))
+      : "memory");
+}
+
+__device__ __forceinline__ void tma_load_3d_multicast(void* dst, const void* map, uint64_t* bar, int32_t c0,
+                                                      int32_t c1, int32_t c2, uint32_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%3, %4, %5}], [%2], %6;" ::"r"(smem_addr(dst)),
+      "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "h"(static_cast<unsigned short>(mask))
+      : "memory");
+}
+
 // Stores a box of shared memory to the tensor at (c0, c1[, c2]); completion tracked by bulk groups.
 __device__ __forceinline__ void tma_store_2d(const void* map, const void* src, int32_t c0, int32_t c1) {
   asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(map),
@@ -98,6 +118,30 @@ __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_g
 // Barrier over a subset of the CTA's warps (id 0 is __syncthreads'). `threads` is a multiple of 32.
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+// ---- clusters ----------------------------------------------------------------------------------------
+// Arrives on the mbarrier at `bar`'s offset in the shared memory of cluster CTA `cta`. Default (CTA-scope
+// release) semantics: the stage's reads were wgmma's, already waited for; a cluster-scope release made
+// every consumer arrival wait on its earlier memory operations and cost a 2-CTA product 30 % (NOTES v10).
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint64_t* bar, uint32_t cta) {
+  asm volatile(
+      "{\n.reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_addr(bar)),
+      "r"(cta)
+      : "memory");
+}
+
+// Every thread of every CTA in the cluster (not .aligned: the warpgroups reach it on their own paths).
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
 }
 
 // ---- wgmma -------------------------------------------------------------------------------------------
