@@ -21,6 +21,9 @@ std::string_view product_kind(Op op) {
 // wgmma the scheduler's group, the ping-pong schedule and the gather, each omitted when it is the default (so default
 // specs emit the source they did before these were fields); one that is given brings those before it.
 std::string trailing_args(const KernelSpec& k) {
+  if (k.tile.mma == Mma::Wgmma && k.scatter)
+    return fmt::format(", {}, {}, {}, {}, {}, {}, true", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong,
+                       k.gather, k.gated, k.tile.cluster);
   if (k.tile.mma == Mma::Wgmma && k.tile.cluster > 1)
     return fmt::format(", {}, {}, {}, {}, {}, {}", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong,
                        k.gather, k.gated, k.tile.cluster);
@@ -128,7 +131,7 @@ std::string emit_product(const KernelSpec& k) {
       fmt::arg("tb", k.trans_b ? 't' : 'n'), fmt::arg("dtype", to_string(k.dtype)), fmt::arg("block", k.block),
       fmt::arg("hidden", k.hidden), fmt::arg("ffn", k.ffn), fmt::arg("experts", k.experts),
       fmt::arg("tile_note", tile_note), fmt::arg("epi", to_string(k.epilogue)), fmt::arg("arch", to_string(k.arch)),
-      fmt::arg("gather", fmt::format("{}{}", k.gated ? " gated=glu" : "", k.gather ? " gather=rows" : "")), fmt::arg("header", header), fmt::arg("threads", threads_per_cta(k)), fmt::arg("min_ctas", min_ctas),
+      fmt::arg("gather", fmt::format("{}{}{}", k.gated ? " gated=glu" : "", k.gather ? " gather=rows" : "", k.scatter ? " scatter=rows" : "")), fmt::arg("header", header), fmt::arg("threads", threads_per_cta(k)), fmt::arg("min_ctas", min_ctas),
       fmt::arg("param", param), fmt::arg("function", function),
       fmt::arg("cluster", t.cluster > 1 ? fmt::format("__cluster_dims__({}, 1, 1) ", t.cluster) : ""),
       fmt::arg("elem", k.dtype == DType::BF16 ? "bf16_t" : "fp16_t"), fmt::arg("kind", product_kind(k.op)),
