@@ -42,12 +42,27 @@ struct SoftmaxRow {
   float p[N];  // probabilities; 0 past E
   float lse;   // logsumexp of the logits
 
-  __device__ __forceinline__ void load(const float* logits, int lane) {
-    float m = kLowest;
+  // This lane's logits of one token (−FLT_MAX past E), issued apart from their use so a warp can have
+  // several tokens' loads in flight.
+  __device__ __forceinline__ static void fetch(const float* logits, int lane, float (&raw)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) {
       const int e = lane + 32 * i;
-      p[i] = e < E ? ptx::ld_nc_f32(logits + e) : kLowest;
+      raw[i] = e < E ? ptx::ld_nc_f32(logits + e) : kLowest;
+    }
+  }
+
+  __device__ __forceinline__ void load(const float* logits, int lane) {
+    float raw[N];
+    fetch(logits, lane, raw);
+    set(raw, lane);
+  }
+
+  __device__ __forceinline__ void set(const float (&raw)[N], int lane) {
+    float m = kLowest;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      p[i] = raw[i];
       m = p[i] > m ? p[i] : m;
     }
     m = warp_max(m);
@@ -159,12 +174,29 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
   for (int i = 0; i < N; ++i) acc[i] = 0.f;
   float z = 0.f;
   const int64_t t0 = chunk * kRouteChunkTokens + warp * PER_WARP;
+  // The warp's tokens go in batches of D whose logits are all requested before the first is used: one
+  // memory latency per batch instead of one per token (the kernel's time was D such latencies in a row).
+  // D·N ≤ 16 registers of logits: at 1024 threads a thread has 64 (E = 256 spilled with 32).
+  constexpr int D = PER_WARP < 16 / N ? PER_WARP : (16 / N > 0 ? 16 / N : 1);
+  float raw[D][N];
 #pragma unroll 1
   for (int j = 0; j < PER_WARP; ++j) {
     const int64_t t = t0 + j;
     if (t >= a.tokens) break;  // warp-uniform
+    if (j % D == 0) {
+#pragma unroll
+      for (int d = 0; d < D; ++d)
+        if (t + d < a.tokens && j + d < PER_WARP) SoftmaxRow<E>::fetch(a.logits + (t + d) * E, lane, raw[d]);
+    }
+    // raw[j % D]: a runtime index into a register array would go to local memory; select by unrolled d.
+    float cur[N];
+#pragma unroll
+    for (int d = 0; d < D; ++d)
+#pragma unroll
+      for (int i = 0; i < N; ++i)
+        if (d == j % D) cur[i] = raw[d][i];
     SoftmaxRow<E> row;
-    row.load(a.logits + t * E, lane);
+    row.set(cur, lane);
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] += row.p[i];
     z += row.lse * row.lse;
