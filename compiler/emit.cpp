@@ -81,7 +81,11 @@ std::string emit_routing(const KernelSpec& k) {
       "{name}(const dmoe::RoutingArgs args) {{\n"
       "  dmoe::{function}<{targs}>(args);\n"
       "}}\n",
-      fmt::arg("name", name), fmt::arg("header", e.header), fmt::arg("threads", threads_per_cta(k)),
+      fmt::arg("name", name), fmt::arg("header", e.header),
+      // The router's thread-per-token form keeps a token's 64 logits in registers: without the explicit
+      // one CTA per SM, ptxas aims at more CTAs per SM and spills them (E = 64, K = 1: 80 registers).
+      fmt::arg("threads", k.op == Op::Router ? fmt::format("{}, 1", threads_per_cta(k))
+                                               : fmt::format("{}", threads_per_cta(k))),
       fmt::arg("function", e.function), fmt::arg("targs", e.targs));
 }
 
