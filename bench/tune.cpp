@@ -278,7 +278,7 @@ int tune(const TuneOptions& opt) {
       // A forward epilogue's pre-activation is an output too (the gated SDD's both): poisoned and checked
       // like c.
       const bool aux_out = !is_gradient(base.epilogue) && (base.epilogue != Epilogue::None || gated);
-      std::vector<uint16_t> ref(c_elems), out(c_elems), ref_aux, out_aux, ref_aux2;
+      std::vector<uint16_t> ref(c_elems), out(c_elems), ref_aux, ref_aux2;
       Comparison aux_norm, aux2_norm;
       auto unwritten = [&](const std::vector<uint16_t>& v, const char* what) {
         const Comparison c = compare(v, {}, base.dtype);
@@ -309,13 +309,12 @@ int tune(const TuneOptions& opt) {
         aux2_norm = unwritten(ref_aux2, "gate pre-activation");
         for (int64_t j = 0; j < c_elems; ++j)
           ref[j] = reference::to_bf16(reference::from_bf16(act_a[j]) * reference::from_bf16(ref_aux2[j]));
-        out_aux.resize(c_elems);
         aux_norm = unwritten(ref_aux, "pre-activation");
       } else {
         launch_product(cache, p.reference, args(0), stream.get());
         dev.copy_to_host(ref.data(), bufs[2].get(), c_elems * 2, stream.get());
         if (aux_out) {
-          ref_aux.resize(c_elems), out_aux.resize(c_elems);
+          ref_aux.resize(c_elems);
           dev.copy_to_host(ref_aux.data(), aux.get(), c_elems * 2, stream.get());
           aux_norm = unwritten(ref_aux, "pre-activation");
         }
@@ -324,6 +323,16 @@ int tune(const TuneOptions& opt) {
       if (ref_norm.nonfinite)
         throw std::runtime_error(fmt::format("{}: the SIMT reference left {} of {} elements unwritten or non-finite",
                                              p.label, ref_norm.nonfinite, c_elems));
+
+      // One device output against its reference (`norm`: the reference's Σ squares); throws naming it.
+      auto verify = [&](const void* dptr, const std::vector<uint16_t>& want, const Comparison& norm, const char* what) {
+        dev.copy_to_host(out.data(), dptr, c_elems * 2, stream.get());
+        const Comparison c = compare(out, want, base.dtype);
+        const double err = std::sqrt(c.squares / std::max(norm.squares, 1e-30));
+        if (c.nonfinite || !(err < kTolerance))
+          throw std::runtime_error(
+              fmt::format("wrong {}: rel err {:.2e}, {} elements unwritten", what, err, c.nonfinite));
+      };
 
       Row row{p.label, {}, 0, waste};
       fmt::print("{}: {} candidates, padding waste {:.1f}%\n", row.label, p.candidates.size(), 100 * waste);
@@ -344,28 +353,9 @@ int tune(const TuneOptions& opt) {
             if (aux_out) dev.fill_u8(aux.get(), 0xff, c_elems * 2, stream.get());
             if (gated) dev.fill_u8(aux2.get(), 0xff, c_elems * 2, stream.get());
             launch_product(cache, r.spec, args(0), stream.get());
-            dev.copy_to_host(out.data(), bufs[2].get(), c_elems * 2, stream.get());
-            const Comparison c = compare(out, ref, base.dtype);
-            const double err = std::sqrt(c.squares / std::max(ref_norm.squares, 1e-30));
-            if (c.nonfinite || !(err < kTolerance))
-              throw std::runtime_error(
-                  fmt::format("wrong result: rel err {:.2e}, {} elements unwritten", err, c.nonfinite));
-            if (aux_out) {
-              dev.copy_to_host(out_aux.data(), aux.get(), c_elems * 2, stream.get());
-              const Comparison a = compare(out_aux, ref_aux, base.dtype);
-              const double aerr = std::sqrt(a.squares / std::max(aux_norm.squares, 1e-30));
-              if (a.nonfinite || !(aerr < kTolerance))
-                throw std::runtime_error(fmt::format("wrong pre-activation: rel err {:.2e}, {} elements unwritten",
-                                                     aerr, a.nonfinite));
-            }
-            if (gated) {
-              dev.copy_to_host(out_aux.data(), aux2.get(), c_elems * 2, stream.get());
-              const Comparison g = compare(out_aux, ref_aux2, base.dtype);
-              const double gerr = std::sqrt(g.squares / std::max(aux2_norm.squares, 1e-30));
-              if (g.nonfinite || !(gerr < kTolerance))
-                throw std::runtime_error(fmt::format("wrong gate pre-activation: rel err {:.2e}, {} elements unwritten",
-                                                     gerr, g.nonfinite));
-            }
+            verify(bufs[2].get(), ref, ref_norm, "result");
+            if (aux_out) verify(aux.get(), ref_aux, aux_norm, "pre-activation");
+            if (gated) verify(aux2.get(), ref_aux2, aux2_norm, "gate pre-activation");
             // Time: batches of back-to-back launches over the rotating sets, ~kBatchMs each; the median.
             timer.start(stream.get());
             launch_product(cache, r.spec, args(0), stream.get());

@@ -2,6 +2,10 @@
 // constants. The name is canonical (kernel_name) so PTX, SASS and profiles are readable.
 #include <fmt/format.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "dmoe/compiler.hpp"
 #include "templates.hpp"
 
@@ -17,26 +21,30 @@ std::string_view product_kind(Op op) {
   }
 }
 
-// The trailing template arguments: the epilogue (dmoe::EpilogueKind), omitted when there is none, then for
-// wgmma the scheduler's group, the ping-pong schedule and the gather, each omitted when it is the default (so default
-// specs emit the source they did before these were fields); one that is given brings those before it.
+// The trailing template arguments: the epilogue (dmoe::EpilogueKind), then for wgmma the scheduler's group,
+// the ping-pong schedule, the gather, the gated SDD, the cluster size and the scattering DSD, in the
+// template's order. The defaults at the end are left out (so default specs emit the source they did before
+// these were fields); one that is given brings those before it.
 std::string trailing_args(const KernelSpec& k) {
-  if (k.tile.mma == Mma::Wgmma && k.scatter)
-    return fmt::format(", {}, {}, {}, {}, {}, {}, true", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong,
-                       k.gather, k.gated, k.tile.cluster);
-  if (k.tile.mma == Mma::Wgmma && k.tile.cluster > 1)
-    return fmt::format(", {}, {}, {}, {}, {}, {}", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong,
-                       k.gather, k.gated, k.tile.cluster);
-  if (k.tile.mma == Mma::Wgmma && k.gated)
-    return fmt::format(", {}, {}, {}, {}, true", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong,
-                       k.gather);
-  if (k.tile.mma == Mma::Wgmma && k.gather)
-    return fmt::format(", {}, {}, {}, true", static_cast<int>(k.epilogue), k.tile.group, k.tile.pingpong);
-  if (k.tile.mma == Mma::Wgmma && k.tile.pingpong)
-    return fmt::format(", {}, {}, true", static_cast<int>(k.epilogue), k.tile.group);
-  if (k.tile.mma == Mma::Wgmma && k.tile.group != TileConfig::kDefaultGroup)
-    return fmt::format(", {}, {}", static_cast<int>(k.epilogue), k.tile.group);
-  return k.epilogue == Epilogue::None ? "" : fmt::format(", {}", static_cast<int>(k.epilogue));
+  std::vector<std::string> args{fmt::format("{}", static_cast<int>(k.epilogue))};
+  size_t given = k.epilogue != Epilogue::None ? 1 : 0;  // how many of args are emitted
+  if (k.tile.mma == Mma::Wgmma) {
+    const TileConfig& t = k.tile;
+    const std::pair<std::string, bool> wgmma[] = {
+        {fmt::format("{}", int(t.group)), t.group != TileConfig::kDefaultGroup},
+        {fmt::format("{}", t.pingpong), t.pingpong},
+        {fmt::format("{}", k.gather), k.gather},
+        {fmt::format("{}", k.gated), k.gated},
+        {fmt::format("{}", int(t.cluster)), t.cluster != 1},
+        {fmt::format("{}", k.scatter), k.scatter}};
+    for (const auto& [text, set] : wgmma) {
+      args.push_back(text);
+      if (set) given = args.size();
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < given; ++i) out += ", " + args[i];
+  return out;
 }
 
 // A routing kernel: its header, template function and the constants it is specialized on.

@@ -185,28 +185,16 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
     // --stages says otherwise.
     if (k.tile.mma == Mma::Wgmma && !given(stages_opt_)) k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, pingpong, k.gated).stages;
   }
-  if (given(stages_opt_)) {
-    if (stages_ <= 0 || stages_ > std::numeric_limits<uint8_t>::max())
-      throw InvalidArgument(fmt::format("tile stages = {} is not supported", stages_));
-    k.tile.stages = static_cast<uint8_t>(stages_);
-  }
-  if (given(warps_opt_)) {
-    // TileConfig::warps is 8 bits: reject what would wrap before validate() could see it.
-    if (warps_ <= 0 || warps_ > std::numeric_limits<uint8_t>::max())
-      throw InvalidArgument(fmt::format("tile warps = {} is not supported (expected 4 or 8)", warps_));
-    k.tile.warps = static_cast<uint8_t>(warps_);
-  }
-  if (given(group_opt_)) {
-    // TileConfig::group is 8 bits: reject what would wrap before validate() could see it.
-    if (group_ <= 0 || group_ > std::numeric_limits<uint8_t>::max())
-      throw InvalidArgument(fmt::format("tile group = {} is not supported (expected 1, 2, 4, 8 or 16)", group_));
-    k.tile.group = static_cast<uint8_t>(group_);
-  }
-  if (given(cluster_opt_)) {
-    if (cluster_ <= 0 || cluster_ > std::numeric_limits<uint8_t>::max())
-      throw InvalidArgument(fmt::format("cluster = {} is not supported (expected 1 or 2)", cluster_));
-    k.tile.cluster = static_cast<uint8_t>(cluster_);
-  }
+  // These tile fields are 8 bits: a value that would wrap is refused before validate() could see it.
+  auto u8 = [](int64_t v, const char* what, const char* expected) {
+    if (v <= 0 || v > std::numeric_limits<uint8_t>::max())
+      throw InvalidArgument(fmt::format("{} = {} is not supported{}", what, v, expected));
+    return static_cast<uint8_t>(v);
+  };
+  if (given(stages_opt_)) k.tile.stages = u8(stages_, "tile stages", "");
+  if (given(warps_opt_)) k.tile.warps = u8(warps_, "tile warps", " (expected 4 or 8)");
+  if (given(group_opt_)) k.tile.group = u8(group_, "tile group", " (expected 1, 2, 4, 8 or 16)");
+  if (given(cluster_opt_)) k.tile.cluster = u8(cluster_, "cluster", " (expected 1 or 2)");
   validate(k);
   return k;
 }

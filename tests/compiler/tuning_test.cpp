@@ -163,39 +163,40 @@ TEST_CASE("tuning database: the wgmma group round-trips; records written before 
   CHECK(before.find(a)->tile.cluster == 1);  // and before clusters: one CTA
 }
 
-TEST_CASE("tuning database: the cluster size round-trips and is shown") {
+namespace {
+
+// `tile` recorded under `key`, saved, and read back by a new database from the same file.
+TileConfig round_trip(const TuningKey& key, const TileConfig& tile) {
   const test::TempDir tmp;
   const std::filesystem::path file = tmp.path / "tuning.json";
+  {
+    TuningDb db(file);
+    db.put(key, {tile, 0.2, 0.3, "k"});
+    db.save();
+  }
+  const TuningDb loaded(file);
+  REQUIRE(loaded.find(key));
+  return loaded.find(key)->tile;
+}
+
+}  // namespace
+
+TEST_CASE("tuning database: the cluster size round-trips and is shown") {
   const TuningKey a{"NVIDIA H200", 132, 13000, "13.0", "sdd_nt_bf16_b128_h1024_f4096_e64_sm90a", 16384};
   TileConfig c2 = wgmma_tile(128, 128, true);
   c2.cluster = 2;
   CHECK(TuningDb::tile_string(c2) == "wgmma 128x128x64 s5 pp c2");
-  {
-    TuningDb db(file);
-    db.put(a, {c2, 0.2, 0.3, "k"});
-    db.save();
-  }
-  const TuningDb loaded(file);
-  REQUIRE(loaded.find(a));
-  CHECK(loaded.find(a)->tile == c2);
-  CHECK(loaded.find(a)->tile.cluster == 2);
+  const TileConfig loaded = round_trip(a, c2);
+  CHECK(loaded == c2);
+  CHECK(loaded.cluster == 2);
 }
 
 TEST_CASE("tuning database: the ping-pong schedule round-trips and is shown") {
-  const test::TempDir tmp;
-  const std::filesystem::path file = tmp.path / "tuning.json";
   const TuningKey a{"NVIDIA H200", 132, 13000, "13.0", "sdd_nt_bf16_b128_h512_f2048_e64_gelu_sm90a", 65536};
   TileConfig pp = wgmma_tile(128, 128, true);
   pp.group = 4;
   CHECK(TuningDb::tile_string(pp) == "wgmma 128x128x64 s5 g4 pp");
-  {
-    TuningDb db(file);
-    db.put(a, {pp, 0.2, 0.3, "k"});
-    db.save();
-  }
-  const TuningDb loaded(file);
-  REQUIRE(loaded.find(a));
-  CHECK(loaded.find(a)->tile == pp);
+  CHECK(round_trip(a, pp) == pp);
 }
 
 TEST_CASE("compile_candidates: input order, refusals reported not thrown, progress once per spec") {

@@ -33,6 +33,28 @@ Case with_default_tile(Case c) {
 
 void run_default(const Case& c) { test::run(with_default_tile(c)); }
 
+// Every product of the schedule at hidden = ffn = 512, with each of `tiles` the op accepts (DDS keeps its
+// tile columns within a block), on two routings: counts off the block multiple with an empty expert, and a
+// skewed one where every CTA runs several tiles around the ring. Returns how many ran.
+int run_on_routings(const std::vector<TileConfig>& tiles, int32_t extra_block_rows = 0) {
+  int ran = 0;
+  for (auto [op, ta, tb] : kSchedule)
+    for (const TileConfig& tile : tiles)
+      for (const std::vector<int64_t>& counts :
+           {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+        Case c{op, ta, tb};
+        c.hidden = 512;
+        c.ffn = 512;
+        c.counts = counts;
+        c.tile = tile;
+        c.extra_block_rows = extra_block_rows;
+        if (!test::fits(c)) continue;
+        test::run(c);
+        ++ran;
+      }
+  return ran;
+}
+
 }  // namespace
 
 TEST_CASE("sm90 products: every op in every operand layout (bf16, B=128)") {
@@ -148,20 +170,8 @@ TEST_CASE("sm90 products: the ping-pong schedule") {
   // Each consumer owns every other tile of its CTA: odd and even tile counts per CTA, CTAs with one tile
   // (the other consumer idle), tiles with no reduction steps (an empty expert's weight gradient), the
   // ring wrapping inside a tile and between the consumers' tiles, both row-group counts (m 64, 128).
-  int ran = 0;
-  for (auto [op, ta, tb] : kSchedule)
-    for (auto [m, n] : {std::pair{128, 128}, {64, 256}, {64, 128}, {128, 64}})
-      for (const std::vector<int64_t>& counts :
-           {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
-        Case c{op, ta, tb};
-        c.hidden = 512;
-        c.ffn = 512;
-        c.counts = counts;
-        c.tile = wgmma_tile(m, n, true);
-        if (!test::fits(c)) continue;  // not every tile fits every op (DDS n within a block, …)
-        test::run(c);
-        ++ran;
-      }
+  const int ran = run_on_routings({wgmma_tile(128, 128, true), wgmma_tile(64, 256, true), wgmma_tile(64, 128, true),
+                                   wgmma_tile(128, 64, true)});
   CHECK(ran >= 24);
   // Every operand layout, a shallow ring, fp16, B 64 and 256, a tile order.
   for (auto [ta, tb] : kAllTrans)
@@ -193,24 +203,14 @@ TEST_CASE("sm90 products: 2-CTA clusters (A multicast to adjacent column tiles)"
   // Every op and operand layout, both schedules and row-group counts, skewed routings with empty experts
   // (tiles without reduction steps, several cluster tiles per CTA around the ring), a grid capped below the
   // cluster tile count, fp16, B 64 and 256, tile orders, spare capacity, and the fused epilogues.
-  int ran = 0;
-  for (auto [op, ta, tb] : kSchedule)
-    for (bool pingpong : {false, true})
-      for (auto [m, n] : {std::pair{128, 128}, {64, 256}})
-        for (const std::vector<int64_t>& counts :
-             {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
-          Case c{op, ta, tb};
-          c.hidden = 512;
-          c.ffn = 512;
-          c.counts = counts;
-          c.tile = wgmma_tile(m, n, pingpong);
-          c.tile.cluster = 2;
-          c.extra_block_rows = 2;
-          if (!test::fits(c)) continue;  // DDS pairs column tiles within a block: n ≤ B / 2
-          test::run(c);
-          ++ran;
-        }
-  CHECK(ran == 24);
+  std::vector<TileConfig> tiles;
+  for (bool pingpong : {false, true})
+    for (auto [m, n] : {std::pair{128, 128}, {64, 256}}) {
+      tiles.push_back(wgmma_tile(m, n, pingpong));
+      tiles.back().cluster = 2;
+    }
+  // SDD and the three DSDs × schedules × tiles × routings (DDS pairs only n ≤ B / 2).
+  CHECK(run_on_routings(tiles, 2) == 24);
   {  // The loaded kernel knows its cluster shape and how many clusters the GPU holds at once.
     Case c{Op::SDD, false, true};
     c.tile = wgmma_tile(128, 128);
@@ -221,7 +221,7 @@ TEST_CASE("sm90 products: 2-CTA clusters (A multicast to adjacent column tiles)"
     CHECK(fn.max_active_clusters <= test::device().properties().sm_count / 2);
     MESSAGE("clusters of 2 resident at once: " << fn.max_active_clusters << " (SMs: "
             << test::device().properties().sm_count << ")");
-  }  // SDD and the three DSDs × schedules × tiles × routings (DDS pairs only n ≤ B / 2)
+  }
   for (auto [ta, tb] : kAllTrans)  // every operand layout of every op, DDS included (n = 64 pairs in a block)
     for (Op op : {Op::SDD, Op::DSD, Op::DDS}) {
       Case c{op, ta, tb};

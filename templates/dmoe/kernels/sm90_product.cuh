@@ -104,11 +104,6 @@ struct Tiles {
   // Issues the TMA loads of reduction step ks (of segment `seg`) into one stage (producer thread only).
   __device__ void load(int ks, Segment seg, const void* amap, const void* bmap, char* a_s, char* b_s,
                        uint64_t* bar) const {
-    // An MN-major operand of `rows` along M/N comes as rows/64 chunks of {64 (MN), 64 (K)}.
-    auto chunks2d = [&](const void* map, char* dst, int rows, int mn, int k) {
-#pragma unroll
-      for (int q = 0; q < rows / 64; ++q) ptx::tma_load_2d(dst + q * kChunk, map, bar, mn + 64 * q, k);
-    };
     // A, shared by the cluster's CTAs: CTA 0 multicasts it to all (the others' full barriers count its
     // bytes as they land), the others load none.
     auto a2d = [&](char* dst, int c0, int c1) {
@@ -119,36 +114,42 @@ struct Tiles {
       if constexpr (Cluster == 1) ptx::tma_load_3d(dst, amap, bar, c0, c1, c2);
       else if (rank == 0) ptx::tma_load_3d_multicast(dst, amap, bar, c0, c1, c2, (1 << Cluster) - 1);
     };
-    auto a_chunks = [&](char* dst, int rows, int mn, int k) {
+    auto b2d = [&](char* dst, int c0, int c1) { ptx::tma_load_2d(dst, bmap, bar, c0, c1); };
+    // An MN-major operand of `rows` along M/N comes as rows/64 chunks of {64 (MN), 64 (K)}, each loaded by
+    // a2d (is_a) or b2d. (A generic lambda taking the loader would be a host function to NVRTC.)
+    auto chunks = [&](bool is_a, char* dst, int rows, int mn, int k) {
 #pragma unroll
-      for (int q = 0; q < rows / 64; ++q) a2d(dst + q * kChunk, mn + 64 * q, k);
+      for (int q = 0; q < rows / 64; ++q) {
+        if (is_a) a2d(dst + q * kChunk, mn + 64 * q, k);
+        else b2d(dst + q * kChunk, mn + 64 * q, k);
+      }
     };
     if constexpr (Kind == kSDD) {
       const int h = ks * kBK;
       const int row = outer * B + m0;
       if constexpr (kAK) a2d(a_s, h, row);
-      else a_chunks(a_s, BM, row, h);
+      else chunks(true, a_s, BM, row, h);
       load_sdd_b(ks, bmap, b_s, bar);
     } else {
       const int kk = (ks % kStepsPerBlock) * kBK;
       const int blk = seg.blk, k0 = seg.rc * B + kk;  // k0: the dense operand's reduction row/column
       if constexpr (Kind == kDSD && !TransA) {  // S · op(B): block blk of row `outer`, column rc
         a3d(a_s, kk, m0, blk);
-        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, k0, n0);
-        else chunks2d(bmap, b_s, BN, n0, k0);
+        if constexpr (kBKm) b2d(b_s, k0, n0);
+        else chunks(false, b_s, BN, n0, k0);
       } else if constexpr (Kind == kDSD) {  // Sᵀ · op(B): block blk of column `outer`, block row rc
 #pragma unroll
         for (int q = 0; q < BM / 64; ++q) a3d(a_s + q * kChunk, m0 + 64 * q, kk, blk);
-        if constexpr (kBKm) ptx::tma_load_2d(b_s, bmap, bar, k0, n0);
-        else chunks2d(bmap, b_s, BN, n0, k0);
+        if constexpr (kBKm) b2d(b_s, k0, n0);
+        else chunks(false, b_s, BN, n0, k0);
       } else if constexpr (!TransB) {  // op(A) · S: block blk of column `outer`, block row rc
         if constexpr (kAK) a2d(a_s, k0, m0);
-        else a_chunks(a_s, BM, m0, k0);
+        else chunks(true, a_s, BM, m0, k0);
 #pragma unroll
         for (int q = 0; q < BN / 64; ++q) ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n0 + 64 * q, kk, blk);
       } else {  // op(A) · Sᵀ: block blk of row `outer`, column rc
         if constexpr (kAK) a2d(a_s, k0, m0);
-        else a_chunks(a_s, BM, m0, k0);
+        else chunks(true, a_s, BM, m0, k0);
         ptx::tma_load_3d(b_s, bmap, bar, kk, n0, blk);
       }
     }
