@@ -22,9 +22,9 @@ std::string_view product_kind(Op op) {
 }
 
 // The trailing template arguments: the epilogue (dmoe::EpilogueKind), then for wgmma the scheduler's group,
-// the ping-pong schedule, the gather, the gated SDD and the cluster size, in the template's order. The
-// defaults at the end are left out (so default specs emit the source they did before these were fields);
-// one that is given brings those before it.
+// the ping-pong schedule, the gather, the gated SDD, the cluster size and the scattering DSD, in the
+// template's order. The defaults at the end are left out (so default specs emit the source they did before
+// these were fields); one that is given brings those before it.
 std::string trailing_args(const KernelSpec& k) {
   std::vector<std::string> args{fmt::format("{}", static_cast<int>(k.epilogue))};
   size_t given = k.epilogue != Epilogue::None ? 1 : 0;  // how many of args are emitted
@@ -35,7 +35,8 @@ std::string trailing_args(const KernelSpec& k) {
         {fmt::format("{}", t.pingpong), t.pingpong},
         {fmt::format("{}", k.gather), k.gather},
         {fmt::format("{}", k.gated), k.gated},
-        {fmt::format("{}", int(t.cluster)), t.cluster != 1}};
+        {fmt::format("{}", int(t.cluster)), t.cluster != 1},
+        {fmt::format("{}", k.scatter), k.scatter}};
     for (const auto& [text, set] : wgmma) {
       args.push_back(text);
       if (set) given = args.size();
@@ -88,7 +89,11 @@ std::string emit_routing(const KernelSpec& k) {
       "{name}(const dmoe::RoutingArgs args) {{\n"
       "  dmoe::{function}<{targs}>(args);\n"
       "}}\n",
-      fmt::arg("name", name), fmt::arg("header", e.header), fmt::arg("threads", threads_per_cta(k)),
+      fmt::arg("name", name), fmt::arg("header", e.header),
+      // The router's thread-per-token form keeps a token's 64 logits in registers: without the explicit
+      // one CTA per SM, ptxas aims at more CTAs per SM and spills them (E = 64, K = 1: 80 registers).
+      fmt::arg("threads", k.op == Op::Router ? fmt::format("{}, 1", threads_per_cta(k))
+                                               : fmt::format("{}", threads_per_cta(k))),
       fmt::arg("function", e.function), fmt::arg("targs", e.targs));
 }
 
@@ -138,7 +143,7 @@ std::string emit_product(const KernelSpec& k) {
       fmt::arg("tb", k.trans_b ? 't' : 'n'), fmt::arg("dtype", to_string(k.dtype)), fmt::arg("block", k.block),
       fmt::arg("hidden", k.hidden), fmt::arg("ffn", k.ffn), fmt::arg("experts", k.experts),
       fmt::arg("tile_note", tile_note), fmt::arg("epi", to_string(k.epilogue)), fmt::arg("arch", to_string(k.arch)),
-      fmt::arg("gather", fmt::format("{}{}", k.gated ? " gated=glu" : "", k.gather ? " gather=rows" : "")), fmt::arg("header", header), fmt::arg("threads", threads_per_cta(k)), fmt::arg("min_ctas", min_ctas),
+      fmt::arg("gather", fmt::format("{}{}{}", k.gated ? " gated=glu" : "", k.gather ? " gather=rows" : "", k.scatter ? " scatter=rows" : "")), fmt::arg("header", header), fmt::arg("threads", threads_per_cta(k)), fmt::arg("min_ctas", min_ctas),
       fmt::arg("param", param), fmt::arg("function", function),
       fmt::arg("cluster", t.cluster > 1 ? fmt::format("__cluster_dims__({}, 1, 1) ", t.cluster) : ""),
       fmt::arg("elem", k.dtype == DType::BF16 ? "bf16_t" : "fp16_t"), fmt::arg("kind", product_kind(k.op)),

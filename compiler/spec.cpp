@@ -234,6 +234,7 @@ void validate_routing(const KernelSpec& k) {
   unused("tile", k.tile == TileConfig{});
   unused("gather", !k.gather);
   unused("gated", !k.gated);
+  unused("scatter", !k.scatter);
   if (f.hidden) {
     require_positive("hidden", k.hidden);
     if (k.hidden % 64 != 0)
@@ -422,6 +423,12 @@ void validate(const KernelSpec& k) {
   if (k.gated && (k.op != Op::SDD || is_gradient(k.epilogue)))
     throw InvalidArgument(fmt::format("gated applies to SDD with a forward epilogue (none|gelu|silu|relu) only, not {}{}",
                                       to_string(k.op), k.op == Op::SDD ? fmt::format(" {}", to_string(k.epilogue)) : ""));
+  if (k.scatter && (k.op != Op::DSD || k.trans_a || k.trans_b))
+    throw InvalidArgument(fmt::format("scatter applies to DSD nn (S · B into token rows) only, not {} {}{}",
+                                      to_string(k.op), k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n'));
+  if (k.scatter && k.tile.mma != Mma::Wgmma)
+    throw InvalidArgument(fmt::format("scatter is implemented by the wgmma kernel (sm_90a) only, not the {} kernel",
+                                      to_string(k.tile.mma)));
   if (k.gated && k.tile.mma != Mma::Wgmma)
     throw InvalidArgument(fmt::format("gated is implemented by the wgmma kernel (sm_90a) only, not the {} kernel",
                                       to_string(k.tile.mma)));
@@ -477,7 +484,7 @@ std::string epilogue_suffix(const KernelSpec& k) {
   return k.epilogue == Epilogue::None ? "" : fmt::format("_{}", to_string(k.epilogue));
 }
 
-std::string_view gather_suffix(const KernelSpec& k) { return k.gather ? "_gather" : ""; }
+std::string_view gather_suffix(const KernelSpec& k) { return k.gather ? "_gather" : k.scatter ? "_scatter" : ""; }
 
 // The gated SDD after its activation: _silu_glu (SwiGLU), _gelu_glu, _none_glu (bilinear).
 std::string gated_suffix(const KernelSpec& k) {
@@ -690,7 +697,8 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
                      uint64_t(k.tile.mma) << 24 | uint64_t(k.epilogue) << 26 |
                      uint64_t(uint32_t(k.top_k)) << 32;
   const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8 | uint64_t(k.gather) << 9 |
-                     uint64_t(k.gated) << 10 | uint64_t(k.tile.cluster) << 11;
+                     uint64_t(k.gated) << 10 | uint64_t(k.tile.cluster) << 11 |
+                     uint64_t(k.scatter) << 19;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

@@ -93,7 +93,10 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   } else {
     encode(p.a, k, a, !k.trans_a, k.tile.m, "a");
   }
-  encode(p.c, k, c, true, k.tile.m, "c");
+  if (k.scatter && reinterpret_cast<uintptr_t>(args.c) % 16 != 0)  // rows leave in 16-byte vectors
+    throw InvalidArgument(fmt::format("{}: operand c at {} is not 16-byte aligned (the scatter's stores need 16)",
+                                      kernel_name(k), args.c));
+  encode(p.c, k, c, true, k.tile.m, "c");  // scatter: never read (rows are stored through scatter_rows)
   if (args.aux) encode(p.aux, k, Operand{args.aux, true, blocks, k.block}, true, k.tile.m, "aux");
   else p.aux = p.c;  // never read: only gradient epilogues load it, and they require aux
   if (args.aux2) encode(p.aux2, k, Operand{args.aux2, true, blocks, k.block}, true, k.tile.m, "aux2");
@@ -169,6 +172,12 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
     throw InvalidArgument(fmt::format("{}: the gated SDD multiplies a second B: ProductArgs::b2 is null", kernel_name(spec)));
   if (!spec.gated && (args.b2 || args.aux2))
     throw InvalidArgument(fmt::format("{}: ProductArgs::b2 or aux2 is set but the spec is not gated", kernel_name(spec)));
+  if (spec.scatter && !args.scatter_rows)
+    throw InvalidArgument(fmt::format("{}: the spec scatters its rows but ProductArgs::scatter_rows is null",
+                                      kernel_name(spec)));
+  if (!spec.scatter && args.scatter_rows)
+    throw InvalidArgument(fmt::format("{}: ProductArgs::scatter_rows is set but the spec does not scatter",
+                                      kernel_name(spec)));
   if (!spec.gather && args.gather_rows)
     throw InvalidArgument(fmt::format("{}: ProductArgs::gather_rows is set but the spec does not gather",
                                       kernel_name(spec)));

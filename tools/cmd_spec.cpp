@@ -99,9 +99,12 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   gated_opt_ = app.add_flag("--gated", gated_,
                             "SDD (wgmma): the gated experts' first layer, act(x·W1ᵀ)·(x·V1ᵀ) with both pre-activations "
                             "kept (the activation is --epilogue's)");
+  scatter_opt_ = app.add_flag("--scatter", scatter_,
+                              "DSD nn (wgmma): write each output row to the token row a row map names (the layer's "
+                              "dX product at top-k 1, the padded scatter fused)");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
               preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, cluster_opt_, schedule_opt_, epilogue_opt_,
-              gather_opt_, gated_opt_};
+              gather_opt_, gated_opt_, scatter_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -136,6 +139,7 @@ KernelSpec SpecFlags::spec() const {
     if (given(epilogue_opt_)) k.epilogue = parse_epilogue(epilogue_);  // glu, glu_grad: the activation
     if (gather_) throw InvalidArgument(fmt::format("--gather does not apply to {} kernels (SDD only)", op_));
     if (gated_) throw InvalidArgument(fmt::format("--gated does not apply to {} kernels (SDD only)", op_));
+    if (scatter_) throw InvalidArgument(fmt::format("--scatter does not apply to {} kernels (DSD only)", op_));
     return with_tile(k);
   }
   if (given(renorm_opt_)) throw InvalidArgument(fmt::format("--renorm does not apply to {} kernels", op_));
@@ -145,6 +149,7 @@ KernelSpec SpecFlags::spec() const {
   KernelSpec k = default_spec(s, op, trans_a, trans_b, arch(),
                               given(epilogue_opt_) ? parse_epilogue(epilogue_) : Epilogue::None, gated_);
   k.gather = gather_;
+  k.scatter = scatter_;
   return with_tile(k);
 }
 

@@ -49,6 +49,9 @@ struct ProductArgs {
   // pre-activation g = A·op(B2) is kept (aux2, C's layout); null for every other kernel.
   const void* b2;
   void* aux2;
+  // Scattering DSD only (KernelSpec::scatter): output row r is written to row scatter_rows[r] of
+  // c = [tokens, H] (nothing where it is −1), for r below the true T_pad; null for every other kernel.
+  const int32_t* scatter_rows;
 };
 
 // Number of CTAs a product launches (one-dimensional grid). Shared by the launcher and the kernel so the

@@ -97,7 +97,11 @@ struct RoutingArgs {
 
 // Warps of a Router CTA: 32 (1024 threads, 8 tokens per warp) keeps the GPU full; above 256 experts a
 // token's softmax row needs more registers than 1024 threads can have, so 8 warps (32 tokens each).
-DMOE_HD constexpr int router_warps(int experts) { return experts <= 256 ? 32 : 8; }
+// kThreadRouterExperts: up to this many experts the router runs one thread per token (8 warps per chunk).
+enum : int32_t { kThreadRouterExperts = 64 };
+DMOE_HD constexpr int router_warps(int experts) {
+  return experts <= kThreadRouterExperts ? kRouteChunkTokens / 32 : experts <= 256 ? 32 : 8;
+}
 
 DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChunkTokens - 1) / kRouteChunkTokens; }
 

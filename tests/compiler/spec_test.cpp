@@ -459,6 +459,31 @@ TEST_CASE("gather: SDD with a row-major A on the wgmma kernel only, named, part 
   expect_error([&] { validate(routing); }, {"gather is not used by gather kernels"});
 }
 
+TEST_CASE("scatter: DSD nn on the wgmma kernel only, named _scatter, part of the key, not of the tuning problem") {
+  KernelSpec k = default_spec(preset("mb-46m"), Op::DSD, false, false, Arch::SM90a);
+  const KernelSpec plain = k;
+  k.scatter = true;
+  CHECK_NOTHROW(validate(k));
+  CHECK(kernel_name(k) == kernel_name(plain).substr(0, kernel_name(plain).size() - 6) + "_scatter_sm90a");
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(plain));
+  CHECK_FALSE(k == plain);
+  CHECK(tuning_problem(k) == tuning_problem(plain));  // the scattering DSD takes the plain one's tuned tile
+  k.tile.cluster = 2;
+  CHECK_NOTHROW(validate(k));
+  for (auto [op, ta, tb, what] : {std::tuple{Op::SDD, false, true, "not sdd nt"}, {Op::DSD, true, false, "not dsd tn"},
+                                  {Op::DSD, false, true, "not dsd nt"}, {Op::DDS, false, false, "not dds nn"}}) {
+    KernelSpec w = default_spec(preset("mb-46m"), op, ta, tb, Arch::SM90a);
+    w.scatter = true;
+    expect_error([&] { validate(w); }, {"scatter applies to DSD nn", what});
+  }
+  KernelSpec mma = default_spec(preset("mb-46m"), Op::DSD, false, false, Arch::SM80);
+  mma.scatter = true;
+  expect_error([&] { validate(mma); }, {"scatter is implemented by the wgmma kernel (sm_90a) only, not the mma kernel"});
+  KernelSpec routing = routing_spec(preset("mb-46m"), Op::Scatter, Arch::SM90a);
+  routing.scatter = true;
+  expect_error([&] { validate(routing); }, {"scatter"});
+}
+
 TEST_CASE("gated SDD: a forward SDD on the wgmma kernel, two accumulator sets, named _glu, part of the key and the problem") {
   const MoeShape fg = preset("fine-grained");
   const KernelSpec k = default_spec(fg, Op::SDD, false, true, Arch::SM90a, Epilogue::Silu, true);

@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <initializer_list>
+#include <numeric>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -35,6 +37,7 @@ struct Case {
   bool save_pre = false;               // activation epilogues: also write the pre-activation to aux
   bool gather = false;                 // SDD NT/NN: A's rows gathered from a token matrix through a row map
   bool gated = false;                  // SDD: h = act(A·B)·(A·B2); save_pre keeps both pre-activations
+  bool scatter = false;                // DSD NN: output rows written to token rows through a row map
 };
 
 inline std::string describe(const Case& c) {
@@ -44,7 +47,8 @@ inline std::string describe(const Case& c) {
          std::string(to_string(c.tile.mma)) + " tile " + std::to_string(c.tile.m) + "x" + std::to_string(c.tile.n) +
          "x" + std::to_string(c.tile.k) + "w" + std::to_string(c.tile.warps) + "s" + std::to_string(c.tile.stages) +
          "g" + std::to_string(c.tile.group) + (c.tile.pingpong ? "pp" : "") + "c" + std::to_string(c.tile.cluster) + " extra" + std::to_string(c.extra_block_rows) + " epilogue " + std::string(to_string(c.epilogue)) +
-         (c.save_pre ? "+pre" : "") + (c.gather ? " gather" : "") + (c.gated ? " gated" : "");
+         (c.save_pre ? "+pre" : "") + (c.gather ? " gather" : "") + (c.gated ? " gated" : "") +
+         (c.scatter ? " scatter" : "");
 }
 
 // The kernel spec of a case on this GPU's arch.
@@ -62,6 +66,7 @@ inline KernelSpec spec_of(const Case& c) {
   spec.tile = c.tile;
   spec.epilogue = c.epilogue;
   spec.gather = c.gather;
+  spec.scatter = c.scatter;
   spec.gated = c.gated;
   return spec;
 }
@@ -150,12 +155,56 @@ inline void run(const Case& c) {
     dmap = DeviceBuffer(dev, row_map.size() * 4);
     dev.copy_to_device(dmap.get(), row_map.data(), row_map.size() * 4);
   }
-  ProductArgs args{da.get(), db.get(), dc.get(), dtopo.view, cap_rows, daux.get(),
-                   static_cast<const int32_t*>(dmap.get()), db2.get(), daux2.get()};
+  // A scattering DSD writes output row r to token row map[r] of a [tokens, H] C: a random one-to-one map
+  // of the real rows onto the tokens (padding rows and rows past T_pad −1); every token row must be
+  // written, with its row's values, and nothing else.
+  std::vector<int32_t> scatter_map;
+  DeviceBuffer dscatter, dtok;
+  int64_t tokens = 0;
+  if (c.scatter) {
+    REQUIRE((c.op == Op::DSD && !c.trans_a && !c.trans_b));
+    for (int64_t n : c.counts) tokens += n;
+    std::vector<int32_t> perm(static_cast<size_t>(tokens));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng());
+    scatter_map.assign(size_t(capacity), -1);
+    int64_t start = 0, next = 0;
+    for (int64_t n : c.counts) {
+      for (int64_t j = 0; j < n; ++j) scatter_map[size_t(start + j)] = perm[size_t(next++)];
+      start += (n + c.block - 1) / c.block * c.block;
+    }
+    dscatter = DeviceBuffer(dev, scatter_map.size() * 4);
+    dev.copy_to_device(dscatter.get(), scatter_map.data(), scatter_map.size() * 4);
+    dtok = DeviceBuffer(dev, std::max<int64_t>(1, tokens) * c.hidden * 2);
+    dev.fill_u8(dtok.get(), 0xff, std::max<int64_t>(1, tokens) * c.hidden * 2);
+  }
+  ProductArgs args{da.get(), db.get(), c.scatter ? dtok.get() : dc.get(), dtopo.view, cap_rows, daux.get(),
+                   static_cast<const int32_t*>(dmap.get()), db2.get(), daux2.get(),
+                   static_cast<const int32_t*>(dscatter.get())};
   launch_product(cache(), spec, args, nullptr);
   dev.synchronize();
 
   const std::vector<double> ref = reference::product(spec, topo, capacity, a.values, b.values);
+  if (c.scatter) {
+    std::vector<uint16_t> out_bits(size_t(tokens * c.hidden));
+    dev.copy_to_host(out_bits.data(), dtok.get(), out_bits.size() * 2);
+    std::vector<double> want(out_bits.size()), got(out_bits.size());
+    for (int64_t r = 0; r < capacity; ++r)
+      if (const int32_t t = scatter_map[size_t(r)]; t >= 0)
+        for (int64_t h = 0; h < c.hidden; ++h) want[size_t(t * c.hidden + h)] = ref[size_t(r * s.c_cols + h)];
+    int64_t unwritten = 0;
+    for (size_t i = 0; i < out_bits.size(); ++i) {
+      got[i] = c.dtype == DType::BF16 ? reference::from_bf16(out_bits[i]) : reference::from_fp16(out_bits[i]);
+      unwritten += std::isnan(got[i]);
+    }
+    CHECK(unwritten == 0);
+    const double err = reference::relative_error(want, got);
+    INFO("relative Frobenius error " << err);
+    CHECK(err < (c.dtype == DType::BF16 ? 1e-2 : 2e-3));
+    CHECK(err > 0);
+    MESSAGE(describe(c) << ": scattered rows rel err " << err);
+    return;
+  }
   const std::vector<double> ref_gate =
       c.gated ? reference::product(spec, topo, capacity, a.values, b2.values) : std::vector<double>{};
   std::vector<double> expected = ref;

@@ -257,6 +257,42 @@ TEST_CASE("sm90 products: 2-CTA clusters (A multicast to adjacent column tiles)"
   test::run(gated);
 }
 
+TEST_CASE("sm90 products: DSD NN scattering its rows to token rows through a row map") {
+  if (!hopper()) return;
+  // Both schedules and row-group counts, tiles 64 to 256 wide, a skewed routing with empty experts (several
+  // tiles per CTA), spare capacity past T_pad (map −1), fp16, block sizes 64 and 256, a 2-CTA cluster.
+  int ran = 0;
+  for (bool pingpong : {false, true})
+    for (auto [m, n] : {std::pair{128, 128}, {64, 256}, {128, 64}, {128, 256}})
+      for (const std::vector<int64_t>& counts :
+           {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+        Case c{Op::DSD, false, false};
+        c.hidden = 512;
+        c.ffn = 512;
+        c.counts = counts;
+        c.tile = wgmma_tile(m, n, pingpong);
+        c.scatter = true;
+        c.extra_block_rows = 2;
+        if (!test::fits(c)) continue;
+        test::run(c);
+        ++ran;
+      }
+  CHECK(ran >= 12);
+  for (int32_t block : {64, 256}) {
+    Case c{Op::DSD, false, false};
+    c.block = block;
+    c.ffn = 512;
+    c.dtype = DType::FP16;
+    c.scatter = true;
+    test::run(with_default_tile(c));
+  }
+  Case c2{Op::DSD, false, false};
+  c2.tile = wgmma_tile(128, 128);
+  c2.tile.cluster = 2;
+  c2.scatter = true;
+  test::run(c2);
+}
+
 TEST_CASE("sm90 products: SDD gathering its A rows through a row map") {
   if (!hopper()) return;
   // Both B layouts, both schedules and row-group counts, fp16, block sizes 64 and 256, a skewed routing

@@ -169,6 +169,11 @@ struct KernelSpec {
   // beside B; C receives h = act(A·op(B)) ⊙ (A·op(B2)), ProductArgs::aux (optional) A·op(B) and
   // ProductArgs::aux2 (optional) A·op(B2). Twice the accumulators: m·n per consumer warpgroup halves.
   bool gated = false;
+  // DSD NN (S · B, row-major B) on the wgmma kernel only: output row r goes to row
+  // ProductArgs::scatter_rows[r] of C = [tokens, H] (nothing where it is −1) instead of row r of a
+  // [T_pad, H] C: the unweighted padded scatter (gather's backward, top-k 1) fused into the layer's dX
+  // product. The map must not repeat a token (two rows would race for it).
+  bool scatter = false;
   friend bool operator==(const KernelSpec&, const KernelSpec&) = default;
 };
 

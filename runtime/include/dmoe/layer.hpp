@@ -5,7 +5,8 @@
 //             activation fused (gated: two SDDs and the GLU product) → DSD act·W2 → weighted scatter.
 //   backward: scatter's gradient (and dw) → router gradient → SDD dy·W2ᵀ with the activation gradient
 //             fused (gated: the GLU gradient) → DSD TN for dW2, dW1 (dV1) → DSD NN for dX → gather's
-//             gradient → dWr = dlogitsᵀ·x and dx += dlogits·Wr.
+//             gradient (top-k 1, not gated, sm_90a: fused, the DSD writes dx's rows through the rows
+//             map) → dWr = dlogitsᵀ·x and dx += dlogits·Wr.
 //
 // Semantics, layouts and oracles: dmoe-semantics.md (MegaBlocks' layout: w1, w2, v1 are [E·F, H], the
 // router weight is [E, H]). Every tensor is a caller-owned device pointer in the shape's dtype, 16-byte

@@ -2,7 +2,8 @@
 // losses) and the gradient of the logits. Work mapping (routing_grid in runtime/routing.cpp):
 //   Jitter      256 threads; thread g scales the 8 elements [8g, 8g + 8) of x [T, H]: one 16-byte vector
 //   Router      32·W threads, W = router_warps(E); CTA c is chunk c (tokens [256c, 256c + 256) ∩ [0, T));
-//               warp w takes the tokens 256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i
+//               E ≤ 64: thread j takes token 256c + j (router_per_thread); else warp w takes the tokens
+//               256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i (router_per_warp)
 //   Bins        one CTA of kMaxRoutingExperts threads, thread e = expert e
 //   RouterGrad  256 threads, one warp per token t = 8·blockIdx.x + warp (fp32 dlogits and/or a copy
 //               rounded to the activation dtype, the operand cuBLASLt multiplies)
@@ -42,12 +43,27 @@ struct SoftmaxRow {
   float p[N];  // probabilities; 0 past E
   float lse;   // logsumexp of the logits
 
-  __device__ __forceinline__ void load(const float* logits, int lane) {
-    float m = kLowest;
+  // This lane's logits of one token (−FLT_MAX past E), issued apart from their use so a warp can have
+  // several tokens' loads in flight.
+  __device__ __forceinline__ static void fetch(const float* logits, int lane, float (&raw)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) {
       const int e = lane + 32 * i;
-      p[i] = e < E ? ptx::ld_nc_f32(logits + e) : kLowest;
+      raw[i] = e < E ? ptx::ld_nc_f32(logits + e) : kLowest;
+    }
+  }
+
+  __device__ __forceinline__ void load(const float* logits, int lane) {
+    float raw[N];
+    fetch(logits, lane, raw);
+    set(raw, lane);
+  }
+
+  __device__ __forceinline__ void set(const float (&raw)[N], int lane) {
+    float m = kLowest;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      p[i] = raw[i];
       m = p[i] > m ? p[i] : m;
     }
     m = warp_max(m);
@@ -137,8 +153,126 @@ __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
 // Softmax, top-K (ties to the lower expert; k = 0 the best) of the probabilities plus the optional expert
 // bias, weights (the selected probabilities, unbiased, renormalized by their P-norm when P is 1 or 2) and
 // the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
+namespace router_detail {
+
+// The router for E ≤ kThreadRouterExperts: one thread per token of the chunk (256 threads), its logits in
+// registers, softmax and top-k serial. Per token it issues a few dozen warp instructions where a warp per
+// token (router_per_warp) issues hundreds (two butterfly reductions plus K more), the bound that made the
+// router grow linearly with CTAs per SM at full occupancy. The chunk's Σ softmax per expert: a butterfly
+// per expert within each warp, then the warps in index order (fixed order: bitwise reproducible).
+template <int E, int K, int P>
+__device__ __forceinline__ void router_per_thread(const RoutingArgs& a) {
+  static_assert(E <= kThreadRouterExperts, "one thread holds all of a token's logits");
+  constexpr int THREADS = kRouteChunkTokens, W = THREADS / 32;
+  __shared__ int hist[E];
+  __shared__ float bias[E];
+  __shared__ float part[W][E];
+  __shared__ float zs[W];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t chunk = blockIdx.x;
+  for (int e = threadIdx.x; e < E; e += THREADS) hist[e] = 0, bias[e] = a.expert_bias ? a.expert_bias[e] : 0.f;
+  const bool biased = a.expert_bias != nullptr;
+  __syncthreads();
+
+  const int64_t t = chunk * kRouteChunkTokens + threadIdx.x;
+  const bool live = t < a.tokens;
+  float p[E];
+  float lse = 0.f;
+  if (live) {
+    const float* row = a.logits + t * E;
+    if constexpr (E % 4 == 0) {  // 16-byte aligned rows: E / 4 vector loads, all in flight together
+#pragma unroll
+      for (int e = 0; e < E; e += 4) {
+        unsigned v[4];
+        ptx::ld_nc_v4_u32(row + e, v);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) p[e + q] = __uint_as_float(v[q]);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) p[e] = ptx::ld_nc_f32(row + e);
+    }
+    float m = kLowest;
+#pragma unroll
+    for (int e = 0; e < E; ++e) m = p[e] > m ? p[e] : m;
+    float sum = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      p[e] = expf(p[e] - m);
+      sum += p[e];
+    }
+    lse = m + logf(sum);
+    const float inv = 1.f / sum;
+#pragma unroll
+    for (int e = 0; e < E; ++e) p[e] *= inv;
+
+    // Top-K by (probability + bias) descending, the lower expert first on ties (strict >, ascending e);
+    // the weight is the winner's unbiased probability.
+    int32_t* ids = a.s.expert_ids + t * K;
+    float* weights = a.s.weights + t * K;
+    uint64_t picked = 0;
+    float norm = 0.f;
+    for (int k = 0; k < K; ++k) {
+      float best = kLowest, best_p = 0.f;
+      int arg = 0;
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const float key = biased ? p[e] + bias[e] : p[e];
+        if (!((picked >> e) & 1u) && key > best) best = key, best_p = p[e], arg = e;
+      }
+      picked |= uint64_t(1) << arg;
+      atomicAdd(&hist[arg], 1);  // integer: order-independent
+      ids[k] = arg;
+      weights[k] = best_p;
+      norm += P == 2 ? best_p * best_p : best_p;
+    }
+    if constexpr (P != 0) {
+      const float inv_norm = 1.f / (P == 1 ? norm : sqrtf(norm));
+#pragma unroll 1
+      for (int k = 0; k < K; ++k) weights[k] *= inv_norm;  // this thread's own writes: program order
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) p[e] = 0.f;
+  }
+
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const float s = warp_sum(p[e]);
+    if (lane == 0) part[warp][e] = s;
+  }
+  const float z = warp_sum(lse * lse);
+  if (lane == 0) zs[warp] = z;
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += THREADS) {
+    float sc = part[0][e];
+#pragma unroll
+    for (int w = 1; w < W; ++w) sc += part[w][e];
+    a.s.chunk_hist[chunk * E + e] = hist[e];
+    a.s.chunk_scores[chunk * E + e] = sc;
+  }
+  if (threadIdx.x == 0) {
+    float zc = 0.f;
+#pragma unroll
+    for (int w = 0; w < W; ++w) zc += zs[w];
+    a.s.chunk_z[chunk] = zc;
+  }
+}
+
+}  // namespace router_detail
+
+// Softmax and top-K per token: one thread per token up to kThreadRouterExperts experts, else one warp.
+template <int E, int K, int P>
+__device__ __forceinline__ void router_per_warp(const RoutingArgs& a);
+
 template <int E, int K, int P>
 __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
+  if constexpr (E <= kThreadRouterExperts) router_detail::router_per_thread<E, K, P>(a);
+  else router_per_warp<E, K, P>(a);
+}
+
+template <int E, int K, int P>
+__device__ __forceinline__ void router_per_warp(const RoutingArgs& a) {
   using namespace router_detail;
   static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
   constexpr int N = SoftmaxRow<E>::N;  // ≤ 32: one bit per register slot in `picked`
@@ -159,12 +293,29 @@ __device__ __forceinline__ void router_kernel(const RoutingArgs& a) {
   for (int i = 0; i < N; ++i) acc[i] = 0.f;
   float z = 0.f;
   const int64_t t0 = chunk * kRouteChunkTokens + warp * PER_WARP;
+  // The warp's tokens go in batches of D whose logits are all requested before the first is used: one
+  // memory latency per batch instead of one per token (the kernel's time was D such latencies in a row).
+  // D·N ≤ 16 registers of logits: at 1024 threads a thread has 64 (E = 256 spilled with 32).
+  constexpr int D = PER_WARP < 16 / N ? PER_WARP : (16 / N > 0 ? 16 / N : 1);
+  float raw[D][N];
 #pragma unroll 1
   for (int j = 0; j < PER_WARP; ++j) {
     const int64_t t = t0 + j;
     if (t >= a.tokens) break;  // warp-uniform
+    if (j % D == 0) {
+#pragma unroll
+      for (int d = 0; d < D; ++d)
+        if (t + d < a.tokens && j + d < PER_WARP) SoftmaxRow<E>::fetch(a.logits + (t + d) * E, lane, raw[d]);
+    }
+    // raw[j % D]: a runtime index into a register array would go to local memory; select by unrolled d.
+    float cur[N];
+#pragma unroll
+    for (int d = 0; d < D; ++d)
+#pragma unroll
+      for (int i = 0; i < N; ++i)
+        if (d == j % D) cur[i] = raw[d][i];
     SoftmaxRow<E> row;
-    row.load(a.logits + t * E, lane);
+    row.set(cur, lane);
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] += row.p[i];
     z += row.lse * row.lse;

@@ -195,12 +195,14 @@ struct Tiles {
 // gated experts' first layer and its GLU in one pass over A.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
           int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
-          int CLUSTER = 1>
+          int CLUSTER = 1, bool SCATTER = false>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   static_assert(!GATHER || (Kind == kSDD && !TransA), "the gather reads the rows of a row-major SDD A");
   static_assert(!GATED || (Kind == kSDD && !epilogue_is_gradient(Epi)), "the gated product is a forward SDD");
   static_assert(!GATHER || CLUSTER == 1, "the gather's A is loaded per CTA (cp.async), not multicast");
+  static_assert(!SCATTER || (Kind == kDSD && !TransA && !TransB && Epi == kEpiNone),
+                "the scatter writes the rows of a DSD nn");
   using T = Tiles<Elem, Kind, TransA, TransB, B, H, F, E, BM, BN, GROUP, CLUSTER>;
   constexpr int kTileWGs = PINGPONG ? 1 : 2;              // consumer warpgroups per tile
   constexpr int WGN = !PINGPONG && BM == 64 ? 2 : 1;      // cooperative BM 64: consumers side by side along N
@@ -427,7 +429,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       // with pre read from the same place; GATED: kGate the gate's accumulator g, kGlu act(acc) · g), then
       // one thread stores the tile through `map`.
       enum { kPlain, kAct, kGrad, kGate, kGlu };
-      auto stage_and_store = [&](const void* map, int mode) {
+      auto stage = [&](int mode) {
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -450,6 +452,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
               }
               ptx::st_shared_u32(addr, Elem::pack2(x, y));
             }
+      };
+      auto stage_and_store = [&](const void* map, int mode) {
+        stage(mode);
         ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
         sync_tile();
         if (storer) {
@@ -494,6 +499,24 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
             sync_tile();
           }
           stage_and_store(&args.c, kAct);
+        } else if constexpr (SCATTER) {
+          // Each staged row leaves by 16-byte stores to its token's row of C (TMA has no row scatter):
+          // the tile's threads take consecutive 16-byte chunks, a row's BN / 8 chunks side by side.
+          stage(kPlain);
+          sync_tile();
+          constexpr int kThreads = PINGPONG ? 128 : 256, kRowChunks = BN / 8;
+          const int tid = PINGPONG ? wt : int(threadIdx.x) - 128;
+          char* out = static_cast<char*>(args.p.c);
+#pragma unroll 4
+          for (int i = tid; i < BM * kRowChunks; i += kThreads) {
+            const int row = i / kRowChunks, col = (i % kRowChunks) * 8;
+            const int token = ptx::ld_nc_s32(args.p.scatter_rows + tile.outer * B + tile.m0 + row);
+            if (token < 0) continue;  // a padding row
+            unsigned v[4];
+            ptx::ld_shared_v4_u32(c_base + (col / 64) * (BM * 128) + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16), v);
+            ptx::st_v4_u32(out + (int64_t(token) * H + tile.n0 + col) * 2, v);
+          }
+          sync_tile();  // every thread has read the staging buffer before the next tile is staged in it
         } else {
           stage_and_store(&args.c, kPlain);
         }
