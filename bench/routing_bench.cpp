@@ -140,6 +140,14 @@ int routing(const RoutingBenchOptions& opt) {
     rows.push_back({"topology", time_kernel(Op::Topology, none), blocks * 16.0});
     rows.push_back({"gather", time_kernel(Op::Gather, gather_in), T * H * 2.0 + t_pad * H * 2.0 + T * K * 4.0});
     rows.push_back({"scatter", time_kernel(Op::Scatter, scatter_in), t_pad * H * 2.0 + T * H * 2.0 + T * K * 8.0});
+    // The scatter's backward: dy [T, H] (the rotated x sets) and the expert output rows (xp) in, the rows'
+    // gradient and dw out.
+    DeviceBuffer dy_rows(dev, int64_t(ws.max_rows()) * H * 2), dw(dev, T * K * 4);
+    auto scatter_grad_in = [&](int i) {
+      a.x = xs[i].get(); a.aux = xp.get(); a.y = dy_rows.get(); a.dweights = static_cast<float*>(dw.get());
+    };
+    rows.push_back({"scatter_grad", time_kernel(Op::ScatterGrad, scatter_grad_in),
+                    T * H * 2.0 + 2 * t_pad * H * 2.0 + T * K * 12.0});
 
     // The gated experts' elementwise kernels on the sparse data [blocks, B, B] of the routed block rows
     // (Bins above left them in the workspace): Glu reads a and g and writes h; GluGrad reads dh, a and g
