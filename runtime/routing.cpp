@@ -26,8 +26,7 @@ int64_t routing_grid(const KernelSpec& k, const RoutingArgs& a) {
     }
     case Op::Gather:  // tokens (none when y is null: the rows map only), then one CTA per expert's padding
       return (a.y ? ceil_div(T, kWarpsPerCta) : 0) + k.experts;
-    case Op::ScatterGrad:  // tokens, then one CTA per expert's padding rows
-      return ceil_div(T, kWarpsPerCta) + k.experts;
+    case Op::ScatterGrad: return ceil_div(a.max_rows, kWarpsPerCta);
     case Op::Scatter:
     case Op::RouterGrad: return ceil_div(T, kWarpsPerCta);
     case Op::Glu:

