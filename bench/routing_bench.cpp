@@ -140,6 +140,19 @@ int routing(const RoutingBenchOptions& opt) {
     rows.push_back({"topology", time_kernel(Op::Topology, none), blocks * 16.0});
     rows.push_back({"gather", time_kernel(Op::Gather, gather_in), T * H * 2.0 + t_pad * H * 2.0 + T * K * 4.0});
     rows.push_back({"scatter", time_kernel(Op::Scatter, scatter_in), t_pad * H * 2.0 + T * H * 2.0 + T * K * 8.0});
+    // The router's backward: logits and the weights' gradient in, dlogits out in fp32 and in bf16 (the
+    // expert ids and counts are the router's and Bins' above).
+    DeviceBuffer dweights(dev, T * K * 4), dlogits(dev, T * E * 4), dlogits_lp(dev, T * E * 2);
+    dev.fill_u8(dweights.get(), 0x3c, T * K * 4);  // 0.0115 each
+    auto router_grad_in = [&](int i) {
+      a.logits = static_cast<const float*>(logits[i].get());
+      a.dweights = static_cast<float*>(dweights.get());
+      a.dlogits = static_cast<float*>(dlogits.get());
+      a.dlogits_lp = dlogits_lp.get();
+      a.d_lbl = 1.f;
+      a.d_z = 1.f;
+    };
+    rows.push_back({"router_grad", time_kernel(Op::RouterGrad, router_grad_in), T * E * 10.0 + T * K * 8.0});
     // The scatter's backward: dy [T, H] (the rotated x sets) and the expert output rows (xp) in, the rows'
     // gradient and dw out.
     DeviceBuffer dy_rows(dev, int64_t(ws.max_rows()) * H * 2), dw(dev, T * K * 4);
