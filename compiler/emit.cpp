@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "dmoe/compiler.hpp"
-#include "dmoe/routing_args.cuh"
 #include "templates.hpp"
 
 namespace dmoe {
@@ -91,12 +90,10 @@ std::string emit_routing(const KernelSpec& k) {
       "  dmoe::{function}<{targs}>(args);\n"
       "}}\n",
       fmt::arg("name", name), fmt::arg("header", e.header),
-      // The router's and its gradient's thread-per-token forms keep a token's 64 logits in registers:
-      // without the explicit one CTA per SM, ptxas aims at more CTAs per SM and spills them (the router at
-      // E = 64, K = 1: 80 registers).
-      fmt::arg("threads", k.op == Op::Router || (k.op == Op::RouterGrad && k.experts <= kThreadRouterExperts)
-                              ? fmt::format("{}, 1", threads_per_cta(k))
-                              : fmt::format("{}", threads_per_cta(k))),
+      // The router's thread-per-token form keeps a token's 64 logits in registers: without the explicit
+      // one CTA per SM, ptxas aims at more CTAs per SM and spills them (E = 64, K = 1: 80 registers).
+      fmt::arg("threads", k.op == Op::Router ? fmt::format("{}, 1", threads_per_cta(k))
+                                               : fmt::format("{}", threads_per_cta(k))),
       fmt::arg("function", e.function), fmt::arg("targs", e.targs));
 }
 

@@ -155,37 +155,6 @@ __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
 // the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
 namespace router_detail {
 
-// One token's softmax in one thread (E ≤ kThreadRouterExperts): its E logits loaded together (16-byte
-// loads when rows are 16-byte aligned), p = softmax, returns the logsumexp.
-template <int E>
-__device__ __forceinline__ float thread_softmax(const float* row, float (&p)[E]) {
-  if constexpr (E % 4 == 0) {
-#pragma unroll
-    for (int e = 0; e < E; e += 4) {
-      unsigned v[4];
-      ptx::ld_nc_v4_u32(row + e, v);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) p[e + q] = __uint_as_float(v[q]);
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < E; ++e) p[e] = ptx::ld_nc_f32(row + e);
-  }
-  float m = kLowest;
-#pragma unroll
-  for (int e = 0; e < E; ++e) m = p[e] > m ? p[e] : m;
-  float sum = 0.f;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    p[e] = expf(p[e] - m);
-    sum += p[e];
-  }
-  const float inv = 1.f / sum;
-#pragma unroll
-  for (int e = 0; e < E; ++e) p[e] *= inv;
-  return m + logf(sum);
-}
-
 // The router for E ≤ kThreadRouterExperts: one thread per token of the chunk (256 threads), its logits in
 // registers, softmax and top-k serial. Per token it issues a few dozen warp instructions where a warp per
 // token (router_per_warp) issues hundreds (two butterfly reductions plus K more), the bound that made the
@@ -210,7 +179,32 @@ __device__ __forceinline__ void router_per_thread(const RoutingArgs& a) {
   float p[E];
   float lse = 0.f;
   if (live) {
-    lse = thread_softmax<E>(a.logits + t * E, p);
+    const float* row = a.logits + t * E;
+    if constexpr (E % 4 == 0) {  // 16-byte aligned rows: E / 4 vector loads, all in flight together
+#pragma unroll
+      for (int e = 0; e < E; e += 4) {
+        unsigned v[4];
+        ptx::ld_nc_v4_u32(row + e, v);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) p[e + q] = __uint_as_float(v[q]);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) p[e] = ptx::ld_nc_f32(row + e);
+    }
+    float m = kLowest;
+#pragma unroll
+    for (int e = 0; e < E; ++e) m = p[e] > m ? p[e] : m;
+    float sum = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      p[e] = expf(p[e] - m);
+      sum += p[e];
+    }
+    lse = m + logf(sum);
+    const float inv = 1.f / sum;
+#pragma unroll
+    for (int e = 0; e < E; ++e) p[e] *= inv;
 
     // Top-K by (probability + bias) descending, the lower expert first on ties (strict >, ascending e);
     // the weight is the winner's unbiased probability.
@@ -471,89 +465,12 @@ __device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
   }
 }
 
-namespace router_detail {
-
-// router_grad_kernel for E ≤ kThreadRouterExperts: one thread per token (256 per CTA), the softmax and
-// the gradient in registers, no warp reductions (the warp form's butterflies bound it as they did the
-// router's); the selected experts' entries are found by unrolled compares (indices are dynamic).
-template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_per_thread(const RoutingArgs& a) {
-  static_assert(E <= kThreadRouterExperts, "one thread holds all of a token's logits");
-  constexpr int THREADS = kRouteChunkTokens;
-  __shared__ float lbl_e[E];  // the load-balancing loss's gradient per expert: lbl · count_e
-  const float T = float(a.tokens);
-  const float lbl = a.d_lbl * a.lbl_weight * float(E) / (T * float(K) * T);
-  for (int e = threadIdx.x; e < E; e += THREADS) lbl_e[e] = lbl * float(ptx::ld_nc_s32(a.s.counts + e));
-  __syncthreads();
-  const int64_t t = int64_t(blockIdx.x) * THREADS + threadIdx.x;
-  if (t >= a.tokens) return;
-  float p[E];
-  const float lse = thread_softmax<E>(a.logits + t * E, p);
-  float g[E];
-#pragma unroll
-  for (int e = 0; e < E; ++e) g[e] = lbl_e[e];
-  // Renormalization w_k = p_k / S: P = 1, S = Σ_sel p: ∂L/∂p_j = (dw_j − D) / S;
-  // P = 2, S = (Σ_sel p²)^½: ∂L/∂p_j = (dw_j − w_j·D) / S; D = Σ_k dw_k·w_k.
-  const int32_t* ids = a.s.expert_ids + t * K;
-  const float* dw = a.dweights + t * K;
-  float inv_s = 1.f, D = 0.f;
-  if constexpr (P != 0) {
-    float s = 0.f, d = 0.f;
-#pragma unroll 1
-    for (int k = 0; k < K; ++k) {
-      const int id = ptx::ld_nc_s32(ids + k);
-      float pk = 0.f;
-#pragma unroll
-      for (int e = 0; e < E; ++e) pk = e == id ? p[e] : pk;
-      s += P == 1 ? pk : pk * pk;
-      d += ptx::ld_nc_f32(dw + k) * pk;
-    }
-    inv_s = 1.f / (P == 1 ? s : sqrtf(s));
-    D = d * inv_s;
-  }
-#pragma unroll 1
-  for (int k = 0; k < K; ++k) {
-    const int id = ptx::ld_nc_s32(ids + k);
-    const float dwk = ptx::ld_nc_f32(dw + k);
-#pragma unroll
-    for (int e = 0; e < E; ++e)
-      if (e == id) g[e] += P == 0 ? dwk : (dwk - (P == 1 ? D : p[e] * inv_s * D)) * inv_s;
-  }
-  float dot = 0.f;  // Σ_j p_j·g_j
-#pragma unroll
-  for (int e = 0; e < E; ++e) dot += p[e] * g[e];
-  const float zc = a.d_z * a.z_weight * 2.f * lse / T;
-#pragma unroll
-  for (int e = 0; e < E; ++e) g[e] = p[e] * (g[e] - dot) + zc * p[e];
-  if (a.dlogits) {
-    float* out = a.dlogits + t * E;
-    if constexpr (E % 4 == 0) {
-#pragma unroll
-      for (int e = 0; e < E; e += 4) *reinterpret_cast<float4*>(out + e) = make_float4(g[e], g[e + 1], g[e + 2], g[e + 3]);
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) out[e] = g[e];
-    }
-  }
-  if (a.dlogits_lp) {
-    unsigned short* out = static_cast<unsigned short*>(a.dlogits_lp) + t * E;
-    if constexpr (E % 8 == 0) {
-#pragma unroll
-      for (int e = 0; e < E; e += 8)
-        *reinterpret_cast<uint4*>(out + e) = make_uint4(Elem::pack2(g[e], g[e + 1]), Elem::pack2(g[e + 2], g[e + 3]),
-                                                        Elem::pack2(g[e + 4], g[e + 5]), Elem::pack2(g[e + 6], g[e + 7]));
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) out[e] = Elem::from_float(g[e]);
-    }
-  }
-}
-
 // dlogits for one token per warp: the selected weights' gradient through the softmax (selection fixed),
 // plus the load-balancing loss (through the scores) and the z-loss. Written in fp32 to a.dlogits and,
 // rounded once to Elem, to a.dlogits_lp (each when set).
 template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_per_warp(const RoutingArgs& a) {
+__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
+  using namespace router_detail;
   static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
   constexpr int N = SoftmaxRow<E>::N;
   const int lane = threadIdx.x & 31;
@@ -628,16 +545,6 @@ __device__ __forceinline__ void router_grad_per_warp(const RoutingArgs& a) {
     if (out) out[e] = v;
     if (out_lp) out_lp[e] = Elem::from_float(v);
   }
-}
-
-}  // namespace router_detail
-
-// dlogits: one thread per token up to kThreadRouterExperts experts (256 tokens per CTA), else one warp
-// per token (8 per CTA); routing_grid matches.
-template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
-  if constexpr (E <= kThreadRouterExperts) router_detail::router_grad_per_thread<Elem, E, K, P>(a);
-  else router_detail::router_grad_per_warp<Elem, E, K, P>(a);
 }
 
 }  // namespace dmoe
