@@ -92,9 +92,8 @@ std::string emit_routing(const KernelSpec& k) {
       fmt::arg("name", name), fmt::arg("header", e.header),
       // The router's thread-per-token form keeps a token's 64 logits in registers: without the explicit
       // one CTA per SM, ptxas aims at more CTAs per SM and spills them (E = 64, K = 1: 80 registers).
-      // RouterGrad's quad form (16 per lane) spilled 4 bytes at 48 registers without it.
-      fmt::arg("threads", k.op == Op::Router || k.op == Op::RouterGrad ? fmt::format("{}, 1", threads_per_cta(k))
-                                                                         : fmt::format("{}", threads_per_cta(k))),
+      fmt::arg("threads", k.op == Op::Router ? fmt::format("{}, 1", threads_per_cta(k))
+                                               : fmt::format("{}", threads_per_cta(k))),
       fmt::arg("function", e.function), fmt::arg("targs", e.targs));
 }
 

@@ -99,9 +99,6 @@ struct RoutingArgs {
 // token's softmax row needs more registers than 1024 threads can have, so 8 warps (32 tokens each).
 // kThreadRouterExperts: up to this many experts the router runs one thread per token (8 warps per chunk).
 enum : int32_t { kThreadRouterExperts = 64 };
-// kQuadGradExperts: up to this many experts RouterGrad gives each token a quad of lanes (16 logits per lane
-// at most), kQuadGradTokens tokens per 256-thread CTA.
-enum : int32_t { kQuadGradExperts = 64, kQuadGradTokens = 64 };
 DMOE_HD constexpr int router_warps(int experts) {
   return experts <= kThreadRouterExperts ? kRouteChunkTokens / 32 : experts <= 256 ? 32 : 8;
 }

@@ -465,131 +465,12 @@ __device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
   }
 }
 
-namespace router_detail {
-
-// router_grad_kernel for E ≤ kQuadGradExperts: a quad of lanes per token (8 tokens per warp, 64 per
-// CTA), lane j holding experts [j·M, j·M + M), M = ⌈E / 4⌉. The token's reductions (max, Σ exp, the
-// renormalization sums, Σ p·g) take two shuffles each instead of a warp's five, and 16 registers of
-// logits per lane leave room for full occupancy (a thread per token held 128 values and ran one CTA
-// per SM: slower than the warp form).
-template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_per_quad(const RoutingArgs& a) {
-  constexpr int M = (E + 3) / 4;  // experts per lane
-  __shared__ float lbl_e[E];      // the load-balancing loss's gradient per expert: lbl · count_e
-  const float T = float(a.tokens);
-  const float lbl = a.d_lbl * a.lbl_weight * float(E) / (T * float(K) * T);
-  for (int e = threadIdx.x; e < E; e += blockDim.x) lbl_e[e] = lbl * float(ptx::ld_nc_s32(a.s.counts + e));
-  __syncthreads();
-  const int j = threadIdx.x & 3;  // lane within the quad
-  const int64_t t = int64_t(blockIdx.x) * kQuadGradTokens + (threadIdx.x >> 2);
-  if (t >= a.tokens) return;  // quad-uniform; shuffles below stay within the quad (xor 1, 2)
-  const int e0 = j * M;
-  const float* row = a.logits + t * E;
-  float p[M];
-  if constexpr (E % 16 == 0) {  // M % 4 == 0 and 16-byte aligned rows: M / 4 vector loads
-#pragma unroll
-    for (int i = 0; i < M; i += 4) {
-      unsigned v[4];
-      ptx::ld_nc_v4_u32(row + e0 + i, v);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) p[i + q] = __uint_as_float(v[q]);
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < M; ++i) p[i] = e0 + i < E ? ptx::ld_nc_f32(row + e0 + i) : kLowest;
-  }
-  const unsigned quad = 0xfu << (threadIdx.x & 28);  // this quad's lanes
-  auto quad_sum = [quad](float v) {
-    v += __shfl_xor_sync(quad, v, 1);
-    return v + __shfl_xor_sync(quad, v, 2);
-  };
-  float m = kLowest;
-#pragma unroll
-  for (int i = 0; i < M; ++i) m = p[i] > m ? p[i] : m;
-  m = fmaxf(m, __shfl_xor_sync(quad, m, 1));
-  m = fmaxf(m, __shfl_xor_sync(quad, m, 2));
-  float sum = 0.f;
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-    p[i] = e0 + i < E ? expf(p[i] - m) : 0.f;
-    sum += p[i];
-  }
-  sum = quad_sum(sum);
-  const float lse = m + logf(sum);
-  const float inv = 1.f / sum;
-  float g[M];
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-    p[i] *= inv;
-    g[i] = e0 + i < E ? lbl_e[e0 + i] : 0.f;
-  }
-  // The selected experts' dw onto the lanes owning them. Renormalization w_k = p_k / S: P = 1,
-  // S = Σ_sel p: ∂L/∂p_j = (dw_j − D) / S; P = 2, S = (Σ_sel p²)^½: ∂L/∂p_j = (dw_j − w_j·D) / S;
-  // D = Σ_k dw_k·w_k.
-  const int32_t* ids = a.s.expert_ids + t * K;
-  const float* dw = a.dweights + t * K;
-  float inv_s = 1.f, D = 0.f;
-  if constexpr (P != 0) {
-    float s = 0.f, d = 0.f;
-#pragma unroll 1
-    for (int k = 0; k < K; ++k) {
-      const int i = ptx::ld_nc_s32(ids + k) - e0;
-      float pk = 0.f;
-#pragma unroll
-      for (int q = 0; q < M; ++q) pk = q == i ? p[q] : pk;
-      s += P == 1 ? pk : pk * pk;
-      d += ptx::ld_nc_f32(dw + k) * pk;
-    }
-    s = quad_sum(s);
-    inv_s = 1.f / (P == 1 ? s : sqrtf(s));
-    D = quad_sum(d) * inv_s;
-  }
-#pragma unroll 1
-  for (int k = 0; k < K; ++k) {
-    const int i = ptx::ld_nc_s32(ids + k) - e0;
-    const float dwk = ptx::ld_nc_f32(dw + k);
-#pragma unroll
-    for (int q = 0; q < M; ++q)
-      if (q == i) g[q] += P == 0 ? dwk : (dwk - (P == 1 ? D : p[q] * inv_s * D)) * inv_s;
-  }
-  float dot = 0.f;  // Σ_j p_j·g_j
-#pragma unroll
-  for (int i = 0; i < M; ++i) dot += p[i] * g[i];
-  dot = quad_sum(dot);
-  const float zc = a.d_z * a.z_weight * 2.f * lse / T;
-#pragma unroll
-  for (int i = 0; i < M; ++i) g[i] = p[i] * (g[i] - dot) + zc * p[i];
-  if (a.dlogits) {
-    float* out = a.dlogits + t * E + e0;
-    if constexpr (E % 16 == 0) {
-#pragma unroll
-      for (int i = 0; i < M; i += 4) *reinterpret_cast<float4*>(out + i) = make_float4(g[i], g[i + 1], g[i + 2], g[i + 3]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < M; ++i)
-        if (e0 + i < E) out[i] = g[i];
-    }
-  }
-  if (a.dlogits_lp) {
-    unsigned short* out = static_cast<unsigned short*>(a.dlogits_lp) + t * E + e0;
-    if constexpr (E % 32 == 0) {  // M % 8 == 0: 16-byte stores of 8 values
-#pragma unroll
-      for (int i = 0; i < M; i += 8)
-        *reinterpret_cast<uint4*>(out + i) = make_uint4(Elem::pack2(g[i], g[i + 1]), Elem::pack2(g[i + 2], g[i + 3]),
-                                                        Elem::pack2(g[i + 4], g[i + 5]), Elem::pack2(g[i + 6], g[i + 7]));
-    } else {
-#pragma unroll
-      for (int i = 0; i < M; ++i)
-        if (e0 + i < E) out[i] = Elem::from_float(g[i]);
-    }
-  }
-}
-
 // dlogits for one token per warp: the selected weights' gradient through the softmax (selection fixed),
 // plus the load-balancing loss (through the scores) and the z-loss. Written in fp32 to a.dlogits and,
 // rounded once to Elem, to a.dlogits_lp (each when set).
 template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_per_warp(const RoutingArgs& a) {
+__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
+  using namespace router_detail;
   static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
   constexpr int N = SoftmaxRow<E>::N;
   const int lane = threadIdx.x & 31;
@@ -664,17 +545,6 @@ __device__ __forceinline__ void router_grad_per_warp(const RoutingArgs& a) {
     if (out) out[e] = v;
     if (out_lp) out_lp[e] = Elem::from_float(v);
   }
-}
-
-}  // namespace router_detail
-
-// dlogits: a quad of lanes per token up to kQuadGradExperts experts (64 tokens per CTA), else a warp per
-// token (8 per CTA); routing_grid matches.
-template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
-  static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
-  if constexpr (E <= kQuadGradExperts) router_detail::router_grad_per_quad<Elem, E, K, P>(a);
-  else router_detail::router_grad_per_warp<Elem, E, K, P>(a);
 }
 
 }  // namespace dmoe
