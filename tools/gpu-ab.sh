@@ -2,7 +2,9 @@
 # One device call that measures a change against its base: two carried builds (tools/pack-run.sh, e.g.
 # DMOE_PACK_TESTS='sm90|layer_test' for each; ~22 MB apiece, both fit the 64 MiB carry), each with its
 # own kernel cache, benchmarks first (base, then change, so neither runs on a GPU warmed by the other's
-# tests), then the change's tests. Every step has its own time limit; logs go to LOG_DIR ($OUT).
+# tests), then the change's tests. Every step has its own time limit; logs go to LOG_DIR ($OUT): at most
+# five files (products-base, products-change, layer-base, layer-change, tests.txt holding every test's
+# log), since the device tool returns only 8 files from $OUT and a command may add its own.
 # Usage: tools/gpu-ab.sh BASE_DIR CHANGE_DIR [LOG_DIR]
 #   DMOE_AB_PRODUCTS  product_bench filters, ';'-separated (each one a run; empty: none)
 #   DMOE_AB_PRESETS   dmoe bench --layer --check presets, comma-separated (empty: none)
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 base="${1:?base build dir}" change="${2:?change build dir}" logs="${3:-${OUT:-/tmp}/dmoe-ab}"
 limit="${DMOE_AB_LIMIT:-120}"
 mkdir -p "$logs"
+scratch="$(mktemp -d)"  # what need not come back
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader || true
 for side in base change; do
   dir=$base; [ $side = change ] && dir=$change
@@ -35,15 +38,18 @@ for t in "${tests[@]}"; do
   [ -z "$t" ] && continue
   prog="${t%%:*}" tc="" args=()
   [[ "$t" == *:* ]] && tc="${t#*:}" && args=("-tc=$tc")  # a filter may hold spaces: one argument
-  timeout "$limit" "$change/tests/$prog" "${args[@]}" --duration=true > "$logs/test-$prog.txt" 2>&1
-  echo "== test $prog${tc:+ ($tc)}: exit $? $(grep -E '^\[doctest\] test cases|checks,' "$logs/test-$prog.txt" | tail -1)"
+  timeout "$limit" "$change/tests/$prog" "${args[@]}" --duration=true > "$scratch/test.txt" 2>&1
+  rc=$?
+  { echo "===== $prog${tc:+ ($tc)} (exit $rc)"; cat "$scratch/test.txt"; } >> "$logs/tests.txt"
+  echo "== test $prog${tc:+ ($tc)}: exit $rc $(grep -E '^\[doctest\] test cases|checks,' "$scratch/test.txt" | tail -1)"
+  [ $rc -ne 0 ] && grep -E 'ERROR|values:' "$scratch/test.txt" | head -20
 done
 # Side by side: each product's time (ms) and SOL, base | change.
 for side in base change; do
   [ -f "$logs/products-$side.txt" ] || continue
-  grep -E '^  [01D]' "$logs/products-$side.txt" | awk '{print $1, $2, $4}' > "$logs/.p-$side"
+  grep -E '^  [01D]' "$logs/products-$side.txt" | awk '{print $1, $2, $4}' > "$scratch/p-$side"
 done
-[ -f "$logs/.p-base" ] && [ -f "$logs/.p-change" ] && paste -d' ' "$logs/.p-base" "$logs/.p-change" |
+[ -f "$scratch/p-base" ] && [ -f "$scratch/p-change" ] && paste -d' ' "$scratch/p-base" "$scratch/p-change" |
   awk '{printf "%-28s %8s %5s | %8s %5s  %+.1f%%\n", $1, $2, $3, $5, $6, ($5 / $2 - 1) * 100}'
 for side in base change; do
   [ -f "$logs/layer-$side.txt" ] && { echo "-- layer $side"; grep -E '^dmoe run|forward|step|phases|check' "$logs/layer-$side.txt"; }
