@@ -51,10 +51,9 @@ struct Layer::Impl {
   // an activation, no epilogue otherwise (gated layers apply the activation in the GLU kernel). sdd_bwd:
   // dy·W2ᵀ with the activation's gradient fused (plain layers with an activation).
   KernelSpec sdd_fwd, sdd_plain, sdd_bwd, dsd_nn, dsd_tn;
-  // Top-k 1, not gated, wgmma: dX's DSD writes each row straight to its token's row of dx (the rows map),
-  // so gather's backward (an unweighted copy of T·H elements) is not launched.
+  // Top-k 1, not gated, wgmma: dX's DSD writes each row straight to its token's row of dx (the rows map;
+  // dsd_nn_dx.scatter), so gather's backward (an unweighted copy of T·H elements) is not launched.
   KernelSpec dsd_nn_dx;
-  bool fused_dx_scatter = false;
   bool fused_act = false;  // plain layer with an activation: the pre-activation is saved
   int32_t max_rows = 0;
   // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient (with
@@ -179,10 +178,7 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   }
   m.dsd_nn = tuned_spec(dev, s, Op::DSD, false, false);
   m.dsd_nn_dx = m.dsd_nn;
-  if (s.top_k == 1 && !s.gated && m.dsd_nn.tile.mma == Mma::Wgmma) {
-    m.dsd_nn_dx.scatter = true;
-    m.fused_dx_scatter = true;
-  }
+  m.dsd_nn_dx.scatter = s.top_k == 1 && !s.gated && m.dsd_nn.tile.mma == Mma::Wgmma;
   m.dsd_tn = tuned_spec(dev, s, Op::DSD, true, false);
 
   Gemm logits{.m = T, .n = E, .k = H, .trans_a = false, .trans_b = true, .lda = H, .ldb = H, .ldc = E};
@@ -271,7 +267,7 @@ std::vector<KernelSpec> Layer::kernels() const {
   if (m.fused_act) k.push_back(m.sdd_bwd);
   k.push_back(m.dsd_tn);
   if (m.shape.gated) k.push_back(routing(Op::GluGrad));
-  if (m.fused_dx_scatter) k.push_back(m.dsd_nn_dx);  // dX straight into dx (no backward Scatter)
+  if (m.dsd_nn_dx.scatter) k.push_back(m.dsd_nn_dx);  // dX straight into dx (no backward Scatter)
   return k;
 }
 
@@ -452,7 +448,7 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   product(m.dsd_tn, m.d_sparse.get(), c.x_perm.get(), g.dw1);
   if (gated) product(m.dsd_tn, c.gate.get(), c.x_perm.get(), g.dv1);
   // dX rows: dA·W1 (+ dG·V1 into the expert outputs' rows, which ScatterGrad has consumed).
-  if (m.fused_dx_scatter) {
+  if (m.dsd_nn_dx.scatter) {
     ProductArgs pa{m.d_sparse.get(), w.w1, g.dx, c.ws.topology(), c.ws.max_block_rows(), nullptr};
     pa.scatter_rows = c.ws.state().row_tokens;
     launch_product(m.cache, m.dsd_nn_dx, pa, stream);

@@ -117,6 +117,23 @@ __device__ __forceinline__ float block_sum(float v, float* s) {
   return v;
 }
 
+// A router CTA's partials for Bins: its chunk's histogram, Σ softmax per expert (score(e)) and Σ
+// logsumexp² over its W warps (zs, added in index order).
+template <int E, int THREADS, int W, class Score>
+__device__ __forceinline__ void store_chunk_partials(const RoutingArgs& a, int64_t chunk, const int (&hist)[E],
+                                                     const float (&zs)[W], Score score) {
+  for (int e = threadIdx.x; e < E; e += THREADS) {
+    a.s.chunk_hist[chunk * E + e] = hist[e];
+    a.s.chunk_scores[chunk * E + e] = score(e);
+  }
+  if (threadIdx.x == 0) {
+    float zc = 0.f;
+#pragma unroll
+    for (int w = 0; w < W; ++w) zc += zs[w];
+    a.s.chunk_z[chunk] = zc;
+  }
+}
+
 }  // namespace router_detail
 
 // y = x · U(1 − ε, 1 + ε) (+ aux when set) element-wise, rounded to Elem. x and aux may be y (in place);
@@ -244,19 +261,12 @@ __device__ __forceinline__ void router_per_thread(const RoutingArgs& a) {
   const float z = warp_sum(lse * lse);
   if (lane == 0) zs[warp] = z;
   __syncthreads();
-  for (int e = threadIdx.x; e < E; e += THREADS) {
+  store_chunk_partials<E, THREADS, W>(a, chunk, hist, zs, [&](int e) {
     float sc = part[0][e];
 #pragma unroll
     for (int w = 1; w < W; ++w) sc += part[w][e];
-    a.s.chunk_hist[chunk * E + e] = hist[e];
-    a.s.chunk_scores[chunk * E + e] = sc;
-  }
-  if (threadIdx.x == 0) {
-    float zc = 0.f;
-#pragma unroll
-    for (int w = 0; w < W; ++w) zc += zs[w];
-    a.s.chunk_z[chunk] = zc;
-  }
+    return sc;
+  });
 }
 
 }  // namespace router_detail
@@ -388,16 +398,7 @@ __device__ __forceinline__ void router_per_warp(const RoutingArgs& a) {
     }
     __syncthreads();
   }
-  for (int e = threadIdx.x; e < E; e += THREADS) {
-    a.s.chunk_hist[chunk * E + e] = hist[e];
-    a.s.chunk_scores[chunk * E + e] = scores[e];
-  }
-  if (threadIdx.x == 0) {
-    float zc = 0.f;
-#pragma unroll
-    for (int w = 0; w < W; ++w) zc += zs[w];
-    a.s.chunk_z[chunk] = zc;
-  }
+  store_chunk_partials<E, THREADS, W>(a, chunk, hist, zs, [&](int e) { return scores[e]; });
 }
 
 // One CTA: per-expert counts and chunk prefixes (thread e walks the chunks in order), bins and

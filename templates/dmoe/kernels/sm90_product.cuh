@@ -420,10 +420,13 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       // m64nNk16: for each 8-column group j, a thread holds rows warp·16 + lane/4 (+8) and columns
       // 8j + 2·(lane % 4) (+1).
       const uint32_t c_base = ptx::smem_addr(c_tile);
-      auto at = [&](int mi, int j, int h) {
-        const int col = wn * NW + j * 8 + 2 * (lane % 4);
-        const int row = (wm + mi) * 64 + warp * 16 + lane / 4 + 8 * h;
+      // Element (row, col) of the staged tile: 64-column chunks of [BM rows][128 B], 16-byte chunk c of row r
+      // at c ^ (r % 8).
+      auto staged = [&](int row, int col) {
         return c_base + (col / 64) * (BM * 128) + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
+      };
+      auto at = [&](int mi, int j, int h) {
+        return staged((wm + mi) * 64 + warp * 16 + lane / 4 + 8 * h, wn * NW + j * 8 + 2 * (lane % 4));
       };
       // Writes the accumulator into the staged tile (kPlain: as is, kAct: act(acc), kGrad: acc · act'(pre)
       // with pre read from the same place; GATED: kGate the gate's accumulator g, kGlu act(acc) · g), then
@@ -513,7 +516,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
             const int token = ptx::ld_nc_s32(args.p.scatter_rows + tile.outer * B + tile.m0 + row);
             if (token < 0) continue;  // a padding row
             unsigned v[4];
-            ptx::ld_shared_v4_u32(c_base + (col / 64) * (BM * 128) + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16), v);
+            ptx::ld_shared_v4_u32(staged(row, col), v);  // col % 8 == 0: a whole 16-byte chunk
             ptx::st_v4_u32(out + (int64_t(token) * H + tile.n0 + col) * 2, v);
           }
           sync_tile();  // every thread has read the staging buffer before the next tile is staged in it
