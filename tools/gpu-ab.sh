@@ -1,57 +1,95 @@
 #!/usr/bin/env bash
-# One device call that measures a change against its base: two carried builds (tools/pack-run.sh, e.g.
-# DMOE_PACK_TESTS='sm90|layer_test' for each; ~22 MB apiece, both fit the 64 MiB carry), each with its
-# own kernel cache, benchmarks first (base, then change, so neither runs on a GPU warmed by the other's
-# tests), then the change's tests. Every step has its own time limit; logs go to LOG_DIR ($OUT): at most
-# five files (products-base, products-change, layer-base, layer-change, tests.txt holding every test's
-# log), since the device tool returns only 8 files from $OUT and a command may add its own.
-# Usage: tools/gpu-ab.sh BASE_DIR CHANGE_DIR [LOG_DIR]
+# One device call that measures changes against their base. Each build is a folder or a .tar.xz archive
+# made by tools/pack-run.sh (an archive is ~4 MB against ~21 MB for the folder, so a dozen builds fit one
+# call's 64 MiB carry). Benchmarks run first, one build after the other with its own kernel cache (base
+# first, so no build runs on a GPU warmed by another's tests), then each change's tests. Every step has its
+# own time limit. Logs go to LOG_DIR ($OUT, else /tmp/dmoe-ab): products.txt, layer.txt and tests.txt,
+# each holding every build's output under "##### LABEL" headers (the device tool returns only 8 files).
+# A label is the build's name without .tar.xz.
+# Usage: tools/gpu-ab.sh BASE CHANGE [CHANGE...]
 #   DMOE_AB_PRODUCTS  product_bench filters, ';'-separated (each one a run; empty: none)
 #   DMOE_AB_PRESETS   dmoe bench --layer --check presets, comma-separated (empty: none)
-#   DMOE_AB_TESTS     the change's tests: "program[:doctest -tc filter]" entries, ';'-separated
+#   DMOE_AB_TESTS     each change's tests: "program[:doctest -tc filter]" entries, ';'-separated
 #   DMOE_AB_LIMIT     seconds per step (default 120)
+#   DMOE_AB_LOGS      the log folder (default $OUT, else /tmp/dmoe-ab)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-base="${1:?base build dir}" change="${2:?change build dir}" logs="${3:-${OUT:-/tmp}/dmoe-ab}"
+[ $# -ge 2 ] || { echo "usage: tools/gpu-ab.sh BASE CHANGE [CHANGE...]" >&2; exit 2; }
+logs="${DMOE_AB_LOGS:-${OUT:-/tmp/dmoe-ab}}"
 limit="${DMOE_AB_LIMIT:-120}"
 mkdir -p "$logs"
-scratch="$(mktemp -d)"  # what need not come back
+scratch="$(mktemp -d)"  # unpacked builds and what need not come back
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader || true
-for side in base change; do
-  dir=$base; [ $side = change ] && dir=$change
+
+labels=() dirs=()
+for b in "$@"; do
+  label="$(basename "$b" .tar.xz)"
+  for l in "${labels[@]}"; do [ "$l" = "$label" ] && { echo "gpu-ab: two builds named $label" >&2; exit 2; }; done
+  if [[ "$b" == *.tar.xz ]]; then
+    mkdir -p "$scratch/$label" && tar -C "$scratch/$label" -xJf "$b" || { echo "gpu-ab: cannot unpack $b" >&2; exit 2; }
+    dir="$scratch/$label/$(ls "$scratch/$label")"
+  else
+    dir="$b"
+  fi
+  labels+=("$label") dirs+=("$dir")
+done
+
+IFS=';' read -ra filters <<< "${DMOE_AB_PRODUCTS:-}"
+for i in "${!labels[@]}"; do
+  label="${labels[$i]}" dir="${dirs[$i]}"
   export DMOE_CACHE_DIR="$(mktemp -d)/cache"
-  IFS=';' read -ra filters <<< "${DMOE_AB_PRODUCTS:-}"
   for f in "${filters[@]}"; do
     [ -z "$f" ] && continue
-    timeout "$limit" "$dir/bench/product_bench" --json --filter "$f" >> "$logs/products-$side.txt" 2>&1
-    echo "== $side products '$f': exit $?"
+    echo "##### $label products '$f'" >> "$logs/products.txt"
+    timeout "$limit" "$dir/bench/product_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
+    rc=$?
+    cat "$scratch/out.txt" >> "$logs/products.txt"
+    cat "$scratch/out.txt" >> "$scratch/products-$label.txt"
+    echo "== $label products '$f': exit $rc"
   done
   if [ -n "${DMOE_AB_PRESETS:-}" ]; then
     timeout "$limit" "$dir/tools/dmoe" bench --layer --check --json --presets "$DMOE_AB_PRESETS" \
-      > "$logs/layer-$side.txt" 2>&1
-    echo "== $side layer: exit $?"
+      > "$scratch/layer-$label.txt" 2>&1
+    rc=$?
+    { echo "##### $label layer (exit $rc)"; cat "$scratch/layer-$label.txt"; } >> "$logs/layer.txt"
+    echo "== $label layer: exit $rc"
   fi
 done
-export DMOE_CACHE_DIR="$(mktemp -d)/cache" DMOE_EXE="$PWD/$change/tools/dmoe"
+
 IFS=';' read -ra tests <<< "${DMOE_AB_TESTS:-}"
-for t in "${tests[@]}"; do
-  [ -z "$t" ] && continue
-  prog="${t%%:*}" tc="" args=()
-  [[ "$t" == *:* ]] && tc="${t#*:}" && args=("-tc=$tc")  # a filter may hold spaces: one argument
-  timeout "$limit" "$change/tests/$prog" "${args[@]}" --duration=true > "$scratch/test.txt" 2>&1
-  rc=$?
-  { echo "===== $prog${tc:+ ($tc)} (exit $rc)"; cat "$scratch/test.txt"; } >> "$logs/tests.txt"
-  echo "== test $prog${tc:+ ($tc)}: exit $rc $(grep -E '^\[doctest\] test cases|checks,' "$scratch/test.txt" | tail -1)"
-  [ $rc -ne 0 ] && grep -E 'ERROR|values:' "$scratch/test.txt" | head -20
+for i in "${!labels[@]}"; do
+  [ "$i" -eq 0 ] && continue  # the base's tests ran when it landed
+  label="${labels[$i]}" dir="${dirs[$i]}"
+  export DMOE_CACHE_DIR="$(mktemp -d)/cache" DMOE_EXE="$dir/tools/dmoe"
+  case "$DMOE_EXE" in /*) ;; *) DMOE_EXE="$PWD/$DMOE_EXE" ;; esac
+  for t in "${tests[@]}"; do
+    [ -z "$t" ] && continue
+    prog="${t%%:*}" tc="" args=()
+    [[ "$t" == *:* ]] && tc="${t#*:}" && args=("-tc=$tc")  # a filter may hold spaces: one argument
+    timeout "$limit" "$dir/tests/$prog" "${args[@]}" --duration=true > "$scratch/test.txt" 2>&1
+    rc=$?
+    { echo "##### $label $prog${tc:+ ($tc)} (exit $rc)"; cat "$scratch/test.txt"; } >> "$logs/tests.txt"
+    echo "== $label test $prog${tc:+ ($tc)}: exit $rc $(grep -E '^\[doctest\] test cases|checks,' "$scratch/test.txt" | tail -1)"
+    [ $rc -ne 0 ] && grep -E 'ERROR|values:' "$scratch/test.txt" | head -20
+  done
 done
-# Side by side: each product's time (ms) and SOL, base | change.
-for side in base change; do
-  [ -f "$logs/products-$side.txt" ] || continue
-  grep -E '^  [01D]' "$logs/products-$side.txt" | awk '{print $1, $2, $4}' > "$scratch/p-$side"
-done
-[ -f "$scratch/p-base" ] && [ -f "$scratch/p-change" ] && paste -d' ' "$scratch/p-base" "$scratch/p-change" |
-  awk '{printf "%-28s %8s %5s | %8s %5s  %+.1f%%\n", $1, $2, $3, $5, $6, ($5 / $2 - 1) * 100}'
-for side in base change; do
-  [ -f "$logs/layer-$side.txt" ] && { echo "-- layer $side"; grep -E '^dmoe run|forward|step|phases|check' "$logs/layer-$side.txt"; }
+
+# Side by side: each product's time (ms) and SOL per build, each change's time against the base's.
+rows() { grep -E '^  [01D]' "$scratch/products-$1.txt" | awk '{print $1, $2, $4}'; }
+if [ -f "$scratch/products-${labels[0]}.txt" ]; then
+  rows "${labels[0]}" > "$scratch/side"
+  header="product base(${labels[0]})"
+  for i in "${!labels[@]}"; do
+    [ "$i" -eq 0 ] && continue
+    [ -f "$scratch/products-${labels[$i]}.txt" ] || continue
+    rows "${labels[$i]}" | awk '{print $2, $3}' | paste -d' ' "$scratch/side" - > "$scratch/side2"
+    mv "$scratch/side2" "$scratch/side"
+    header="$header | ${labels[$i]}"
+  done
+  echo "$header"
+  awk '{printf "%-28s %8s %5s", $1, $2, $3; for (i = 4; i + 1 <= NF; i += 2) printf " | %8s %5s %+6.1f%%", $i, $(i + 1), ($i / $2 - 1) * 100; print ""}' "$scratch/side"
+fi
+for label in "${labels[@]}"; do
+  [ -f "$scratch/layer-$label.txt" ] && { echo "-- layer $label"; grep -E '^dmoe run|forward|step|phases|check' "$scratch/layer-$label.txt"; }
 done
 exit 0
