@@ -4,6 +4,7 @@
 # below. Run one test with: python3 <lit.py> -v <build>/tests/lit/emit-sdd.test
 import os
 import shutil
+import sys
 
 import lit.formats
 
@@ -19,6 +20,9 @@ config.test_source_root = os.path.dirname(os.path.abspath(__file__))
 config.test_exec_root = config.dmoe_lit_build_dir
 
 config.substitutions.append(('%dmoe', config.dmoe_exe))
+# tools/product-gaps.py under the Python that runs lit (not a name lit expands itself, like %t or %p).
+config.substitutions.append(('%gaps', sys.executable + ' ' + os.path.join(
+    os.path.dirname(os.path.dirname(config.test_source_root)), 'tools', 'product-gaps.py')))
 # Whole words only, so that e.g. "FileCheck-14" or a path containing "not" is left alone.
 config.substitutions.append((r'(?<![-./\w])FileCheck(?![-./\w])', config.filecheck))
 if config.not_exe:
