@@ -162,7 +162,8 @@ struct KernelSpec {
   // row ProductArgs::gather_rows[r] of the [tokens, H] matrix ProductArgs::a (zeros where it is −1): the
   // padded gather fused into the first product, so the permuted input need not be written. Measured
   // 2–22 % slower on the H200 than the plain SDD (cp.async row loads instead of one TMA box), more than
-  // the gather kernel it saves, so the layer does not use it (bench/NOTES.md, "product v7").
+  // the gather kernel it saves, so the layer does not use it (bench/NOTES.md, "product v7"; a {64, 1}
+  // TMA box per row measured 1.3–2.9× slower still, v15).
   bool gather = false;
   // SDD with a forward epilogue (None, GeluTanh, Silu, Relu) on the wgmma kernel only: the gated experts'
   // first layer in one product. B2 = ProductArgs::b2 (the gate's weights V1, B's layout) is multiplied
