@@ -14,6 +14,7 @@ if [[ "$dest" == *.tar.xz ]]; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   folder="$tmp/$(basename "$dest" .tar.xz)"
+  mkdir -p "$(dirname "$dest")"
 fi
 rm -rf "$folder"
 mkdir -p "$folder/tests" "$folder/bench" "$folder/tools"
@@ -24,9 +25,5 @@ done
 for b in "$build"/bench/*_bench; do [ -x "$b" ] && cp "$b" "$folder/bench/"; done
 cp "$build/tools/dmoe" "$folder/tools/"
 cp -L "$build"/libdmoe.so "$folder/"  # the C ABI test links the shared library ($ORIGIN/..)
-if [[ "$dest" == *.tar.xz ]]; then
-  tar -C "$(dirname "$folder")" -cJf "$dest" "$(basename "$folder")"
-  du -sh "$dest"
-else
-  du -sh "$dest"
-fi
+[[ "$dest" == *.tar.xz ]] && tar -C "$(dirname "$folder")" -cJf "$dest" "$(basename "$folder")"
+du -sh "$dest"
