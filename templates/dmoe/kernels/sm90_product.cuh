@@ -498,10 +498,18 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         if constexpr (Epi != kEpiNone) {
           if (args.p.aux) {  // keep the pre-activation for the backward pass
             stage_and_store(&args.aux, kPlain);
+            // The activation is computed in the registers while that store reads the staging buffer,
+            // not after the wait for it.
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+              for (int j = 0; j < NW / 2; ++j) acc[0][mi][j] = apply_act<Epi>(acc[0][mi][j]);
             if (storer) ptx::bulk_wait_read();
             sync_tile();
+            stage_and_store(&args.c, kPlain);
+          } else {
+            stage_and_store(&args.c, kAct);
           }
-          stage_and_store(&args.c, kAct);
         } else if constexpr (SCATTER) {
           // Each staged row leaves by 16-byte stores to its token's row of C (TMA has no row scatter):
           // the tile's threads take consecutive 16-byte chunks, a row's BN / 8 chunks side by side.
