@@ -394,6 +394,16 @@ void Bench::run_problem(const Problem& p, Json fields) {
         } catch (const InvalidArgument&) {  // the column tiles do not pair up: this product runs unclustered
         }
       }
+      if (opt_.store_chunks >= 0 && spec.tile.mma == Mma::Wgmma) {
+        KernelSpec c = spec;
+        c.tile = wgmma_tile(c.tile.m, c.tile.n, c.tile.pingpong, c.gated, opt_.store_chunks);
+        c.tile.group = spec.tile.group, c.tile.cluster = spec.tile.cluster;
+        try {
+          validate(c);
+          spec = c;
+        } catch (const InvalidArgument&) {  // a fused epilogue, ping-pong, or too few chunks: as it was
+        }
+      }
       DeviceBuffer row_map;
       if (opt_.gather && prod.op == Op::SDD && !prod.trans_a && spec.tile.mma == Mma::Wgmma) {
         // Real rows read a random permutation of the T·K rows (a routing's scattered tokens), padding −1.

@@ -53,7 +53,8 @@ json::Value spec_json(const KernelSpec& k) {
       {"ffn", k.ffn},
       {"experts", k.experts},
       {"tile", json::Object{{"m", k.tile.m}, {"n", k.tile.n}, {"k", k.tile.k}, {"warps", k.tile.warps},
-                            {"stages", k.tile.stages}, {"group", k.tile.group}, {"cluster", k.tile.cluster}}},
+                            {"stages", k.tile.stages}, {"group", k.tile.group}, {"cluster", k.tile.cluster},
+                            {"store_chunks", k.tile.store_chunks}}},
       {"epilogue", to_string(k.epilogue)},
       {"arch", to_string(k.arch)},
   };

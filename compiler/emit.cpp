@@ -22,7 +22,8 @@ std::string_view product_kind(Op op) {
 }
 
 // The trailing template arguments: the epilogue (dmoe::EpilogueKind), then for wgmma the scheduler's group,
-// the ping-pong schedule, the gather, the gated SDD, the cluster size and the scattering DSD, in the
+// the ping-pong schedule, the gather, the gated SDD, the cluster size, the scattering DSD and the
+// chunked output staging, in the
 // template's order. The defaults at the end are left out (so default specs emit the source they did before
 // these were fields); one that is given brings those before it.
 std::string trailing_args(const KernelSpec& k) {
@@ -36,7 +37,8 @@ std::string trailing_args(const KernelSpec& k) {
         {fmt::format("{}", k.gather), k.gather},
         {fmt::format("{}", k.gated), k.gated},
         {fmt::format("{}", int(t.cluster)), t.cluster != 1},
-        {fmt::format("{}", k.scatter), k.scatter}};
+        {fmt::format("{}", k.scatter), k.scatter},
+        {fmt::format("{}", int(t.store_chunks)), t.store_chunks != 0}};
     for (const auto& [text, set] : wgmma) {
       args.push_back(text);
       if (set) given = args.size();
@@ -110,10 +112,11 @@ std::string emit_product(const KernelSpec& k) {
     case Mma::Wgmma:
       header = "sm90_product", function = "dmoe::sm90::product";
       param = "const __grid_constant__ dmoe::Sm90ProductArgs";
-      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}{}{}", t.m, t.n, t.k, t.stages,
+      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}{}{}{}", t.m, t.n, t.k, t.stages,
                               t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" group={}", t.group),
                               t.pingpong ? " schedule=pingpong" : "",
-                              t.cluster > 1 ? fmt::format(" cluster={}", t.cluster) : "");
+                              t.cluster > 1 ? fmt::format(" cluster={}", t.cluster) : "",
+                              t.store_chunks > 0 ? fmt::format(" store_chunks={}", t.store_chunks) : "");
       tile_args = fmt::format("{}, {}, {}", t.m, t.n, t.stages);
       break;
     case Mma::MmaSync:

@@ -315,7 +315,19 @@ void validate_wgmma(const KernelSpec& k) {
   }
   if (t.stages < 2 || t.stages > 8)
     throw InvalidArgument(fmt::format("{}: stages = {} is not supported (expected 2 to 8)", name, t.stages));
-  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong, k.gated); smem > kSm90MaxSharedBytes)
+  if (t.store_chunks > 0) {
+    // Each consumer warpgroup stages 64 rows × n / (m = 64 ? 2 : 1) columns in 64-column chunks.
+    const int chunks = (t.m == 64 ? t.n / 2 : t.n) / 64;
+    if (t.pingpong || k.epilogue != Epilogue::None || k.gated || k.scatter)
+      throw InvalidArgument(fmt::format("{}: store_chunks = {} serves the cooperative schedule's plain epilogue "
+                                        "(not ping-pong, a fused epilogue, the gated SDD or the scatter)",
+                                        name, t.store_chunks));
+    if (t.store_chunks >= chunks || chunks % t.store_chunks != 0)
+      throw InvalidArgument(fmt::format("{}: store_chunks = {} must divide a consumer warpgroup's {} output chunks "
+                                        "of 64 columns and be fewer", name, t.store_chunks, chunks));
+  }
+  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong, k.gated, t.store_chunks);
+      smem > kSm90MaxSharedBytes)
     throw InvalidArgument(fmt::format("{}{}{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
                                       name, t.pingpong ? " ping-pong" : "", k.gated ? " gated" : "", t.stages, smem,
                                       kSm90MaxSharedBytes));
@@ -396,10 +408,12 @@ TileConfig mma_sync_tile(int m, int n, Arch arch, int k) {
   return t;
 }
 
-TileConfig wgmma_tile(int m, int n, bool pingpong, bool gated) {
+TileConfig wgmma_tile(int m, int n, bool pingpong, bool gated, int store_chunks) {
   TileConfig t{static_cast<uint16_t>(m), static_cast<uint16_t>(n), 64, 12, 2, Mma::Wgmma};
   t.pingpong = pingpong;
-  while (t.stages < 8 && sm90_smem_bytes(m, n, t.stages + 1, pingpong, gated) <= kSm90MaxSharedBytes) ++t.stages;
+  t.store_chunks = static_cast<uint8_t>(store_chunks);
+  while (t.stages < 8 && sm90_smem_bytes(m, n, t.stages + 1, pingpong, gated, store_chunks) <= kSm90MaxSharedBytes)
+    ++t.stages;
   return t;
 }
 
@@ -445,6 +459,9 @@ void validate(const KernelSpec& k) {
   if (k.tile.cluster != 1)
     throw InvalidArgument(fmt::format("cluster = {} applies to the wgmma kernel only (the {} kernel runs CTAs alone)",
                                       k.tile.cluster, to_string(k.tile.mma)));
+  if (k.tile.store_chunks != 0)
+    throw InvalidArgument(fmt::format("store_chunks = {} applies to the wgmma kernel only, not {}",
+                                      k.tile.store_chunks, to_string(k.tile.mma)));
   if (k.tile.mma == Mma::MmaSync) return validate_mma_sync(k);
   const TileConfig& t = k.tile;
   for (auto [name, v] : {std::pair{"tile m", t.m}, std::pair{"tile n", t.n}}) {
@@ -513,8 +530,9 @@ std::string kernel_name(const KernelSpec& k) {
   const TileConfig& t = k.tile;
   const std::string group = t.group == TileConfig::kDefaultGroup ? "" : fmt::format("g{}", t.group);
   const std::string tile = t.mma == Mma::Wgmma
-                               ? fmt::format("wg{}x{}x{}s{}{}{}{}", t.m, t.n, t.k, t.stages, group, t.pingpong ? "pp" : "",
-                                             t.cluster > 1 ? fmt::format("c{}", t.cluster) : "")
+                               ? fmt::format("wg{}x{}x{}s{}{}{}{}{}", t.m, t.n, t.k, t.stages, group,
+                                             t.pingpong ? "pp" : "", t.cluster > 1 ? fmt::format("c{}", t.cluster) : "",
+                                             t.store_chunks > 0 ? fmt::format("st{}", t.store_chunks) : "")
                                : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
                                              t.warps, t.stages);
   return fmt::format("dmoe_{}_{}{}{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), gated_suffix(k),
@@ -539,7 +557,8 @@ int threads_per_cta(const KernelSpec& k) {
 
 int dynamic_shared_bytes(const KernelSpec& k) {
   if (!is_product(k.op)) return 0;  // routing kernels use static shared memory only
-  if (k.tile.mma == Mma::Wgmma) return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages, k.tile.pingpong, k.gated);
+  if (k.tile.mma == Mma::Wgmma)
+    return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages, k.tile.pingpong, k.gated, k.tile.store_chunks);
   if (k.tile.mma == Mma::MmaSync) return sm80_smem_bytes(k.tile.m, k.tile.n, k.tile.k, k.tile.stages);
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }
@@ -698,7 +717,7 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
                      uint64_t(uint32_t(k.top_k)) << 32;
   const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8 | uint64_t(k.gather) << 9 |
                      uint64_t(k.gated) << 10 | uint64_t(k.tile.cluster) << 11 |
-                     uint64_t(k.scatter) << 19;
+                     uint64_t(k.scatter) << 19 | uint64_t(k.tile.store_chunks) << 20;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

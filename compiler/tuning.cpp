@@ -29,6 +29,7 @@ json::Value tile_json(const TileConfig& t) {
   v.set("group", int64_t{t.group});
   v.set("pingpong", t.pingpong);
   v.set("cluster", int64_t{t.cluster});
+  v.set("store_chunks", int64_t{t.store_chunks});
   return v;
 }
 
@@ -41,6 +42,7 @@ TileConfig tile_from_json(const json::Value& v) {
   if (v.find("group")) t.group = u8("group");  // databases written before the group was a field: 8
   if (v.find("pingpong")) t.pingpong = v["pingpong"].get_bool();  // before the schedule was: cooperative
   if (v.find("cluster")) t.cluster = u8("cluster");  // before clusters: 1
+  if (v.find("store_chunks")) t.store_chunks = u8("store_chunks");  // before chunked staging: 0
   return t;
 }
 
@@ -92,6 +94,12 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
           t.cluster = 2;
           add(t);
         }
+        // Chunked output staging (plain epilogue, cooperative): the rings it makes room for.
+        if (base.epilogue == Epilogue::None && !base.gated && !base.scatter)
+          for (int sc : {1, 2}) {
+            const TileConfig chunked = wgmma_tile(m, n, false, base.gated, sc);
+            if (chunked.stages > deepest.stages) add_rings(chunked, deepest.stages + 1);
+          }
       }
   for (int m : {128, 64})
     for (int n : {128, 64})

@@ -96,7 +96,9 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   if (k.scatter && reinterpret_cast<uintptr_t>(args.c) % 16 != 0)  // rows leave in 16-byte vectors
     throw InvalidArgument(fmt::format("{}: operand c at {} is not 16-byte aligned (the scatter's stores need 16)",
                                       kernel_name(k), args.c));
-  encode(p.c, k, c, true, k.tile.m, "c");  // scatter: never read (rows are stored through scatter_rows)
+  // Chunked staging stores each consumer warpgroup's 64 rows on their own. Scatter: never read (rows are
+  // stored through scatter_rows).
+  encode(p.c, k, c, true, k.tile.store_chunks > 0 ? 64 : k.tile.m, "c");
   if (args.aux) encode(p.aux, k, Operand{args.aux, true, blocks, k.block}, true, k.tile.m, "aux");
   else p.aux = p.c;  // never read: only gradient epilogues load it, and they require aux
   if (args.aux2) encode(p.aux2, k, Operand{args.aux2, true, blocks, k.block}, true, k.tile.m, "aux2");

@@ -23,6 +23,7 @@ Command add_bench_command(CLI::App& root) {
   auto schedule = std::make_shared<std::string>();
   auto gather = std::make_shared<bool>(false);
   auto cluster = std::make_shared<int>(0);
+  auto store_chunks = std::make_shared<int>(-1);
   auto layer_options = std::make_shared<LayerOptions>();
   app->add_flag("--routing", *routing, "The routing chain: router, bins, permutation, topology, gather, scatter");
   app->add_flag("--products", *products, "The block-sparse products against cuBLASLt and the GPU's ceilings");
@@ -44,13 +45,18 @@ Command add_bench_command(CLI::App& root) {
   app->add_option("--cluster", *cluster,
                   "--products: the wgmma products' CTAs per cluster, 1 or 2, where their column tiles pair up")
       ->check(CLI::IsMember({1, 2}));
+  app->add_option("--store-chunks", *store_chunks,
+                  "--products: the cooperative plain wgmma products stage their output in N 64-column chunk buffers "
+                  "(0: the whole tile) with the deepest ring that fits, where their tile allows it")
+      ->check(CLI::Range(0, 4));
   app->add_flag("--json", opt->json, "Also print one JSON object per problem");
   app->add_flag("--quick", opt->quick, "Only the smallest problems");
   app->add_option("--filter", opt->filter, "Only problems whose label contains TEXT, e.g. 'E=64'")->type_name("TEXT");
   CLI::Option* reps = app->add_option("--reps", opt->reps,
                                       "Launches per timed batch, the median of 7 batches reported (default: 20 for "
                                       "--routing, about 10 ms of launches for --products)");
-  return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check, schedule, gather, cluster, layer_options] {
+  return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check, schedule, gather, cluster, store_chunks,
+               layer_options] {
             if (!*routing && !*products && !*layer)
               throw InvalidArgument("choose what to benchmark: --routing, --products or --layer");
             if (opt->reps < 1) throw InvalidArgument(fmt::format("--reps must be positive, got {}", opt->reps));
@@ -59,7 +65,8 @@ Command add_bench_command(CLI::App& root) {
               if (*routing) rc = bench::routing(*opt);
               if (*products && rc == 0)
                 rc = bench::products(
-                    {opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned, *schedule, *gather, *cluster});
+                    {opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned, *schedule, *gather, *cluster,
+                     *store_chunks});
               if (*layer && rc == 0)
                 rc = bench::layer({*presets, *tokens, opt->json, *check, reps->count() ? opt->reps : 10, *layer_options});
               return rc;

@@ -85,6 +85,10 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   cluster_opt_ = add_int(app, "--cluster", cluster_,
                          "wgmma CTAs per cluster: 1, or 2 (two adjacent column tiles; one CTA multicasts their "
                          "shared A tile to both)");
+  store_chunks_opt_ = add_int(app, "--store-chunks", store_chunks_,
+                              "wgmma, cooperative, plain epilogue: stage the output in N 64-column chunk buffers per "
+                              "consumer warpgroup instead of the whole tile (frees shared memory for stages; the "
+                              "deepest ring that fits unless --stages says otherwise)");
   schedule_opt_ = app.add_option("--schedule", schedule_,
                                  "wgmma consumers' schedule: cooperative (both warpgroups share a tile) or pingpong "
                                  "(each owns whole tiles; one's epilogue runs under the other's main loop)")
@@ -103,8 +107,8 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
                               "DSD nn (wgmma): write each output row to the token row a row map names (the layer's "
                               "dX product at top-k 1, the padded scatter fused)");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
-              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, cluster_opt_, schedule_opt_, epilogue_opt_,
-              gather_opt_, gated_opt_, scatter_opt_};
+              preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, cluster_opt_, store_chunks_opt_, schedule_opt_,
+              epilogue_opt_, gather_opt_, gated_opt_, scatter_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -195,6 +199,13 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
   if (given(warps_opt_)) k.tile.warps = u8(warps_, "tile warps", " (expected 4 or 8)");
   if (given(group_opt_)) k.tile.group = u8(group_, "tile group", " (expected 1, 2, 4, 8 or 16)");
   if (given(cluster_opt_)) k.tile.cluster = u8(cluster_, "cluster", " (expected 1 or 2)");
+  if (given(store_chunks_opt_)) {
+    if (store_chunks_ < 0 || store_chunks_ > std::numeric_limits<uint8_t>::max())
+      throw InvalidArgument(fmt::format("store chunks = {} is not supported", store_chunks_));
+    k.tile.store_chunks = static_cast<uint8_t>(store_chunks_);
+    if (k.tile.mma == Mma::Wgmma && !given(stages_opt_))
+      k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, k.tile.pingpong, k.gated, k.tile.store_chunks).stages;
+  }
   validate(k);
   return k;
 }

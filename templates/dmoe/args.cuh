@@ -101,8 +101,12 @@ constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared
 // 16-bit; (BM + 2·BN) for the gated SDD's two B operands), the output tile (BM × BN, staged for the TMA store; one per consumer when ping-pong), 1 KiB of
 // slack to align both to the 128-byte swizzle's 1 KiB atoms, two mbarriers per stage and one per output
 // tile for the epilogue's operand (ping-pong: two more that order the consumers' main loops).
-DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages, bool pingpong = false, bool gated = false) {
-  return stages * (bm + (gated ? 2 : 1) * bn) * 64 * 2 + (pingpong ? 2 : 1) * bm * bn * 2 + 1024 +
+// store_chunks > 0: the output is staged in store_chunks 64-column chunk buffers per consumer warpgroup
+// (64 rows each) instead of one (ping-pong: two) whole-tile buffers.
+DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages, bool pingpong = false, bool gated = false,
+                                      int store_chunks = 0) {
+  return stages * (bm + (gated ? 2 : 1) * bn) * 64 * 2 +
+         (store_chunks > 0 ? 2 * store_chunks * 64 * 64 * 2 : (pingpong ? 2 : 1) * bm * bn * 2) + 1024 +
          (2 * stages + (pingpong ? 4 : 1)) * 8;
 }
 

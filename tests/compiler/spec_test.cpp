@@ -5,6 +5,7 @@
 
 #include <unordered_set>
 
+#include "dmoe/compiler.hpp"
 #include "dmoe/spec.hpp"
 
 using namespace dmoe;
@@ -430,6 +431,49 @@ TEST_CASE("wgmma clusters: 1 or 2 CTAs, column tiles must pair up, named c2, par
   KernelSpec simt = spec();
   simt.tile.cluster = 2;
   expect_error([&] { validate(simt); }, {"cluster = 2", "simt"});
+}
+
+TEST_CASE("wgmma chunked output staging: cooperative plain epilogue, divides the chunks, named st, part of the key, "
+          "its own shared memory; wgmma only") {
+  const KernelSpec good = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
+  CHECK(good.tile.store_chunks == 0);
+  KernelSpec k = good;
+  k.tile = wgmma_tile(128, 256, false, false, 2);
+  CHECK(k.tile.stages == 4);  // two 16 KiB chunk buffers instead of a 64 KiB tile: one stage more than 3
+  CHECK(good.tile.stages == 3);
+  CHECK_NOTHROW(validate(k));
+  CHECK(dynamic_shared_bytes(k) == sm90_smem_bytes(128, 256, 4, false, false, 2));
+  CHECK(dynamic_shared_bytes(k) <= kSm90MaxSharedBytes);
+  CHECK(sm90_smem_bytes(128, 256, 5, false, false, 2) > kSm90MaxSharedBytes);
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s4st2_sm90a");
+  CHECK_FALSE(k == good);
+  CHECK(KernelSpecHash{}(k) != KernelSpecHash{}(good));
+  CHECK(tuning_problem(k) == tuning_problem(good));  // a tile field: the same problem
+  CHECK(emit_source(k).find("store_chunks=2") != std::string::npos);
+  // A warpgroup's chunks: 4 at 128×256 (1 and 2 divide, 3 does not, 4 is not fewer), 2 at 64×256.
+  for (int sc : {3, 4}) {
+    k.tile.store_chunks = static_cast<uint8_t>(sc);
+    const std::string what = "store_chunks = " + std::to_string(sc);
+    expect_error([&] { validate(k); }, {what.c_str(), "4 output chunks"});
+  }
+  k.tile = wgmma_tile(64, 256, false, false, 2);
+  expect_error([&] { validate(k); }, {"store_chunks = 2", "2 output chunks"});
+  k.tile = wgmma_tile(64, 256, false, false, 1);
+  CHECK_NOTHROW(validate(k));
+  // Only the cooperative schedule's plain epilogue.
+  k = good;
+  k.tile = wgmma_tile(128, 128, true, false, 1);
+  expect_error([&] { validate(k); }, {"store_chunks = 1", "plain epilogue", "ping-pong"});
+  KernelSpec gelu = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh);
+  gelu.tile = wgmma_tile(128, 256, false, false, 2);
+  expect_error([&] { validate(gelu); }, {"store_chunks = 2", "fused epilogue"});
+  KernelSpec scatter = default_spec(preset("mb-356m"), Op::DSD, false, false, Arch::SM90a);
+  scatter.scatter = true;
+  scatter.tile = wgmma_tile(128, 256, false, false, 2);
+  expect_error([&] { validate(scatter); }, {"store_chunks = 2", "scatter"});
+  KernelSpec mma = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
+  mma.tile.store_chunks = 1;
+  expect_error([&] { validate(mma); }, {"store_chunks = 1", "wgmma", "mma"});
 }
 
 TEST_CASE("gather: SDD with a row-major A on the wgmma kernel only, named, part of the key, not of the tuning problem") {

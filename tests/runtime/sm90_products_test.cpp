@@ -257,6 +257,33 @@ TEST_CASE("sm90 products: 2-CTA clusters (A multicast to adjacent column tiles)"
   test::run(gated);
 }
 
+TEST_CASE("sm90 products: chunked output staging (each consumer warpgroup stores 64-column chunks)") {
+  if (!hopper()) return;
+  // The chunk buffers rotate across tiles (skewed routing: several tiles per CTA), both row splits (m = 128:
+  // warpgroups stacked, m = 64: side by side), one and two buffers, the deeper ring they make room for.
+  std::vector<TileConfig> tiles;
+  for (auto [m, n, sc] : {std::tuple{128, 256, 2}, {128, 256, 1}, {128, 128, 1}, {64, 256, 1}})
+    tiles.push_back(wgmma_tile(m, n, false, false, sc));
+  CHECK(tiles[0].stages == 4);  // 128×256 whole-tile staging fits 3
+  CHECK(run_on_routings(tiles, 2) >= 24);
+  for (auto [ta, tb] : kAllTrans)  // every operand layout of every op (DDS: n = 128 within a block)
+    for (Op op : {Op::SDD, Op::DSD, Op::DDS}) {
+      Case c{op, ta, tb};
+      c.tile = wgmma_tile(128, 128, false, false, 1);
+      test::run(c);
+    }
+  for (int32_t block : {64, 256}) {  // fp16, other block sizes, a 2-CTA cluster, tile order 4
+    Case c{Op::DSD, false, false};
+    c.block = block;
+    c.hidden = 512;  // two column tiles of 256 for the cluster's pair
+    c.dtype = DType::FP16;
+    c.tile = wgmma_tile(64, 256, false, false, 1);
+    c.tile.cluster = 2;
+    c.tile.group = 4;
+    test::run(c);
+  }
+}
+
 TEST_CASE("sm90 products: DSD NN scattering its rows to token rows through a row map") {
   if (!hopper()) return;
   // Both schedules and row-group counts, tiles 64 to 256 wide, a skewed routing with empty experts (several

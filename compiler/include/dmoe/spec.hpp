@@ -120,12 +120,17 @@ struct TileConfig {
   // wgmma: CTAs per cluster (1 or 2). A cluster of 2 takes two adjacent column tiles of the same rows and
   // reduction; one CTA loads their shared A tile once and multicasts it to both (named c2).
   uint8_t cluster = 1;
+  // wgmma, cooperative schedule, plain epilogue: 0 stages the whole output tile in shared memory before
+  // storing it; N > 0 has each consumer warpgroup stage its rows in 64-column chunks through N rotating
+  // buffers, each stored as soon as it is staged (named st{N}). The shared memory freed buys pipeline
+  // stages (128×256: 4 instead of 3).
+  uint8_t store_chunks = 0;
   friend bool operator==(const TileConfig&, const TileConfig&) = default;
 };
 
 // The Hopper tile with the most pipeline stages that fit the shared memory an sm_90 CTA may use.
 // `gated`: a gated SDD's stages (two B operands each).
-TileConfig wgmma_tile(int m, int n, bool pingpong = false, bool gated = false);
+TileConfig wgmma_tile(int m, int n, bool pingpong = false, bool gated = false, int store_chunks = 0);
 
 // The Ampere-class tile m×n×k over 8 warps with the most pipeline stages (at most 5) that fit the
 // shared memory a CTA may use on this arch (99 KiB on sm_86 / sm_89, 163 KiB on sm_80, 227 KiB on sm_90a).

@@ -164,14 +164,17 @@ struct Tiles {
       for (int q = 0; q < BN / 64; ++q) ptx::tma_load_2d(b_s + q * kChunk, bmap, bar, col0 + n0 + 64 * q, h);
   }
 
-  // Stores 64-column chunk q of the tile (BM rows, staged in shared memory) with the C tensor map:
-  // SDD into its block of data [blocks, B, B], the others into the dense output.
-  __device__ void store_chunk(const void* cmap, const char* src, int q) const {
-    const int n = n0 + 64 * q;
-    if constexpr (Kind == kSDD) ptx::tma_store_3d(cmap, src, n % B, m0, first + n / B);
-    else if constexpr (Kind == kDSD) ptx::tma_store_2d(cmap, src, n, outer * B + m0);
-    else ptx::tma_store_2d(cmap, src, outer * B + n, m0);
+  // Stores the staged box at column n and row m of the tile (64 columns, as many rows as the C tensor
+  // map's box) with the C tensor map: SDD into its block of data [blocks, B, B], the others into the
+  // dense output.
+  __device__ void store_box(const void* cmap, const char* src, int n, int m) const {
+    n += n0, m += m0;
+    if constexpr (Kind == kSDD) ptx::tma_store_3d(cmap, src, n % B, m, first + n / B);
+    else if constexpr (Kind == kDSD) ptx::tma_store_2d(cmap, src, n, outer * B + m);
+    else ptx::tma_store_2d(cmap, src, outer * B + n, m);
   }
+  // Stores 64-column chunk q of the tile (BM rows, staged in shared memory).
+  __device__ void store_chunk(const void* cmap, const char* src, int q) const { store_box(cmap, src, 64 * q, 0); }
 
   // Loads chunk q of the epilogue's operand (SDD only: the pre-activation blocks) into shared memory.
   __device__ void load_aux_chunk(const void* map, char* dst, int q, uint64_t* bar) const {
@@ -193,9 +196,13 @@ struct Tiles {
 // arrives in each stage beside the first; the consumers keep two accumulators, a = A·op(B) and
 // g = A·op(B2), and the epilogue writes h = act(a)·g to C, a to aux and g to aux2 (each when set): the
 // gated experts' first layer and its GLU in one pass over A.
+// STORE_CHUNKS (cooperative, plain epilogue only; TileConfig::store_chunks): instead of one staging
+// buffer for the whole tile, each consumer warpgroup stages its own 64 rows in 64-column chunks through
+// STORE_CHUNKS rotating buffers and stores each chunk as soon as it is staged (the C map's box is then
+// 64 rows). The shared memory this frees buys a deeper ring: 128×256 fits 4 stages instead of 3.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
           int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
-          int CLUSTER = 1, bool SCATTER = false>
+          int CLUSTER = 1, bool SCATTER = false, int STORE_CHUNKS = 0>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   static_assert(!GATHER || (Kind == kSDD && !TransA), "the gather reads the rows of a row-major SDD A");
@@ -216,11 +223,17 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr uint32_t kStageBytes = kABytes + kSets * kBBytes;  // A, then B (and B2)
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep the 1 KiB swizzle alignment");
   constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
+  static_assert(STORE_CHUNKS == 0 || (!PINGPONG && Epi == kEpiNone && !GATED && !SCATTER),
+                "chunked staging serves the cooperative schedule's plain epilogue");
+  static_assert(STORE_CHUNKS == 0 || (STORE_CHUNKS < NW / 64 && (NW / 64) % STORE_CHUNKS == 0),
+                "the chunk buffers rotate evenly through fewer than a warpgroup's chunks");
+  constexpr uint32_t kChunkStage = 64 * 128;  // one warpgroup's 64 rows of a 64-column chunk
+  constexpr uint32_t kStagingBytes = STORE_CHUNKS > 0 ? 2 * STORE_CHUNKS * kChunkStage : kBuffers * kCBytes;
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
   char* c_tiles = smem + STAGES * kStageBytes;  // per buffer: BN/64 chunks of [BM rows][128 B], swizzled
-  uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + kBuffers * kCBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + kStagingBytes);
   uint64_t* empty = full + STAGES;
   uint64_t* aux_full = empty + STAGES;  // per buffer: the epilogue operand's TMA load
   uint64_t* order = aux_full + kBuffers;  // ping-pong: order[c] lets consumer c start its next main loop
@@ -329,7 +342,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     const int wm = WGN == 1 && !PINGPONG ? c : 0, wn = WGN == 1 ? 0 : c;
     const int wt = threadIdx.x % 128, warp = wt / 32, lane = threadIdx.x % 32;
     // The thread that issues (and later waits for) the tile's TMA stores: bulk groups are per thread.
-    const bool storer = PINGPONG ? wt == 0 : threadIdx.x == 128;
+    // Chunked staging: each consumer warpgroup stores its own rows.
+    const bool storer = PINGPONG || STORE_CHUNKS > 0 ? wt == 0 : threadIdx.x == 128;
     auto sync_tile = [&] {  // the warpgroups that share the staging buffer
       if constexpr (PINGPONG) ptx::named_barrier(1 + c, 128);
       else ptx::named_barrier(1, 256);
@@ -466,6 +480,33 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
           ptx::bulk_commit();
         }
       };
+      if constexpr (STORE_CHUNKS > 0) {
+        // Chunk q of this warpgroup's rows goes through buffer q % STORE_CHUNKS once the store that last
+        // used it (STORE_CHUNKS groups ago: the rotation is even, across tiles too) has read it.
+        char* const bufs = c_tiles + c * (STORE_CHUNKS * kChunkStage);
+        const uint32_t bufs_base = ptx::smem_addr(bufs);
+#pragma unroll
+        for (int q = 0; q < NW / 64; ++q) {
+          const int b = q % STORE_CHUNKS;
+          if (storer) ptx::bulk_wait_read_n<STORE_CHUNKS - 1>();
+          ptx::named_barrier(3 + c, 128);
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int row = warp * 16 + lane / 4 + 8 * h, j = 8 * q + jj;
+              const uint32_t addr = bufs_base + b * kChunkStage + row * 128 + ((jj ^ (row % 8)) * 16) + (lane % 4) * 4;
+              ptx::st_shared_u32(addr, Elem::pack2(acc[0][0][j * 4 + 2 * h], acc[0][0][j * 4 + 2 * h + 1]));
+            }
+          ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
+          ptx::named_barrier(3 + c, 128);
+          if (storer) {
+            tile.store_box(&args.c, bufs + b * kChunkStage, wn * NW + 64 * q, wm * 64);
+            ptx::bulk_commit();
+          }
+        }
+        continue;
+      }
       if (storer) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
       if constexpr (epilogue_is_gradient(Epi)) {
         // The pre-activation tile arrives by TMA into the staging buffer; each thread turns its own
