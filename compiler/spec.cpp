@@ -297,7 +297,8 @@ void validate_wgmma(const KernelSpec& k) {
                                         "thread, over the 128 it holds (at most 128 columns)", name, per_wg, per_wg));
   }
   // Tile rows: within a block for SDD and DSD, within hidden for DDS. Tile columns: within the expert's
-  // ffn for SDD (several blocks allowed), within hidden for DSD, within a block for DDS.
+  // ffn for SDD (several blocks allowed), within hidden for DSD, within a block for DDS with Sᵀ and
+  // across whole blocks of one expert or within one for DDS with S.
   const int32_t m_extent = k.op == Op::DDS ? k.hidden : k.block;
   if (m_extent % t.m != 0)
     throw InvalidArgument(fmt::format("{}: m = {} does not divide {} = {}", name, t.m,
@@ -310,6 +311,14 @@ void validate_wgmma(const KernelSpec& k) {
   } else if (k.op == Op::DSD) {
     if (k.hidden % t.n != 0)
       throw InvalidArgument(fmt::format("{}: n = {} does not divide hidden = {}", name, t.n, k.hidden));
+  } else if (t.n > k.block) {  // DDS: a tile across adjacent block columns of one expert
+    if (k.trans_b)
+      throw InvalidArgument(fmt::format("{}: n = {} is wider than the block size {}, which DDS allows with S only "
+                                        "(trans_b false): Sᵀ's tile columns lie within a block", name, t.n, k.block));
+    if (t.n % k.block != 0 || k.ffn % t.n != 0)
+      throw InvalidArgument(fmt::format("{}: n = {} must be a multiple of the block size {} and divide ffn = {} (a "
+                                        "DDS tile wider than a block spans one expert's block columns)",
+                                        name, t.n, k.block, k.ffn));
   } else if (k.block % t.n != 0) {
     throw InvalidArgument(fmt::format("{}: n = {} does not divide the block size {}", name, t.n, k.block));
   }
@@ -341,7 +350,7 @@ void validate_wgmma(const KernelSpec& k) {
                                         "the cluster multicasts A by TMA)", name, t.cluster));
     // The cluster's CTAs take adjacent column tiles of one expert's block (SDD), of hidden (DSD) or of
     // a block (DDS): the column tiles there must pair up.
-    const int32_t n_extent = k.op == Op::SDD ? k.ffn : k.op == Op::DSD ? k.hidden : k.block;
+    const int32_t n_extent = k.op == Op::SDD ? k.ffn : k.op == Op::DSD ? k.hidden : std::max<int32_t>(k.block, t.n);
     const char* n_name = k.op == Op::SDD ? "ffn" : k.op == Op::DSD ? "hidden" : "the block size";
     if ((n_extent / t.n) % t.cluster != 0)
       throw InvalidArgument(fmt::format("{}: cluster = {} needs the column tiles to pair up, but {} = {} holds {} "

@@ -89,9 +89,11 @@ DMOE_HD inline int64_t sm90_product_tiles(int32_t kind, bool trans_a, bool trans
                                           int64_t ffn, int64_t experts, int64_t tile_m, int64_t tile_n,
                                           int64_t block_rows) {
   const bool by_column = kind == kDSD ? trans_a : kind == kDDS ? !trans_b : false;
-  const int64_t outers = by_column ? experts * ffn / block : block_rows;
+  // A DDS S tile wider than a block spans tile_n / block adjacent block columns of one expert.
+  const int64_t span = kind == kDDS && tile_n > block ? tile_n / block : 1;
+  const int64_t outers = by_column ? experts * ffn / block / span : block_rows;
   const int64_t mt = (kind == kDDS ? hidden : block) / tile_m;
-  const int64_t nt = (kind == kSDD ? ffn : kind == kDSD ? hidden : block) / tile_n;
+  const int64_t nt = kind == kSDD ? ffn / tile_n : kind == kDSD ? hidden / tile_n : span > 1 ? 1 : block / tile_n;
   return outers * mt * nt;
 }
 

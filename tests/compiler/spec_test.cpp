@@ -238,18 +238,21 @@ TEST_CASE("sm_90a defaults to the wgmma kernel; sm_80, sm_86 and sm_89 to the mm
   CHECK(kernel_name(sdd) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");
   CHECK(threads_per_cta(sdd) == 384);
   CHECK(dynamic_shared_bytes(sdd) == sm90_smem_bytes(128, 256, 3));
-  CHECK(default_spec(s, Op::DDS, false, false, Arch::SM90a).tile == TileConfig{128, 128, 64, 12, 6, Mma::Wgmma});
+  // DDS with S: tiles of 256 columns across two block columns of one expert; with Sᵀ: within a block.
+  CHECK(default_spec(s, Op::DDS, false, false, Arch::SM90a).tile == TileConfig{128, 256, 64, 12, 3, Mma::Wgmma});
+  CHECK(default_spec(s, Op::DDS, false, true, Arch::SM90a).tile == TileConfig{128, 128, 64, 12, 6, Mma::Wgmma});
   CHECK(default_spec(s, Op::SDD, false, true, Arch::SM80).tile.mma == Mma::MmaSync);
   // B = 64: tile rows stay within a block, so two consumer warpgroups split the columns.
   MoeShape small = s;
   small.block = 64;
   CHECK(default_spec(small, Op::DSD, false, false, Arch::SM90a).tile.m == 64);
-  // No wgmma tile divides hidden = 192 with B = 64 for DDS (n within the block, m | hidden with two
-  // warpgroups): the SIMT kernel stays, still a valid spec.
+  // No wgmma tile divides hidden = 192 with B = 64 for DDS with Sᵀ (n within the block, m | hidden with
+  // two warpgroups): the SIMT kernel stays, still a valid spec. With S, 64×256 spans four blocks.
   small.hidden = 192;
-  const KernelSpec dds = default_spec(small, Op::DDS, false, false, Arch::SM90a);
+  const KernelSpec dds = default_spec(small, Op::DDS, false, true, Arch::SM90a);
   CHECK(dds.tile.mma == Mma::Simt);
   CHECK_NOTHROW(validate(dds));
+  CHECK(default_spec(small, Op::DDS, false, false, Arch::SM90a).tile == wgmma_tile(64, 256));
   // The deepest ring that fits 227 KiB beside the staged output tile.
   CHECK(wgmma_tile(128, 256).stages == 3);
   CHECK(wgmma_tile(128, 128).stages == 6);
@@ -474,6 +477,26 @@ TEST_CASE("wgmma chunked output staging: cooperative plain epilogue, divides the
   KernelSpec mma = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80);
   mma.tile.store_chunks = 1;
   expect_error([&] { validate(mma); }, {"store_chunks = 1", "wgmma", "mma"});
+}
+
+TEST_CASE("wgmma DDS tiles wider than a block: S only, whole blocks of one expert, no cluster pair") {
+  KernelSpec k = default_spec(preset("mb-356m"), Op::DDS, false, false, Arch::SM90a);
+  CHECK(k.tile.n == 256);
+  CHECK(kernel_name(k) == "dmoe_dds_nn_bf16_b128_h1024_f4096_e64_wg128x256x64s3_sm90a");
+  k.trans_b = true;  // Sᵀ: the tile's columns are one block's rows
+  expect_error([&] { validate(k); }, {"n = 256", "block size 128", "trans_b false"});
+  KernelSpec fg = default_spec(preset("fine-grained"), Op::DDS, false, false, Arch::SM90a);  // ffn 1408 = 11 blocks
+  CHECK(fg.tile.n == 128);
+  fg.tile = wgmma_tile(128, 256);
+  expect_error([&] { validate(fg); }, {"n = 256", "divide ffn = 1408"});
+  k = default_spec(preset("mb-356m"), Op::DDS, false, false, Arch::SM90a);
+  k.tile.cluster = 2;  // one column tile per two block columns: nothing to pair
+  expect_error([&] { validate(k); }, {"cluster = 2", "1 tiles of n = 256"});
+  MoeShape b64 = preset("mb-356m");
+  b64.block = 64;
+  k = default_spec(b64, Op::DDS, true, false, Arch::SM90a);
+  k.tile = wgmma_tile(128, 192);
+  expect_error([&] { validate(k); }, {"n = 192"});
 }
 
 TEST_CASE("gather: SDD with a row-major A on the wgmma kernel only, named, part of the key, not of the tuning problem") {

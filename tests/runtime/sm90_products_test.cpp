@@ -284,6 +284,41 @@ TEST_CASE("sm90 products: chunked output staging (each consumer warpgroup stores
   }
 }
 
+TEST_CASE("sm90 products: DDS tiles wider than a block (adjacent block columns of one expert)") {
+  if (!hopper()) return;
+  // Both A layouts with S; 2 and 4 blocks per tile (B 128 and 64), both schedules, skewed routings with
+  // empty experts and spare capacity, fp16, tile orders, chunked staging; the expert boundaries fall
+  // between tiles (ffn = 2 or 4 tiles' worth).
+  int ran = 0;
+  for (bool ta : {false, true})
+    for (int32_t block : {128, 64})
+      for (auto [m, n, pp] : {std::tuple{128, 256, false}, {64, 256, true}, {128, 128, false}})
+        for (const std::vector<int64_t>& counts :
+             {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+          Case c{Op::DDS, ta, false};
+          c.block = block;
+          c.hidden = 256;
+          c.ffn = 512;
+          c.counts = counts;
+          c.tile = wgmma_tile(m, n, pp);
+          c.extra_block_rows = 2;
+          if (c.tile.n <= block) continue;  // not wide
+          REQUIRE(test::fits(c));
+          test::run(c);
+          ++ran;
+        }
+  CHECK(ran == 20);
+  Case c{Op::DDS, false, false};
+  c.dtype = DType::FP16;
+  c.ffn = 512;
+  c.tile = wgmma_tile(128, 256, false, false, 1);
+  c.tile.group = 1;
+  test::run(c);
+  c.tile = wgmma_tile(128, 256);
+  c.tile.group = 16;
+  test::run(c);
+}
+
 TEST_CASE("sm90 products: DSD NN scattering its rows to token rows through a row map") {
   if (!hopper()) return;
   // Both schedules and row-group counts, tiles 64 to 256 wide, a skewed routing with empty experts (several

@@ -36,7 +36,12 @@ struct Tiles {
   static constexpr int64_t FE = int64_t(E) * F;
   static constexpr int kBlockCols = int(FE / B);
   static constexpr int MT = Kind == kDDS ? H / BM : B / BM;  // tiles along M per outer index
-  static constexpr int NT = Kind == kSDD ? F / BN : Kind == kDSD ? H / BN : B / BN;
+  // DDS with S (not Sᵀ) may take tiles wider than a block: kSpan adjacent block columns of one expert,
+  // one outer index. Their blocks sit side by side in every block row (the MoE topology contract), so
+  // block blk's neighbour d columns over is blk + d.
+  static constexpr int kSpan = Kind == kDDS && BN > B ? BN / B : 1;
+  static_assert(kSpan == 1 || (!TransB && (F / B) % kSpan == 0), "a wide DDS tile spans one expert's block columns of S");
+  static constexpr int NT = Kind == kSDD ? F / BN : Kind == kDSD ? H / BN : kSpan > 1 ? 1 : B / BN;
   // DSD Sᵀ and DDS S reduce down a block column (transpose metadata); the others along a block row.
   static constexpr bool kByColumn = Kind == kDSD ? TransA : Kind == kDDS ? !TransB : false;
   // A cluster of Cluster CTAs takes Cluster adjacent column tiles of one outer index and m: the same A
@@ -52,7 +57,7 @@ struct Tiles {
   int col0;         // SDD: global column of the expert's first block column
   int rank = 0;     // this CTA's rank in its cluster: which of the cluster tile's column tiles it owns
 
-  __device__ static int outers(int block_rows) { return kByColumn ? kBlockCols : block_rows; }
+  __device__ static int outers(int block_rows) { return kByColumn ? kBlockCols / kSpan : block_rows; }
   // Cluster tiles (Cluster column tiles each).
   __device__ static int64_t count(int block_rows) {
     return sm90_product_tiles(Kind, TransA, TransB, B, H, F, E, BM, BN, block_rows) / Cluster;
@@ -81,8 +86,9 @@ struct Tiles {
       nk = H / kBK;
     } else {
       const int* offs = kByColumn ? topo.offsets_t : topo.offsets;
-      first = ptx::ld_nc_s32(offs + outer);
-      nk = (ptx::ld_nc_s32(offs + outer + 1) - first) * kStepsPerBlock;
+      const int rc0 = outer * kSpan;  // the (first) block row or column reduced along
+      first = ptx::ld_nc_s32(offs + rc0);
+      nk = (ptx::ld_nc_s32(offs + rc0 + 1) - first) * kStepsPerBlock;
     }
   }
 
@@ -146,7 +152,11 @@ struct Tiles {
         if constexpr (kAK) a2d(a_s, k0, m0);
         else chunks(true, a_s, BM, m0, k0);
 #pragma unroll
-        for (int q = 0; q < BN / 64; ++q) ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n0 + 64 * q, kk, blk);
+        for (int q = 0; q < BN / 64; ++q) {
+          const int n = n0 + 64 * q;  // n0 = 0 when the tile spans blocks
+          if constexpr (kSpan > 1) ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, 64 * q % B, kk, blk + 64 * q / B);
+          else ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n, kk, blk);
+        }
       } else {  // op(A) · Sᵀ: block blk of row `outer`, column rc
         if constexpr (kAK) a2d(a_s, k0, m0);
         else chunks(true, a_s, BM, m0, k0);
@@ -171,7 +181,7 @@ struct Tiles {
     n += n0, m += m0;
     if constexpr (Kind == kSDD) ptx::tma_store_3d(cmap, src, n % B, m, first + n / B);
     else if constexpr (Kind == kDSD) ptx::tma_store_2d(cmap, src, n, outer * B + m);
-    else ptx::tma_store_2d(cmap, src, outer * B + n, m);
+    else ptx::tma_store_2d(cmap, src, outer * kSpan * B + n, m);
   }
   // Stores 64-column chunk q of the tile (BM rows, staged in shared memory).
   __device__ void store_chunk(const void* cmap, const char* src, int q) const { store_box(cmap, src, 64 * q, 0); }
