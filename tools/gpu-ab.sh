@@ -10,13 +10,15 @@
 #   DMOE_AB_PRODUCTS  product_bench filters, ';'-separated (each one a run; empty: none)
 #   DMOE_AB_PRESETS   dmoe bench --layer --check presets, comma-separated (empty: none)
 #   DMOE_AB_TESTS     each change's tests: "program[:doctest -tc filter]" entries, ';'-separated
-#   DMOE_AB_LIMIT     seconds per step (default 120)
+#   DMOE_AB_LIMIT     seconds per benchmark step (default 120)
+#   DMOE_AB_TEST_LIMIT  seconds per test step (default 300: the sm90 ping-pong case alone needs more than
+#                     120 s on the H200). The device tool ends a whole call at 600 s: budget the steps.
 #   DMOE_AB_LOGS      the log folder (default $OUT, else /tmp/dmoe-ab)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: tools/gpu-ab.sh BASE CHANGE [CHANGE...]" >&2; exit 2; }
 logs="${DMOE_AB_LOGS:-${OUT:-/tmp/dmoe-ab}}"
-limit="${DMOE_AB_LIMIT:-120}"
+limit="${DMOE_AB_LIMIT:-120}" test_limit="${DMOE_AB_TEST_LIMIT:-300}"
 mkdir -p "$logs"
 scratch="$(mktemp -d)"  # unpacked builds and what need not come back
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader || true
@@ -66,7 +68,7 @@ for i in "${!labels[@]}"; do
     [ -z "$t" ] && continue
     prog="${t%%:*}" tc="" args=()
     [[ "$t" == *:* ]] && tc="${t#*:}" && args=("-tc=$tc")  # a filter may hold spaces: one argument
-    timeout "$limit" "$dir/tests/$prog" "${args[@]}" --duration=true > "$scratch/test.txt" 2>&1
+    timeout "$test_limit" "$dir/tests/$prog" "${args[@]}" --duration=true > "$scratch/test.txt" 2>&1
     rc=$?
     { echo "##### $label $prog${tc:+ ($tc)} (exit $rc)"; cat "$scratch/test.txt"; } >> "$logs/tests.txt"
     echo "== $label test $prog${tc:+ ($tc)}: exit $rc $(grep -E '^\[doctest\] test cases|checks,' "$scratch/test.txt" | tail -1)"
