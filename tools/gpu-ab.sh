@@ -8,6 +8,9 @@
 # A label is the build's name without .tar.xz.
 # Usage: tools/gpu-ab.sh BASE CHANGE [CHANGE...]
 #   DMOE_AB_PRODUCTS  product_bench filters, ';'-separated (each one a run; empty: none)
+#   DMOE_AB_ROUNDS    product rounds (default 1): each round runs every build's filters, builds
+#                     alternating, and the side-by-side table shows each product's mean over the rounds
+#                     (at the H200's power cap one large-shape run moves by up to ~8 %: alternate twice)
 #   DMOE_AB_PRESETS   dmoe bench --layer --check presets, comma-separated (empty: none)
 #   DMOE_AB_TESTS     each change's tests: "program[:doctest -tc filter]" entries, ';'-separated
 #   DMOE_AB_LIMIT     seconds per benchmark step (default 120)
@@ -37,18 +40,27 @@ for b in "$@"; do
 done
 
 IFS=';' read -ra filters <<< "${DMOE_AB_PRODUCTS:-}"
+rounds="${DMOE_AB_ROUNDS:-1}"
+caches=()
+for i in "${!labels[@]}"; do caches+=("$(mktemp -d)/cache"); done  # each build its own kernel cache
+for ((r = 1; r <= rounds; r++)); do
+  for i in "${!labels[@]}"; do
+    label="${labels[$i]}" dir="${dirs[$i]}"
+    export DMOE_CACHE_DIR="${caches[$i]}"
+    for f in "${filters[@]}"; do
+      [ -z "$f" ] && continue
+      echo "##### $label products '$f' (round $r)" >> "$logs/products.txt"
+      timeout "$limit" "$dir/bench/product_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
+      rc=$?
+      cat "$scratch/out.txt" >> "$logs/products.txt"
+      cat "$scratch/out.txt" >> "$scratch/products-$label-$r.txt"
+      echo "== $label products '$f' round $r: exit $rc"
+    done
+  done
+done
 for i in "${!labels[@]}"; do
   label="${labels[$i]}" dir="${dirs[$i]}"
-  export DMOE_CACHE_DIR="$(mktemp -d)/cache"
-  for f in "${filters[@]}"; do
-    [ -z "$f" ] && continue
-    echo "##### $label products '$f'" >> "$logs/products.txt"
-    timeout "$limit" "$dir/bench/product_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
-    rc=$?
-    cat "$scratch/out.txt" >> "$logs/products.txt"
-    cat "$scratch/out.txt" >> "$scratch/products-$label.txt"
-    echo "== $label products '$f': exit $rc"
-  done
+  export DMOE_CACHE_DIR="${caches[$i]}"
   if [ -n "${DMOE_AB_PRESETS:-}" ]; then
     timeout "$limit" "$dir/tools/dmoe" bench --layer --check --json --presets "$DMOE_AB_PRESETS" \
       > "$scratch/layer-$label.txt" 2>&1
@@ -76,19 +88,29 @@ for i in "${!labels[@]}"; do
   done
 done
 
-# Side by side: each product's time (ms) and SOL per build, each change's time against the base's.
-rows() { grep -E '^  [01D]' "$scratch/products-$1.txt" | awk '{print $1, $2, $4}'; }
-if [ -f "$scratch/products-${labels[0]}.txt" ]; then
+# Side by side: each product's time (ms) and SOL per build (means over the rounds), each change's time
+# against the base's.
+rows() {
+  local files=() r
+  for ((r = 1; r <= rounds; r++)); do
+    [ -f "$scratch/products-$1-$r.txt" ] || return
+    grep -E '^  [01D]' "$scratch/products-$1-$r.txt" | awk '{print $1, $2, $4}' > "$scratch/rows-$1-$r"
+    files+=("$scratch/rows-$1-$r")
+  done
+  paste -d' ' "${files[@]}" | awk -v n="$rounds" '{ms = 0; sol = 0; for (i = 0; i < n; ++i) {ms += $(3 * i + 2); sol += $(3 * i + 3)}
+    printf "%s %.3f %.2f\n", $1, ms / n, sol / n}'
+}
+if [ -f "$scratch/products-${labels[0]}-1.txt" ]; then
   rows "${labels[0]}" > "$scratch/side"
   header="product base(${labels[0]})"
   for i in "${!labels[@]}"; do
     [ "$i" -eq 0 ] && continue
-    [ -f "$scratch/products-${labels[$i]}.txt" ] || continue
+    [ -f "$scratch/products-${labels[$i]}-1.txt" ] || continue
     rows "${labels[$i]}" | awk '{print $2, $3}' | paste -d' ' "$scratch/side" - > "$scratch/side2"
     mv "$scratch/side2" "$scratch/side"
     header="$header | ${labels[$i]}"
   done
-  echo "$header"
+  echo "$header (means of $rounds round(s))"
   awk '{printf "%-28s %8s %5s", $1, $2, $3; for (i = 4; i + 1 <= NF; i += 2) printf " | %8s %5s %+6.1f%%", $i, $(i + 1), ($i / $2 - 1) * 100; print ""}' "$scratch/side"
 fi
 for label in "${labels[@]}"; do
