@@ -33,15 +33,17 @@ Case with_default_tile(Case c) {
 
 void run_default(const Case& c) { test::run(with_default_tile(c)); }
 
-// Every product of the schedule at hidden = ffn = 512, with each of `tiles` the op accepts (DDS keeps its
-// tile columns within a block), on two routings: counts off the block multiple with an empty expert, and a
-// skewed one where every CTA runs several tiles around the ring. Returns how many ran.
+// Two routings: counts off the block multiple with an empty expert, and a skewed one (empty experts, one
+// expert of a single token) where every CTA runs several tiles around the ring.
+const std::vector<std::vector<int64_t>> kRoutings = {{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}};
+
+// Every product of the schedule at hidden = ffn = 512, with each of `tiles` the op accepts, on kRoutings.
+// Returns how many ran.
 int run_on_routings(const std::vector<TileConfig>& tiles, int32_t extra_block_rows = 0) {
   int ran = 0;
   for (auto [op, ta, tb] : kSchedule)
     for (const TileConfig& tile : tiles)
-      for (const std::vector<int64_t>& counts :
-           {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+      for (const std::vector<int64_t>& counts : kRoutings) {
         Case c{op, ta, tb};
         c.hidden = 512;
         c.ffn = 512;
@@ -293,8 +295,7 @@ TEST_CASE("sm90 products: DDS tiles wider than a block (adjacent block columns o
   for (bool ta : {false, true})
     for (int32_t block : {128, 64})
       for (auto [m, n, pp] : {std::tuple{128, 256, false}, {64, 256, true}, {128, 128, false}})
-        for (const std::vector<int64_t>& counts :
-             {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+        for (const std::vector<int64_t>& counts : kRoutings) {
           Case c{Op::DDS, ta, false};
           c.block = block;
           c.hidden = 256;
@@ -326,8 +327,7 @@ TEST_CASE("sm90 products: DSD NN scattering its rows to token rows through a row
   int ran = 0;
   for (bool pingpong : {false, true})
     for (auto [m, n] : {std::pair{128, 128}, {64, 256}, {128, 64}, {128, 256}})
-      for (const std::vector<int64_t>& counts :
-           {std::vector<int64_t>{130, 0, 257, 64}, {3000, 0, 2100, 1, 700, 60, 0, 1900, 129, 300}}) {
+      for (const std::vector<int64_t>& counts : kRoutings) {
         Case c{Op::DSD, false, false};
         c.hidden = 512;
         c.ffn = 512;

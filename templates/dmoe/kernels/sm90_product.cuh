@@ -153,9 +153,9 @@ struct Tiles {
         else chunks(true, a_s, BM, m0, k0);
 #pragma unroll
         for (int q = 0; q < BN / 64; ++q) {
-          const int n = n0 + 64 * q;  // n0 = 0 when the tile spans blocks
-          if constexpr (kSpan > 1) ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, 64 * q % B, kk, blk + 64 * q / B);
-          else ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n, kk, blk);
+          if constexpr (kSpan > 1)  // n0 = 0: chunk q lies in the tile's block q·64 / B
+            ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, 64 * q % B, kk, blk + 64 * q / B);
+          else ptx::tma_load_3d(b_s + q * kChunk, bmap, bar, n0 + 64 * q, kk, blk);
         }
       } else {  // op(A) · Sᵀ: block blk of row `outer`, column rc
         if constexpr (kAK) a2d(a_s, k0, m0);
