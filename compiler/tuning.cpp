@@ -94,12 +94,12 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
           t.cluster = 2;
           add(t);
         }
-        // Chunked output staging (plain epilogue, cooperative): the rings it makes room for.
-        if (base.epilogue == Epilogue::None && !base.gated && !base.scatter)
-          for (int sc : {1, 2}) {
-            const TileConfig chunked = wgmma_tile(m, n, false, base.gated, sc);
-            if (chunked.stages > deepest.stages) add_rings(chunked, deepest.stages + 1);
-          }
+        // Chunked output staging: the rings it makes room for (add refuses it where validate does: fused
+        // epilogues, the gated SDD, the scatter).
+        for (int sc : {1, 2}) {
+          const TileConfig chunked = wgmma_tile(m, n, false, base.gated, sc);
+          if (chunked.stages > deepest.stages) add_rings(chunked, deepest.stages + 1);
+        }
       }
   for (int m : {128, 64})
     for (int n : {128, 64})
