@@ -16,11 +16,14 @@ __device__ __forceinline__ float tanh_approx(float x) {
   return y;
 }
 
-// 1 / (1 + e^-x) through ex2 (e^-x = 2^(-x·log2 e)).
+// 1 / (1 + e^-x) through ex2 (e^-x = 2^(-x·log2 e)) and the approximate reciprocal: 1 ulp, far below the
+// 16-bit rounding that follows, where an IEEE division costs a Newton step and a slow-path call per
+// element. 1 + e ≥ 1, so flushing subnormal inputs changes nothing; e = +inf gives 0.
 __device__ __forceinline__ float sigmoid(float x) {
-  float e;
+  float e, r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-1.4426950408889634f * x));
-  return 1.f / (1.f + e);
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.f + e));
+  return r;
 }
 
 constexpr float kGeluC0 = 0.7978845608028654f;  // sqrt(2 / pi)
