@@ -29,12 +29,25 @@ __device__ __forceinline__ float sigmoid(float x) {
 constexpr float kGeluC0 = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluC1 = 0.044715f;
 
-__device__ __forceinline__ float gelu(float x) {
-  return 0.5f * x * (1.f + tanh_approx(kGeluC0 * (x + kGeluC1 * x * x * x)));
+// The tanh argument c0·(x + c1·x³) = x·(c0 + c0·c1·x²): one FFMA and one FMUL after x².
+__device__ __forceinline__ float gelu_tanh(float x, float x2) {
+  return tanh_approx(x * fmaf(kGeluC0 * kGeluC1, x2, kGeluC0));
 }
+// 0.5·x·(1 + t) = h + h·t with h = x / 2.
+__device__ __forceinline__ float gelu_from(float x, float t) {
+  const float h = 0.5f * x;
+  return fmaf(h, t, h);
+}
+// 0.5·(1 + t) + 0.5·x·(1 − t²)·c0·(1 + 3·c1·x²), as four FFMAs and two FMULs.
+__device__ __forceinline__ float gelu_grad_from(float x, float x2, float t) {
+  const float q = fmaf(3.f * kGeluC0 * kGeluC1, x2, kGeluC0);  // c0·(1 + 3·c1·x²)
+  const float s = fmaf(-t, t, 1.f);                            // 1 − t²
+  return fmaf(0.5f * x * s, q, fmaf(0.5f, t, 0.5f));
+}
+__device__ __forceinline__ float gelu(float x) { return gelu_from(x, gelu_tanh(x, x * x)); }
 __device__ __forceinline__ float gelu_grad(float x) {
-  const float t = tanh_approx(kGeluC0 * (x + kGeluC1 * x * x * x));
-  return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * kGeluC0 * (1.f + 3.f * kGeluC1 * x * x);
+  const float x2 = x * x;
+  return gelu_grad_from(x, x2, gelu_tanh(x, x2));
 }
 __device__ __forceinline__ float silu(float x) { return x * sigmoid(x); }
 __device__ __forceinline__ float silu_grad(float x) {
@@ -67,9 +80,9 @@ __device__ __forceinline__ float apply_grad(float g, float pre) {
 template <int Epi>
 __device__ __forceinline__ void act_and_grad(float x, float& y, float& dy) {
   if constexpr (Epi == kEpiGelu) {
-    const float t = act::tanh_approx(act::kGeluC0 * (x + act::kGeluC1 * x * x * x));
-    y = 0.5f * x * (1.f + t);
-    dy = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * act::kGeluC0 * (1.f + 3.f * act::kGeluC1 * x * x);
+    const float x2 = x * x, t = act::gelu_tanh(x, x2);
+    y = act::gelu_from(x, t);
+    dy = act::gelu_grad_from(x, x2, t);
   } else if constexpr (Epi == kEpiSilu) {
     const float s = act::sigmoid(x);
     y = x * s;
