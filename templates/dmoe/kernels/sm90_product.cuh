@@ -18,6 +18,7 @@
 #include "dmoe/common/activation.cuh"
 #include "dmoe/common/types.cuh"
 #include "dmoe/ptx/ptx.cuh"
+#include "dmoe/ptx/sm80.cuh"
 #include "dmoe/ptx/sm90.cuh"
 #include "dmoe/ptx/wgmma.cuh"
 
@@ -449,36 +450,40 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       auto staged = [&](int row, int col) {
         return c_base + (col / 64) * (BM * 128) + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
       };
-      auto at = [&](int mi, int j, int h) {
-        return staged((wm + mi) * 64 + warp * 16 + lane / 4 + 8 * h, wn * NW + j * 8 + 2 * (lane % 4));
-      };
       // Writes the accumulator into the staged tile (kPlain: as is, kAct: act(acc), kGrad: acc · act'(pre)
       // with pre read from the same place; GATED: kGate the gate's accumulator g, kGlu act(acc) · g), then
-      // one thread stores the tile through `map`.
+      // one thread stores the tile through `map`. Per 16 columns of a warp's 16 rows, one stmatrix (and for
+      // kGrad one ldmatrix) of four 8×8 matrices: matrix k holds rows +8·(k % 2) and columns +8·(k / 2),
+      // which is the accumulator fragment (h = k % 2, group j + k / 2) as wgmma leaves it.
       enum { kPlain, kAct, kGrad, kGate, kGlu };
+      const int m_row = warp * 16 + (lane % 8) + 8 * ((lane / 8) % 2), m_col = 8 * (lane / 16);
       auto stage = [&](int mode) {
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-          for (int j = 0; j < NW / 8; ++j)
+          for (int j = 0; j < NW / 8; j += 2) {
+            const uint32_t addr = staged((wm + mi) * 64 + m_row, wn * NW + j * 8 + m_col);
+            unsigned pre[4], out[4];
+            if (mode == kGrad) ptx::ldmatrix_x4(pre, addr);
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const uint32_t addr = at(mi, j, h);
+            for (int k = 0; k < 4; ++k) {
+              const int jj = j + k / 2, h = k % 2;
               const int u = mode == kGate ? kSets - 1 : 0;
-              float x = acc[u][mi][j * 4 + 2 * h], y = acc[u][mi][j * 4 + 2 * h + 1];
+              float x = acc[u][mi][jj * 4 + 2 * h], y = acc[u][mi][jj * 4 + 2 * h + 1];
               if (mode == kGlu) {
-                x = apply_act<Epi>(x) * acc[kSets - 1][mi][j * 4 + 2 * h];
-                y = apply_act<Epi>(y) * acc[kSets - 1][mi][j * 4 + 2 * h + 1];
+                x = apply_act<Epi>(x) * acc[kSets - 1][mi][jj * 4 + 2 * h];
+                y = apply_act<Epi>(y) * acc[kSets - 1][mi][jj * 4 + 2 * h + 1];
               } else if (mode == kAct) {
                 x = apply_act<Epi>(x);
                 y = apply_act<Epi>(y);
               } else if (mode == kGrad) {
-                const uint32_t pre = ptx::ld_shared_u32(addr);
-                x = apply_grad<Epi>(x, Elem::to_float(pre & 0xffff));
-                y = apply_grad<Epi>(y, Elem::to_float(pre >> 16));
+                x = apply_grad<Epi>(x, Elem::to_float(pre[k] & 0xffff));
+                y = apply_grad<Epi>(y, Elem::to_float(pre[k] >> 16));
               }
-              ptx::st_shared_u32(addr, Elem::pack2(x, y));
+              out[k] = Elem::pack2(x, y);
             }
+            ptx::stmatrix_x4(addr, out);
+          }
       };
       auto stage_and_store = [&](const void* map, int mode) {
         stage(mode);

@@ -117,6 +117,14 @@ template <int N>
 __device__ __forceinline__ void bulk_wait_read_n() {
   asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(N) : "memory");
 }
+// Four 8×8 matrices of 16-bit elements into shared memory, ldmatrix's layout: lane l gives the address of
+// row l % 8 of matrix l / 8 (16 bytes each) and holds in r[j] the elements (l / 4, 2·(l % 4)) and
+// (l / 4, 2·(l % 4) + 1) of matrix j. One instruction for four 32-bit stores per lane.
+__device__ __forceinline__ void stmatrix_x4(unsigned addr, const unsigned (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
+}
 // Waits until the committed bulk stores are complete.
 __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 
