@@ -9,6 +9,8 @@
 #include <limits>
 #include <numeric>
 
+#include "parallel.hpp"
+
 namespace dmoe::reference {
 
 HostTopology topology_from_counts(std::span<const int64_t> counts, int32_t block, int32_t ffn) {
@@ -118,18 +120,6 @@ int64_t elements(const KernelSpec& k, const HostTopology& t, int64_t rows, int64
   return sparse ? t.blocks() * k.block * k.block : rows * cols;
 }
 
-namespace {
-
-// Element (i, j) of op(X) for X stored row-major as [rows, cols] (transposed when trans).
-struct DenseOp {
-  const float* p;
-  int64_t cols;
-  bool trans;
-  double operator()(int64_t i, int64_t j) const { return trans ? p[j * cols + i] : p[i * cols + j]; }
-};
-
-}  // namespace
-
 double activation(Epilogue e, double x) {
   constexpr double c0 = 0.7978845608028654, c1 = 0.044715;  // sqrt(2/pi), GELU's cubic coefficient
   switch (e) {
@@ -196,46 +186,110 @@ GluGrad glu_grad(Epilogue act, std::span<const float> dh, std::span<const float>
   return r;
 }
 
+namespace {
+
+// op(X) of a row-major operand X [rows, cols] as a row-major fp64 matrix (op(X) = Xᵀ when trans): the
+// transposes are resolved once so the product loops below run along contiguous rows.
+std::vector<double> op_matrix(std::span<const float> x, int64_t cols, bool trans) {
+  const int64_t rows = cols > 0 ? int64_t(x.size()) / cols : 0;
+  std::vector<double> m(size_t(rows * cols));
+  if (trans) {
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) m[size_t(j * rows + i)] = x[size_t(i * cols + j)];
+  } else {
+    for (size_t i = 0; i < m.size(); ++i) m[i] = x[i];
+  }
+  return m;
+}
+
+constexpr int64_t kChunk = 64;  // output rows (DSD) or columns (DDS) per work item
+
+}  // namespace
+
+// Every output element is summed by one work item in the same order as a plain loop over blocks, i, j
+// (SDD: over k), so the result does not depend on the thread count; the items run on every core (the GPU
+// tests' references dominated their run time when they ran on one).
 std::vector<double> product(const KernelSpec& k, const HostTopology& t, int64_t capacity,
                             std::span<const float> a, std::span<const float> b) {
   const ProductShapes s = product_shapes(k, t, capacity);
   const int64_t B = k.block, H = k.hidden, n = t.blocks();
-  std::vector<double> c(k.op == Op::SDD ? n * B * B : s.c_rows * s.c_cols, 0.0);
+  std::vector<double> c(size_t(k.op == Op::SDD ? n * B * B : s.c_rows * s.c_cols), 0.0);
   if (k.op == Op::SDD) {
-    const DenseOp A{a.data(), s.a_cols, k.trans_a}, Bop{b.data(), s.b_cols, k.trans_b};
-    for (int64_t blk = 0; blk < n; ++blk) {
-      const int64_t r0 = int64_t(t.row_indices[blk]) * B, c0 = int64_t(t.column_indices[blk]) * B;
-      for (int64_t i = 0; i < B; ++i)
-        for (int64_t j = 0; j < B; ++j) {
+    // C_blk[i, j] = op(A)[r0 + i, :] · op(B)[:, c0 + j], both rows of contiguous matrices.
+    const std::vector<double> A = op_matrix(a, s.a_cols, k.trans_a), Bt = op_matrix(b, s.b_cols, !k.trans_b);
+    detail::parallel_for(n, 0, [&](int64_t blk) {
+      const int64_t r0 = int64_t(t.row_indices[size_t(blk)]) * B, c0 = int64_t(t.column_indices[size_t(blk)]) * B;
+      for (int64_t i = 0; i < B; ++i) {
+        const double* ar = &A[size_t((r0 + i) * H)];
+        int64_t j = 0;
+        for (; j + 4 <= B; j += 4) {  // four sums side by side, each in k order
+          const double* br = &Bt[size_t((c0 + j) * H)];
+          double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+          for (int64_t kk = 0; kk < H; ++kk) {
+            const double x = ar[kk];
+            s0 += x * br[kk];
+            s1 += x * br[H + kk];
+            s2 += x * br[2 * H + kk];
+            s3 += x * br[3 * H + kk];
+          }
+          double* cr = &c[size_t((blk * B + i) * B + j)];
+          cr[0] = s0, cr[1] = s1, cr[2] = s2, cr[3] = s3;
+        }
+        for (; j < B; ++j) {
+          const double* br = &Bt[size_t((c0 + j) * H)];
           double sum = 0;
-          for (int64_t kk = 0; kk < H; ++kk) sum += A(r0 + i, kk) * Bop(kk, c0 + j);
-          c[(blk * B + i) * B + j] = sum;
+          for (int64_t kk = 0; kk < H; ++kk) sum += ar[kk] * br[kk];
+          c[size_t((blk * B + i) * B + j)] = sum;
         }
-    }
+      }
+    });
   } else if (k.op == Op::DSD) {
-    const DenseOp Bop{b.data(), s.b_cols, k.trans_b};
-    for (int64_t blk = 0; blk < n; ++blk) {
-      const int64_t r0 = int64_t(t.row_indices[blk]) * B, c0 = int64_t(t.column_indices[blk]) * B;
-      for (int64_t i = 0; i < B; ++i)
-        for (int64_t j = 0; j < B; ++j) {
-          const double v = a[(blk * B + i) * B + j];  // S(r0 + i, c0 + j)
-          // S: C[r0+i, :] += v · op(B)[c0+j, :];  Sᵀ: C[c0+j, :] += v · op(B)[r0+i, :]
-          const int64_t out = k.trans_a ? c0 + j : r0 + i, in = k.trans_a ? r0 + i : c0 + j;
-          for (int64_t h = 0; h < s.c_cols; ++h) c[out * s.c_cols + h] += v * Bop(in, h);
-        }
-    }
+    // S: C[r0 + i, :] += v · op(B)[c0 + j, :];  Sᵀ: C[c0 + j, :] += v · op(B)[r0 + i, :]. An item owns kChunk
+    // rows of C.
+    const std::vector<double> Bm = op_matrix(b, s.b_cols, k.trans_b);
+    const int64_t cols = s.c_cols;
+    detail::parallel_for((s.c_rows + kChunk - 1) / kChunk, 0, [&](int64_t item) {
+      const int64_t o0 = item * kChunk, o1 = std::min(s.c_rows, o0 + kChunk);
+      for (int64_t blk = 0; blk < n; ++blk) {
+        const int64_t r0 = int64_t(t.row_indices[size_t(blk)]) * B, c0 = int64_t(t.column_indices[size_t(blk)]) * B;
+        const int64_t first = k.trans_a ? c0 : r0;  // the block's output rows: first … first + B − 1
+        if (first >= o1 || first + B <= o0) continue;
+        for (int64_t i = 0; i < B; ++i)
+          for (int64_t j = 0; j < B; ++j) {
+            const int64_t out = k.trans_a ? c0 + j : r0 + i, in = k.trans_a ? r0 + i : c0 + j;
+            if (out < o0 || out >= o1) continue;
+            const double v = a[size_t((blk * B + i) * B + j)];  // S(r0 + i, c0 + j)
+            double* cr = &c[size_t(out * cols)];
+            const double* br = &Bm[size_t(in * cols)];
+            for (int64_t h = 0; h < cols; ++h) cr[h] += v * br[h];
+          }
+      }
+    });
   } else {
-    const DenseOp A{a.data(), s.a_cols, k.trans_a};
-    for (int64_t blk = 0; blk < n; ++blk) {
-      const int64_t r0 = int64_t(t.row_indices[blk]) * B, c0 = int64_t(t.column_indices[blk]) * B;
-      for (int64_t i = 0; i < B; ++i)
-        for (int64_t j = 0; j < B; ++j) {
-          const double v = b[(blk * B + i) * B + j];  // S(r0 + i, c0 + j)
-          // S: C[:, c0+j] += op(A)[:, r0+i] · v;  Sᵀ: C[:, r0+i] += op(A)[:, c0+j] · v
-          const int64_t out = k.trans_b ? r0 + i : c0 + j, in = k.trans_b ? c0 + j : r0 + i;
-          for (int64_t m = 0; m < s.c_rows; ++m) c[m * s.c_cols + out] += A(m, in) * v;
-        }
-    }
+    // S: C[:, c0 + j] += op(A)[:, r0 + i] · v;  Sᵀ: C[:, r0 + i] += op(A)[:, c0 + j] · v. Accumulated as Cᵀ
+    // rows from op(A)ᵀ rows (contiguous), an item owning kChunk columns of C, then transposed.
+    const std::vector<double> At = op_matrix(a, s.a_cols, !k.trans_a);
+    const int64_t rows = s.c_rows;
+    std::vector<double> ct(c.size(), 0.0);
+    detail::parallel_for((s.c_cols + kChunk - 1) / kChunk, 0, [&](int64_t item) {
+      const int64_t o0 = item * kChunk, o1 = std::min(s.c_cols, o0 + kChunk);
+      for (int64_t blk = 0; blk < n; ++blk) {
+        const int64_t r0 = int64_t(t.row_indices[size_t(blk)]) * B, c0 = int64_t(t.column_indices[size_t(blk)]) * B;
+        const int64_t first = k.trans_b ? r0 : c0;  // the block's output columns
+        if (first >= o1 || first + B <= o0) continue;
+        for (int64_t i = 0; i < B; ++i)
+          for (int64_t j = 0; j < B; ++j) {
+            const int64_t out = k.trans_b ? r0 + i : c0 + j, in = k.trans_b ? c0 + j : r0 + i;
+            if (out < o0 || out >= o1) continue;
+            const double v = b[size_t((blk * B + i) * B + j)];  // S(r0 + i, c0 + j)
+            double* cr = &ct[size_t(out * rows)];
+            const double* ar = &At[size_t(in * rows)];
+            for (int64_t m = 0; m < rows; ++m) cr[m] += ar[m] * v;
+          }
+      }
+    });
+    for (int64_t m = 0; m < rows; ++m)
+      for (int64_t o = 0; o < s.c_cols; ++o) c[size_t(m * s.c_cols + o)] = ct[size_t(o * rows + m)];
   }
   return c;
 }

@@ -2,34 +2,23 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <thread>
 
 #include "dmoe/layer_reference.hpp"
 #include "dmoe/reference.hpp"
 #include "dmoe/routing_reference.hpp"
+#include "parallel.hpp"
 
 namespace dmoe::reference {
 namespace {
+
+using detail::parallel_for;
 
 double dot(const float* a, const float* b, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += double(a[i]) * double(b[i]);
   return s;
-}
-
-// Runs body(i) for i in [0, n) on `threads` threads.
-template <class F>
-void parallel_for(int64_t n, int threads, F&& body) {
-  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  std::atomic<int64_t> next{0};
-  std::vector<std::thread> pool;
-  for (int i = 0; i < std::min<int64_t>(threads, n); ++i)
-    pool.emplace_back([&] {
-      for (int64_t j; (j = next.fetch_add(1)) < n;) body(j);
-    });
-  for (std::thread& t : pool) t.join();
 }
 
 }  // namespace

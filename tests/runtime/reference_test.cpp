@@ -81,66 +81,70 @@ TEST_CASE("topology: sizes that overflow 32 bits are refused") {
 
 TEST_CASE("reference products equal a dense product over the densified topology") {
   const std::vector<int64_t> counts = {70, 0, 130};
-  const int block = 64, ffn = 128, hidden = 64;
-  const HostTopology t = topology_from_counts(counts, block, ffn);
-  const int64_t capacity = t.padded_rows() + block;  // one spare block row
-  const int64_t T = t.padded_rows(), FE = int64_t(counts.size()) * ffn, H = hidden;
-  const auto mask = dense_mask(t);
-  std::uniform_real_distribution<float> d(-1, 1);
-  for (Op op : {Op::SDD, Op::DSD, Op::DDS})
-    for (bool ta : {false, true})
-      for (bool tb : {false, true}) {
-        KernelSpec k;
-        k.op = op, k.trans_a = ta, k.trans_b = tb, k.block = block, k.hidden = hidden, k.ffn = ffn;
-        k.experts = int32_t(counts.size());
-        INFO(int(op) << ta << tb);
-        const ProductShapes s = product_shapes(k, t, capacity);
-        const bool as = op == Op::DSD, bs = op == Op::DDS;
-        std::vector<float> a(as ? t.blocks() * block * block : s.a_rows * s.a_cols);
-        std::vector<float> b(bs ? t.blocks() * block * block : s.b_rows * s.b_cols);
-        for (auto& x : a) x = d(rng);
-        for (auto& x : b) x = d(rng);
-        const auto out = product(k, t, capacity, a, b);
-        // Dense S [T, FE] from the blocks; dense operand element accessors.
-        auto S = [&](const std::vector<float>& data, int64_t i, int64_t j) -> double {
-          const int64_t cols = FE / block;
-          if (!mask[(i / block) * cols + j / block]) return 0;
-          const int64_t blk = (i / block) * (ffn / block) + (j / block) % (ffn / block);  // row's k-th block
-          return data[(blk * block + i % block) * block + j % block];
-        };
-        auto D = [](const std::vector<float>& x, int64_t cols, bool tr, int64_t i, int64_t j) -> double {
-          return tr ? x[j * cols + i] : x[i * cols + j];
-        };
-        double max_diff = 0;
-        if (op == Op::SDD) {
-          for (int64_t blk = 0; blk < t.blocks(); ++blk)
-            for (int i = 0; i < block; ++i)
-              for (int j = 0; j < block; ++j) {
-                const int64_t r = int64_t(t.row_indices[blk]) * block + i, c = int64_t(t.column_indices[blk]) * block + j;
+  // B 128: a block spans two of the reference's 64-row (column) work items.
+  for (const int block : {64, 128}) {
+    const int ffn = 2 * block, hidden = 64;
+    INFO("block " << block);
+    const HostTopology t = topology_from_counts(counts, block, ffn);
+    const int64_t capacity = t.padded_rows() + block;  // one spare block row
+    const int64_t T = t.padded_rows(), FE = int64_t(counts.size()) * ffn, H = hidden;
+    const auto mask = dense_mask(t);
+    std::uniform_real_distribution<float> d(-1, 1);
+    for (Op op : {Op::SDD, Op::DSD, Op::DDS})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          KernelSpec k;
+          k.op = op, k.trans_a = ta, k.trans_b = tb, k.block = block, k.hidden = hidden, k.ffn = ffn;
+          k.experts = int32_t(counts.size());
+          INFO(int(op) << ta << tb);
+          const ProductShapes s = product_shapes(k, t, capacity);
+          const bool as = op == Op::DSD, bs = op == Op::DDS;
+          std::vector<float> a(as ? t.blocks() * block * block : s.a_rows * s.a_cols);
+          std::vector<float> b(bs ? t.blocks() * block * block : s.b_rows * s.b_cols);
+          for (auto& x : a) x = d(rng);
+          for (auto& x : b) x = d(rng);
+          const auto out = product(k, t, capacity, a, b);
+          // Dense S [T, FE] from the blocks; dense operand element accessors.
+          auto S = [&](const std::vector<float>& data, int64_t i, int64_t j) -> double {
+            const int64_t cols = FE / block;
+            if (!mask[(i / block) * cols + j / block]) return 0;
+            const int64_t blk = (i / block) * (ffn / block) + (j / block) % (ffn / block);  // row's k-th block
+            return data[(blk * block + i % block) * block + j % block];
+          };
+          auto D = [](const std::vector<float>& x, int64_t cols, bool tr, int64_t i, int64_t j) -> double {
+            return tr ? x[j * cols + i] : x[i * cols + j];
+          };
+          double max_diff = 0;
+          if (op == Op::SDD) {
+            for (int64_t blk = 0; blk < t.blocks(); ++blk)
+              for (int i = 0; i < block; ++i)
+                for (int j = 0; j < block; ++j) {
+                  const int64_t r = int64_t(t.row_indices[blk]) * block + i, c = int64_t(t.column_indices[blk]) * block + j;
+                  double ref = 0;
+                  for (int64_t kk = 0; kk < H; ++kk) ref += D(a, s.a_cols, ta, r, kk) * D(b, s.b_cols, tb, kk, c);
+                  max_diff = std::max(max_diff, std::abs(ref - out[(blk * block + i) * block + j]));
+                }
+          } else {
+            for (int64_t i = 0; i < s.c_rows; ++i)
+              for (int64_t j = 0; j < s.c_cols; ++j) {
                 double ref = 0;
-                for (int64_t kk = 0; kk < H; ++kk) ref += D(a, s.a_cols, ta, r, kk) * D(b, s.b_cols, tb, kk, c);
-                max_diff = std::max(max_diff, std::abs(ref - out[(blk * block + i) * block + j]));
+                if (op == Op::DSD) {
+                  const int64_t K = ta ? T : FE;
+                  if (!ta && i >= T) continue;
+                  for (int64_t kk = 0; kk < K; ++kk)
+                    ref += (ta ? S(a, kk, i) : S(a, i, kk)) * D(b, s.b_cols, tb, kk, j);
+                } else {
+                  const int64_t K = tb ? FE : T;
+                  if (tb && j >= T) continue;
+                  for (int64_t kk = 0; kk < K; ++kk)
+                    ref += D(a, s.a_cols, ta, i, kk) * (tb ? S(b, j, kk) : S(b, kk, j));
+                }
+                max_diff = std::max(max_diff, std::abs(ref - out[i * s.c_cols + j]));
               }
-        } else {
-          for (int64_t i = 0; i < s.c_rows; ++i)
-            for (int64_t j = 0; j < s.c_cols; ++j) {
-              double ref = 0;
-              if (op == Op::DSD) {
-                const int64_t K = ta ? T : FE;
-                if (!ta && i >= T) continue;
-                for (int64_t kk = 0; kk < K; ++kk)
-                  ref += (ta ? S(a, kk, i) : S(a, i, kk)) * D(b, s.b_cols, tb, kk, j);
-              } else {
-                const int64_t K = tb ? FE : T;
-                if (tb && j >= T) continue;
-                for (int64_t kk = 0; kk < K; ++kk)
-                  ref += D(a, s.a_cols, ta, i, kk) * (tb ? S(b, j, kk) : S(b, kk, j));
-              }
-              max_diff = std::max(max_diff, std::abs(ref - out[i * s.c_cols + j]));
-            }
+          }
+          CHECK(max_diff < 1e-9);
         }
-        CHECK(max_diff < 1e-9);
-      }
+  }
 }
 
 TEST_CASE("16-bit conversions round to nearest even") {
