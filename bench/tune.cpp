@@ -19,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <csignal>
@@ -403,13 +404,17 @@ int tune(const TuneOptions& opt) {
   if (interrupt.interrupted())
     fmt::print("\ninterrupted: {} of {} products tuned (each recorded product keeps its best so far)\n",
                rows.size(), products.size());
-  fmt::print("\n{:<16} {:>8} {:<26} {:>10} {:<26} {:>10} {:>8}\n", "product", "waste", "default", "ms", "best", "ms",
-             "speedup");
+  // "timed": candidates checked and timed of those generated; fewer when the budget or an interrupt
+  // stopped the product early (its best is then the best of those).
+  fmt::print("\n{:<16} {:>8} {:<26} {:>10} {:<26} {:>10} {:>8} {:>9}\n", "product", "waste", "default", "ms", "best",
+             "ms", "speedup", "timed");
   for (const Row& r : rows) {
     const Result &def = r.results.front(), &best = r.results[r.best];
-    fmt::print("{:<16} {:>7.1f}% {:<26} {:>10.4f} {:<26} {:>10.4f} {:>7.2f}x\n", r.label, 100 * r.waste,
+    const size_t timed_here = size_t(std::count_if(r.results.begin(), r.results.end(),
+                                                   [](const Result& x) { return !std::isnan(x.ms); }));
+    fmt::print("{:<16} {:>7.1f}% {:<26} {:>10.4f} {:<26} {:>10.4f} {:>7.2f}x {:>9}\n", r.label, 100 * r.waste,
                TuningDb::tile_string(def.spec.tile), def.ms, TuningDb::tile_string(best.spec.tile), best.ms,
-               def.ms / best.ms);
+               def.ms / best.ms, fmt::format("{}/{}", timed_here, r.results.size()));
   }
   if (!opt.plot.empty()) {
     // One row of bars per product: every candidate's time relative to the default (shorter is faster).
