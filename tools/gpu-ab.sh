@@ -7,11 +7,15 @@
 # each holding every build's output under "##### LABEL" headers (the device tool returns only 8 files).
 # A label is the build's name without .tar.xz.
 # Usage: tools/gpu-ab.sh BASE CHANGE [CHANGE...]
+#   A build may carry environment settings: PATH@VAR=VALUE[,VAR=VALUE...] runs that build's steps with them
+#   (label e.g. routing@DMOE_PDL=0), so one archive can be measured with a runtime switch on and off.
 #   DMOE_AB_PRODUCTS  product_bench filters, ';'-separated (each one a run; empty: none)
 #   DMOE_AB_ROUNDS    product rounds (default 1): each round runs every build's filters, builds
 #                     alternating, and the side-by-side table shows each product's mean over the rounds
 #                     (at the H200's power cap one large-shape run moves by up to ~8 %: alternate twice)
 #   DMOE_AB_PRESETS   dmoe bench --layer --check presets, comma-separated (empty: none)
+#   DMOE_AB_ROUTING   routing_bench filters, ';'-separated, run every round after the products (empty: none);
+#                     the table shows each kernel's µs per build (means over the rounds)
 #   DMOE_AB_TESTS     each change's tests: "program[:doctest -tc filter]" entries, ';'-separated
 #   DMOE_AB_LIMIT     seconds per benchmark step (default 120)
 #   DMOE_AB_TEST_LIMIT  seconds per test step (default 300: the sm90 ping-pong case alone needs more than
@@ -26,20 +30,26 @@ mkdir -p "$logs"
 scratch="$(mktemp -d)"  # unpacked builds and what need not come back
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader || true
 
-labels=() dirs=()
-for b in "$@"; do
-  label="$(basename "$b" .tar.xz)"
+labels=() dirs=() envs=()
+for arg in "$@"; do
+  b="${arg%%@*}" env_spec=""
+  [[ "$arg" == *@* ]] && env_spec="${arg#*@}"
+  name="$(basename "$b" .tar.xz)"
+  label="$name${env_spec:+@$env_spec}"
   for l in "${labels[@]}"; do [ "$l" = "$label" ] && { echo "gpu-ab: two builds named $label" >&2; exit 2; }; done
   if [[ "$b" == *.tar.xz ]]; then
-    mkdir -p "$scratch/$label" && tar -C "$scratch/$label" -xJf "$b" || { echo "gpu-ab: cannot unpack $b" >&2; exit 2; }
-    dir="$scratch/$label/$(ls "$scratch/$label")"
+    if [ ! -d "$scratch/$name" ]; then  # one archive may serve several labels
+      mkdir -p "$scratch/$name" && tar -C "$scratch/$name" -xJf "$b" || { echo "gpu-ab: cannot unpack $b" >&2; exit 2; }
+    fi
+    dir="$scratch/$name/$(ls "$scratch/$name")"
   else
     dir="$b"
   fi
-  labels+=("$label") dirs+=("$dir")
+  labels+=("$label") dirs+=("$dir") envs+=("${env_spec//,/ }")
 done
 
 IFS=';' read -ra filters <<< "${DMOE_AB_PRODUCTS:-}"
+IFS=';' read -ra routing <<< "${DMOE_AB_ROUTING:-}"
 rounds="${DMOE_AB_ROUNDS:-1}"
 caches=()
 for i in "${!labels[@]}"; do caches+=("$(mktemp -d)/cache"); done  # each build its own kernel cache
@@ -50,11 +60,20 @@ for ((r = 1; r <= rounds; r++)); do
     for f in "${filters[@]}"; do
       [ -z "$f" ] && continue
       echo "##### $label products '$f' (round $r)" >> "$logs/products.txt"
-      timeout "$limit" "$dir/bench/product_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
+      env ${envs[$i]} timeout "$limit" "$dir/bench/product_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
       rc=$?
       cat "$scratch/out.txt" >> "$logs/products.txt"
       cat "$scratch/out.txt" >> "$scratch/products-$label-$r.txt"
       echo "== $label products '$f' round $r: exit $rc"
+    done
+    for f in "${routing[@]}"; do
+      [ -z "$f" ] && continue
+      echo "##### $label routing '$f' (round $r)" >> "$logs/routing.txt"
+      env ${envs[$i]} timeout "$limit" "$dir/bench/routing_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
+      rc=$?
+      cat "$scratch/out.txt" >> "$logs/routing.txt"
+      grep '^{"problem"' "$scratch/out.txt" >> "$scratch/routing-$label.jsonl"
+      echo "== $label routing '$f' round $r: exit $rc"
     done
   done
 done
@@ -62,7 +81,7 @@ for i in "${!labels[@]}"; do
   label="${labels[$i]}" dir="${dirs[$i]}"
   export DMOE_CACHE_DIR="${caches[$i]}"
   if [ -n "${DMOE_AB_PRESETS:-}" ]; then
-    timeout "$limit" "$dir/tools/dmoe" bench --layer --check --json --presets "$DMOE_AB_PRESETS" \
+    env ${envs[$i]} timeout "$limit" "$dir/tools/dmoe" bench --layer --check --json --presets "$DMOE_AB_PRESETS" \
       > "$scratch/layer-$label.txt" 2>&1
     rc=$?
     { echo "##### $label layer (exit $rc)"; cat "$scratch/layer-$label.txt"; } >> "$logs/layer.txt"
@@ -80,7 +99,7 @@ for i in "${!labels[@]}"; do
     [ -z "$t" ] && continue
     prog="${t%%:*}" tc="" args=()
     [[ "$t" == *:* ]] && tc="${t#*:}" && args=("-tc=$tc")  # a filter may hold spaces: one argument
-    timeout "$test_limit" "$dir/tests/$prog" "${args[@]}" --duration=true > "$scratch/test.txt" 2>&1
+    env ${envs[$i]} timeout "$test_limit" "$dir/tests/$prog" "${args[@]}" --duration=true > "$scratch/test.txt" 2>&1
     rc=$?
     { echo "##### $label $prog${tc:+ ($tc)} (exit $rc)"; cat "$scratch/test.txt"; } >> "$logs/tests.txt"
     echo "== $label test $prog${tc:+ ($tc)}: exit $rc $(grep -E '^\[doctest\] test cases|checks,' "$scratch/test.txt" | tail -1)"
@@ -113,6 +132,26 @@ if [ -f "$scratch/products-${labels[0]}-1.txt" ]; then
   echo "$header (means of $rounds round(s))"
   awk '{printf "%-28s %8s %5s", $1, $2, $3; for (i = 4; i + 1 <= NF; i += 2) printf " | %8s %5s %+6.1f%%", $i, $(i + 1), ($i / $2 - 1) * 100; print ""}' "$scratch/side"
 fi
+# Routing: each build's mean µs per kernel and problem over the rounds (JSON fields *_us).
+for label in "${labels[@]}"; do
+  [ -f "$scratch/routing-$label.jsonl" ] || continue
+  echo "-- routing $label (µs, means of the rounds)"
+  awk '{
+    match($0, /"problem": "[^"]*"/); p = substr($0, RSTART + 12, RLENGTH - 13)
+    if (!(p in seen)) { seen[p] = 1; order[++np] = p }
+    n[p]++
+    s = $0
+    while (match(s, /"[a-z_]+_us": [0-9.]+/)) {
+      kv = substr(s, RSTART + 1, RLENGTH - 1); split(kv, f, "\": ")
+      k = f[1]; if (!(k in kseen)) { kseen[k] = 1; keys[++nk] = k }
+      sum[p, k] += f[2]; s = substr(s, RSTART + RLENGTH)
+    }
+  } END {
+    printf "%-22s", "problem"; for (j = 1; j <= nk; ++j) printf " %12s", keys[j]; print ""
+    for (i = 1; i <= np; ++i) { p = order[i]; printf "%-22s", p
+      for (j = 1; j <= nk; ++j) printf " %12.2f", sum[p, keys[j]] / n[p]; print "" }
+  }' "$scratch/routing-$label.jsonl"
+done
 for label in "${labels[@]}"; do
   [ -f "$scratch/layer-$label.txt" ] && { echo "-- layer $label"; grep -E '^dmoe run|forward|step|phases|check' "$scratch/layer-$label.txt"; }
 done
