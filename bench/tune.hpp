@@ -25,7 +25,7 @@ struct TuneOptions {
   bool zipf = false;                              // Zipf-skewed routing instead of uniform
   std::vector<int64_t> counts;                    // tokens per expert (E, summing to T·K, each ≤ T) instead
                                                   // of drawing them; empty: uniform or Zipf
-  double budget_s = 300;                          // stop timing new candidates after this long
+  double budget_s = 300;                          // seconds for the whole run, shared out over the products
   int jobs = 0;                                   // parallel compiles (0: every core)
   std::filesystem::path db;                       // the tuning database file
   std::string plot;                               // SVG of every candidate's time per product ("": none)

@@ -242,7 +242,7 @@ Command add_tune_command(CLI::App& root) {
   app->add_flag("--layer", f->layer,
                 "Tune the block size on whole layer steps (use with --blocks, e.g. 64,128,256, and --routing)");
   app->add_option("--reps", f->reps, "--layer: timed steps per block size")->capture_default_str();
-  app->add_option("--budget", f->budget, "Seconds to spend timing candidates")->capture_default_str();
+  app->add_option("--budget", f->budget, "Seconds for the whole run (compiles included), shared evenly over the products as each starts")->capture_default_str();
   app->add_option("--tokens", f->tokens, "Tokens of the routing to tune for (default: the preset's)");
   CLI::Option* routing = app->add_option("--routing", f->routing, "uniform|zipf")->capture_default_str();
   app->add_option("--counts", f->counts,
