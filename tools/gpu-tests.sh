@@ -20,7 +20,8 @@ mkdir -p "$logs"
 # cut short still brings its logs back (the device tool returns only a few files).
 work="$(mktemp -d)"
 : > "$logs/all-tests.txt"
-export DMOE_EXE="$PWD/$build/tools/dmoe"
+export DMOE_EXE="$build/tools/dmoe"
+case "$DMOE_EXE" in /*) ;; *) DMOE_EXE="$PWD/$DMOE_EXE" ;; esac  # BUILD_DIR may be absolute
 export DMOE_TEST_TMP="$(mktemp -d)"
 export DMOE_CACHE_DIR="$DMOE_TEST_TMP/cache"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader || true
