@@ -202,7 +202,31 @@ std::vector<double> op_matrix(std::span<const float> x, int64_t cols, bool trans
   return m;
 }
 
-constexpr int64_t kChunk = 64;  // output rows (DSD) or columns (DDS) per work item
+constexpr int64_t kChunk = 64;  // rows of dst per work item
+
+// dst[out, :] += v · src[in, :] for every element v = S(r0 + i, c0 + j) of the sparse operand's data
+// [blocks, B, B], with (out, in) = (c0 + j, r0 + i) when `transposed`, else (r0 + i, c0 + j); dst and src
+// are row-major with rows of `len`. Work items own kChunk rows of dst, each summed in block, i, j order.
+void accumulate_rows(const HostTopology& t, int64_t B, std::span<const float> data, bool transposed,
+                     const std::vector<double>& src, int64_t len, int64_t dst_rows, std::vector<double>& dst) {
+  detail::parallel_for((dst_rows + kChunk - 1) / kChunk, 0, [&](int64_t item) {
+    const int64_t o0 = item * kChunk, o1 = std::min(dst_rows, o0 + kChunk);
+    for (int64_t blk = 0; blk < t.blocks(); ++blk) {
+      const int64_t r0 = int64_t(t.row_indices[size_t(blk)]) * B, c0 = int64_t(t.column_indices[size_t(blk)]) * B;
+      const int64_t first = transposed ? c0 : r0;  // the block's rows of dst: first … first + B − 1
+      if (first >= o1 || first + B <= o0) continue;
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t j = 0; j < B; ++j) {
+          const int64_t out = transposed ? c0 + j : r0 + i, in = transposed ? r0 + i : c0 + j;
+          if (out < o0 || out >= o1) continue;
+          const double v = data[size_t((blk * B + i) * B + j)];
+          double* d = &dst[size_t(out * len)];
+          const double* x = &src[size_t(in * len)];
+          for (int64_t h = 0; h < len; ++h) d[h] += v * x[h];
+        }
+    }
+  });
+}
 
 }  // namespace
 
@@ -244,50 +268,14 @@ std::vector<double> product(const KernelSpec& k, const HostTopology& t, int64_t 
       }
     });
   } else if (k.op == Op::DSD) {
-    // S: C[r0 + i, :] += v · op(B)[c0 + j, :];  Sᵀ: C[c0 + j, :] += v · op(B)[r0 + i, :]. An item owns kChunk
-    // rows of C.
-    const std::vector<double> Bm = op_matrix(b, s.b_cols, k.trans_b);
-    const int64_t cols = s.c_cols;
-    detail::parallel_for((s.c_rows + kChunk - 1) / kChunk, 0, [&](int64_t item) {
-      const int64_t o0 = item * kChunk, o1 = std::min(s.c_rows, o0 + kChunk);
-      for (int64_t blk = 0; blk < n; ++blk) {
-        const int64_t r0 = int64_t(t.row_indices[size_t(blk)]) * B, c0 = int64_t(t.column_indices[size_t(blk)]) * B;
-        const int64_t first = k.trans_a ? c0 : r0;  // the block's output rows: first … first + B − 1
-        if (first >= o1 || first + B <= o0) continue;
-        for (int64_t i = 0; i < B; ++i)
-          for (int64_t j = 0; j < B; ++j) {
-            const int64_t out = k.trans_a ? c0 + j : r0 + i, in = k.trans_a ? r0 + i : c0 + j;
-            if (out < o0 || out >= o1) continue;
-            const double v = a[size_t((blk * B + i) * B + j)];  // S(r0 + i, c0 + j)
-            double* cr = &c[size_t(out * cols)];
-            const double* br = &Bm[size_t(in * cols)];
-            for (int64_t h = 0; h < cols; ++h) cr[h] += v * br[h];
-          }
-      }
-    });
+    // S: C[r0 + i, :] += v · op(B)[c0 + j, :];  Sᵀ: C[c0 + j, :] += v · op(B)[r0 + i, :].
+    accumulate_rows(t, B, a, k.trans_a, op_matrix(b, s.b_cols, k.trans_b), s.c_cols, s.c_rows, c);
   } else {
-    // S: C[:, c0 + j] += op(A)[:, r0 + i] · v;  Sᵀ: C[:, r0 + i] += op(A)[:, c0 + j] · v. Accumulated as Cᵀ
-    // rows from op(A)ᵀ rows (contiguous), an item owning kChunk columns of C, then transposed.
-    const std::vector<double> At = op_matrix(a, s.a_cols, !k.trans_a);
+    // S: C[:, c0 + j] += op(A)[:, r0 + i] · v;  Sᵀ: C[:, r0 + i] += op(A)[:, c0 + j] · v: the same on rows of
+    // Cᵀ from rows of op(A)ᵀ, then transposed.
     const int64_t rows = s.c_rows;
     std::vector<double> ct(c.size(), 0.0);
-    detail::parallel_for((s.c_cols + kChunk - 1) / kChunk, 0, [&](int64_t item) {
-      const int64_t o0 = item * kChunk, o1 = std::min(s.c_cols, o0 + kChunk);
-      for (int64_t blk = 0; blk < n; ++blk) {
-        const int64_t r0 = int64_t(t.row_indices[size_t(blk)]) * B, c0 = int64_t(t.column_indices[size_t(blk)]) * B;
-        const int64_t first = k.trans_b ? r0 : c0;  // the block's output columns
-        if (first >= o1 || first + B <= o0) continue;
-        for (int64_t i = 0; i < B; ++i)
-          for (int64_t j = 0; j < B; ++j) {
-            const int64_t out = k.trans_b ? r0 + i : c0 + j, in = k.trans_b ? c0 + j : r0 + i;
-            if (out < o0 || out >= o1) continue;
-            const double v = b[size_t((blk * B + i) * B + j)];  // S(r0 + i, c0 + j)
-            double* cr = &ct[size_t(out * rows)];
-            const double* ar = &At[size_t(in * rows)];
-            for (int64_t m = 0; m < rows; ++m) cr[m] += ar[m] * v;
-          }
-      }
-    });
+    accumulate_rows(t, B, b, !k.trans_b, op_matrix(a, s.a_cols, !k.trans_a), rows, s.c_cols, ct);
     for (int64_t m = 0; m < rows; ++m)
       for (int64_t o = 0; o < s.c_cols; ++o) c[size_t(m * s.c_cols + o)] = ct[size_t(o * rows + m)];
   }

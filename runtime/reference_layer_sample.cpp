@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 
 #include "dmoe/layer_reference.hpp"
 #include "dmoe/reference.hpp"

@@ -53,27 +53,28 @@ IFS=';' read -ra routing <<< "${DMOE_AB_ROUTING:-}"
 rounds="${DMOE_AB_ROUNDS:-1}"
 caches=()
 for i in "${!labels[@]}"; do caches+=("$(mktemp -d)/cache"); done  # each build its own kernel cache
+# One benchmark run of build i in round r: KIND (products|routing) is the log's name, PROGRAM in the build's
+# bench/; the output is left in $scratch/out.txt.
+run_bench() {  # kind program filter
+  echo "##### $label $1 '$3' (round $r)" >> "$logs/$1.txt"
+  env ${envs[$i]} timeout "$limit" "$dir/bench/$2" --json --filter "$3" > "$scratch/out.txt" 2>&1
+  local rc=$?
+  cat "$scratch/out.txt" >> "$logs/$1.txt"
+  echo "== $label $1 '$3' round $r: exit $rc"
+}
 for ((r = 1; r <= rounds; r++)); do
   for i in "${!labels[@]}"; do
     label="${labels[$i]}" dir="${dirs[$i]}"
     export DMOE_CACHE_DIR="${caches[$i]}"
     for f in "${filters[@]}"; do
       [ -z "$f" ] && continue
-      echo "##### $label products '$f' (round $r)" >> "$logs/products.txt"
-      env ${envs[$i]} timeout "$limit" "$dir/bench/product_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
-      rc=$?
-      cat "$scratch/out.txt" >> "$logs/products.txt"
+      run_bench products product_bench "$f"
       cat "$scratch/out.txt" >> "$scratch/products-$label-$r.txt"
-      echo "== $label products '$f' round $r: exit $rc"
     done
     for f in "${routing[@]}"; do
       [ -z "$f" ] && continue
-      echo "##### $label routing '$f' (round $r)" >> "$logs/routing.txt"
-      env ${envs[$i]} timeout "$limit" "$dir/bench/routing_bench" --json --filter "$f" > "$scratch/out.txt" 2>&1
-      rc=$?
-      cat "$scratch/out.txt" >> "$logs/routing.txt"
+      run_bench routing routing_bench "$f"
       grep '^{"problem"' "$scratch/out.txt" >> "$scratch/routing-$label.jsonl"
-      echo "== $label routing '$f' round $r: exit $rc"
     done
   done
 done
