@@ -12,6 +12,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <vector>
 
 #include "bench_util.hpp"
 #include "dmoe/layer_reference.hpp"
@@ -191,19 +192,29 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   r.fwd_ms = times.fwd_ms;
   r.bwd_ms = times.bwd_ms;
 
-  // Phase times of a few profiled steps (events between phases), for the routing's share of the step.
+  // Phase times of profiled steps (events between phases), for the routing's share of the step: each
+  // phase's median over the steps (one step's phases moved by 10-20 % run to run: power cap, launch jitter).
   layer.set_profiling(true);
+  constexpr int kProfiledSteps = 15;
+  constexpr double LayerProfile::* kPhases[] = {&LayerProfile::router_gemm, &LayerProfile::routing,
+                                                &LayerProfile::experts_fwd, &LayerProfile::combine,
+                                                &LayerProfile::routing_bwd, &LayerProfile::experts_bwd,
+                                                &LayerProfile::gather_bwd,  &LayerProfile::router_gemm_bwd,
+                                                &LayerProfile::recompute};
+  std::vector<std::vector<double>> samples(std::size(kPhases));
   std::vector<double> share;
-  LayerProfile prof{};
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < kProfiledSteps; ++i) {
     step();
-    prof = layer.profile();
-    const double routing = prof.routing + prof.combine + prof.routing_bwd + prof.gather_bwd;
-    const double total = routing + prof.router_gemm + prof.experts_fwd + prof.experts_bwd + prof.router_gemm_bwd +
-                         prof.recompute;
+    const LayerProfile p = layer.profile();
+    for (size_t j = 0; j < std::size(kPhases); ++j) samples[j].push_back(p.*kPhases[j]);
+    const double routing = p.routing + p.combine + p.routing_bwd + p.gather_bwd;
+    const double total =
+        routing + p.router_gemm + p.experts_fwd + p.experts_bwd + p.router_gemm_bwd + p.recompute;
     share.push_back(routing / total);
   }
   layer.set_profiling(false);
+  LayerProfile prof{};
+  for (size_t j = 0; j < std::size(kPhases); ++j) prof.*kPhases[j] = median(samples[j]);
   r.routing_share = median(share);
 
   r.dmoe_bytes = layer.bytes() + ctx.bytes();
