@@ -13,7 +13,8 @@
 #   DMOE_AB_ROUNDS    product rounds (default 1): each round runs every build's filters, builds
 #                     alternating, and the side-by-side table shows each product's mean over the rounds
 #                     (at the H200's power cap one large-shape run moves by up to ~8 %: alternate twice)
-#   DMOE_AB_PRESETS   dmoe bench --layer --check presets, comma-separated (empty: none)
+#   DMOE_AB_PRESETS   dmoe bench --layer presets, comma-separated (empty: none), run every round (with
+#                     --check in round 1); the table shows each preset's means over the rounds
 #   DMOE_AB_ROUTING   routing_bench filters, ';'-separated, run every round after the products (empty: none);
 #                     the table shows each kernel's µs per build (means over the rounds)
 #   DMOE_AB_TESTS     each change's tests: "program[:doctest -tc filter]" entries, ';'-separated
@@ -76,18 +77,17 @@ for ((r = 1; r <= rounds; r++)); do
       run_bench routing routing_bench "$f"
       grep '^{"problem"' "$scratch/out.txt" >> "$scratch/routing-$label.jsonl"
     done
+    if [ -n "${DMOE_AB_PRESETS:-}" ]; then  # the layer every round too (checked against fp64 in round 1)
+      check=() && [ "$r" -eq 1 ] && check=(--check)
+      env ${envs[$i]} timeout "$limit" "$dir/tools/dmoe" bench --layer "${check[@]}" --json \
+        --presets "$DMOE_AB_PRESETS" > "$scratch/out.txt" 2>&1
+      rc=$?
+      { echo "##### $label layer round $r (exit $rc)"; cat "$scratch/out.txt"; } >> "$logs/layer.txt"
+      cat "$scratch/out.txt" >> "$scratch/layer-$label.txt"
+      grep '^{"device"' "$scratch/out.txt" >> "$scratch/layer-$label.jsonl"
+      echo "== $label layer round $r: exit $rc"
+    fi
   done
-done
-for i in "${!labels[@]}"; do
-  label="${labels[$i]}" dir="${dirs[$i]}"
-  export DMOE_CACHE_DIR="${caches[$i]}"
-  if [ -n "${DMOE_AB_PRESETS:-}" ]; then
-    env ${envs[$i]} timeout "$limit" "$dir/tools/dmoe" bench --layer --check --json --presets "$DMOE_AB_PRESETS" \
-      > "$scratch/layer-$label.txt" 2>&1
-    rc=$?
-    { echo "##### $label layer (exit $rc)"; cat "$scratch/layer-$label.txt"; } >> "$logs/layer.txt"
-    echo "== $label layer: exit $rc"
-  fi
 done
 
 IFS=';' read -ra tests <<< "${DMOE_AB_TESTS:-}"
@@ -156,4 +156,28 @@ done
 for label in "${labels[@]}"; do
   [ -f "$scratch/layer-$label.txt" ] && { echo "-- layer $label"; grep -E '^dmoe run|forward|step|phases|check' "$scratch/layer-$label.txt"; }
 done
+# Layer: each build's means over the rounds per preset (JSON fields), then each change against the base.
+for label in "${labels[@]}"; do
+  [ -f "$scratch/layer-$label.jsonl" ] || continue
+  awk -v b="$label" '{
+    match($0, /"label": "[^"]*"/); p = substr($0, RSTART + 10, RLENGTH - 11)
+    if (!(p in n)) order[++np] = p
+    n[p]++
+    for (k = 1; k <= 4; ++k) {
+      key = (k == 1 ? "fwd_ms" : k == 2 ? "bwd_ms" : k == 3 ? "routing_share" : "step_sol")
+      if (match($0, "\"" key "\": [0-9.e+-]+")) { split(substr($0, RSTART, RLENGTH), f, ": "); v[p, k] += f[2] }
+    }
+  } END { for (i = 1; i <= np; ++i) { p = order[i]
+      printf "%s %s %d %.4f %.4f %.4f %.4f\n", b, p, n[p], v[p, 1] / n[p], v[p, 2] / n[p], v[p, 3] / n[p], v[p, 4] / n[p] } }' \
+    "$scratch/layer-$label.jsonl" >> "$scratch/layer-means"
+done
+if [ -f "$scratch/layer-means" ]; then
+  echo "-- layer, means of the rounds (step = fwd + bwd; vs: step against ${labels[0]}'s)"
+  awk -v base="${labels[0]}" '{ k = $2; if ($1 == base) bstep[k] = $4 + $5; line[NR] = $0 }
+    END { printf "%-24s %-14s %6s %9s %9s %9s %8s %8s %7s\n", "build", "preset", "rounds", "fwd ms", "bwd ms", "step ms",
+            "routing", "stepSOL", "vs"
+      for (i = 1; i <= NR; ++i) { split(line[i], f, " "); st = f[4] + f[5]
+        printf "%-24s %-14s %6d %9.3f %9.3f %9.3f %7.1f%% %8.2f %+6.1f%%\n", f[1], f[2], f[3], f[4], f[5], st, 100 * f[6],
+          f[7], (f[2] in bstep) ? (st / bstep[f[2]] - 1) * 100 : 0 } }' "$scratch/layer-means"
+fi
 exit 0
