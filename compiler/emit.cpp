@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dmoe/compiler.hpp"
+#include "dmoe/routing_args.cuh"
 #include "templates.hpp"
 
 namespace dmoe {
@@ -80,6 +81,12 @@ RoutingEntry routing_entry(const KernelSpec& k) {
   }
 }
 
+// The router's __launch_bounds__ minimum CTAs per SM (see emit_routing); the warp-per-token form (E > 64)
+// keeps one.
+int router_min_ctas(const KernelSpec& k) {
+  return k.experts <= kThreadRouterExperts && (k.top_k == 1 || k.experts <= 32) ? 2 : 1;
+}
+
 std::string emit_routing(const KernelSpec& k) {
   const RoutingEntry e = routing_entry(k);
   const std::string name = kernel_name(k);
@@ -92,9 +99,11 @@ std::string emit_routing(const KernelSpec& k) {
       "  dmoe::{function}<{targs}>(args);\n"
       "}}\n",
       fmt::arg("name", name), fmt::arg("header", e.header),
-      // The router's thread-per-token form keeps a token's 64 logits in registers: without the explicit
-      // one CTA per SM, ptxas aims at more CTAs per SM and spills them (E = 64, K = 1: 80 registers).
-      fmt::arg("threads", k.op == Op::Router ? fmt::format("{}, 1", threads_per_cta(k))
+      // The router's thread-per-token form keeps a token's logits in registers: without an explicit CTA
+      // count ptxas aims at more CTAs per SM and spills them (E = 64, K = 1: 80 registers). Two CTAs per SM
+      // (≤ 128 registers) where that does not spill (K = 1, or E ≤ 32; ptxas 13.0 spills 8–72 bytes at
+      // E 56–64 with K > 1), so T = 64K's 256 chunks run in one wave on 132 SMs instead of two; else one.
+      fmt::arg("threads", k.op == Op::Router ? fmt::format("{}, {}", threads_per_cta(k), router_min_ctas(k))
                                                : fmt::format("{}", threads_per_cta(k))),
       fmt::arg("function", e.function), fmt::arg("targs", e.targs));
 }

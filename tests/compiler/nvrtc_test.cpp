@@ -106,3 +106,29 @@ TEST_CASE("nvrtc_version names the toolkit") {
   CHECK(v.find('.') != std::string::npos);
   CHECK(std::stoi(v) >= 11);
 }
+
+TEST_CASE("the router compiles without spills at the edges of its launch bounds") {
+  // Two CTAs per SM (≤ 128 registers) for the thread-per-token form where K = 1 or E ≤ 32, one CTA for
+  // K > 1 at E 33–64 and for the warp form (E > 64): the corners of that rule, with p-norm 2 (the most
+  // live values). A spill is refused by the compiler, so compile_source throws on one.
+  struct Case {
+    int32_t experts, top_k;
+    int min_ctas;
+  };
+  for (const Case c : {Case{64, 1, 2}, Case{33, 1, 2}, Case{32, 32, 2}, Case{8, 8, 2}, Case{33, 2, 1}, Case{64, 8, 1},
+                       Case{64, 64, 1}, Case{65, 1, 1}, Case{256, 8, 1}}) {
+    MoeShape s;
+    s.hidden = 512;
+    s.ffn = 512;
+    s.experts = c.experts;
+    s.top_k = c.top_k;
+    const KernelSpec k = routing_spec(s, Op::Router, Arch::SM90a, 2);
+    INFO(kernel_name(k));
+    const std::string source = emit_source(k);
+    CHECK(source.find("__launch_bounds__(" + std::to_string(threads_per_cta(k)) + ", " +
+                      std::to_string(c.min_ctas) + ")") != std::string::npos);
+    const CompiledKernel compiled = compile_source(k, source);
+    CHECK(compiled.meta.spill_store_bytes == 0);
+    CHECK(compiled.meta.registers <= 65536 / (c.min_ctas * threads_per_cta(k)));
+  }
+}
