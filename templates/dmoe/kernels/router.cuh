@@ -401,48 +401,82 @@ __device__ __forceinline__ void router_per_warp(const RoutingArgs& a) {
   store_chunk_partials<E, THREADS, W>(a, chunk, hist, zs, [&](int e) { return scores[e]; });
 }
 
-// One CTA: per-expert counts and chunk prefixes (thread e walks the chunks in order), bins and
-// padded_bins by block-wide scans, block_rows and the two (weighted) losses.
+// One CTA: per-expert counts and chunk prefixes, bins and padded_bins by block-wide scans, block_rows and
+// the two (weighted) losses. The chunks are cut into S = THREADS / E segments and thread s·E + e walks
+// segment s of expert e's column (E = 64: 16 threads per column where one walked all of it, and that
+// walk was the kernel's time); the segments' totals meet in shared memory in segment order.
 template <int E, int K, int B>
 __device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
   using namespace router_detail;
-  constexpr int THREADS = kMaxRoutingExperts;
+  constexpr int THREADS = kMaxRoutingExperts, S = THREADS / E;
   static_assert(E >= 1 && E <= THREADS && K >= 1 && K <= E && B >= 1, "bad bins shape");
   __shared__ int scan_counts[THREADS / 32], scan_padded[THREADS / 32];
   __shared__ float sums[THREADS / 32];
-  const int e = threadIdx.x;
+  __shared__ int seg_count[S * E];
+  __shared__ float seg_score[S * E];
+  const int e = threadIdx.x;  // below E: the expert whose totals this thread scans
+  const int col = threadIdx.x % E, seg = threadIdx.x / E;
   const int64_t T = a.tokens, chunks = route_chunks(T);
+  const int64_t per = (chunks + S - 1) / S;
+  const int64_t c0 = seg < S ? min(chunks, seg * per) : chunks, c1 = min(chunks, c0 + per);
 
-  int count = 0;
-  float score = 0.f;  // Σ_t softmax[t, e], summed chunk by chunk in order
-  if (e < E) {
-    // Chunks in groups of G: the group's loads are all issued before its stores, so G loads are in
-    // flight instead of one (this loop is the kernel's latency).
-    constexpr int G = 16;
-    int64_t c = 0;
+  // G loads in flight per thread: a group's loads are all issued before its sums.
+  constexpr int G = 16;
+  if (seg < S) {
+    int n_sum = 0;
+    float sc_sum = 0.f;  // Σ softmax over the segment's chunks, in chunk order
+    int64_t c = c0;
 #pragma unroll 1
-    for (; c + G <= chunks; c += G) {
+    for (; c + G <= c1; c += G) {
       int n[G];
       float sc[G];
 #pragma unroll
       for (int g = 0; g < G; ++g) {
-        n[g] = a.s.chunk_hist[(c + g) * E + e];
-        sc[g] = a.s.chunk_scores[(c + g) * E + e];
+        n[g] = a.s.chunk_hist[(c + g) * E + col];
+        sc[g] = a.s.chunk_scores[(c + g) * E + col];
       }
 #pragma unroll
+      for (int g = 0; g < G; ++g) n_sum += n[g], sc_sum += sc[g];
+    }
+#pragma unroll 1
+    for (; c < c1; ++c) {
+      n_sum += a.s.chunk_hist[c * E + col];
+      sc_sum += a.s.chunk_scores[c * E + col];
+    }
+    seg_count[seg * E + col] = n_sum;
+    seg_score[seg * E + col] = sc_sum;
+  }
+  __syncthreads();
+  if (seg < S) {
+    // The exclusive prefix over chunks, from the earlier segments' totals; the segment's counts again
+    // (this CTA just read them: cache hits).
+    int prefix = 0;
+    for (int s = 0; s < seg; ++s) prefix += seg_count[s * E + col];
+    int64_t c = c0;
+#pragma unroll 1
+    for (; c + G <= c1; c += G) {
+      int n[G];
+#pragma unroll
+      for (int g = 0; g < G; ++g) n[g] = a.s.chunk_hist[(c + g) * E + col];
+#pragma unroll
       for (int g = 0; g < G; ++g) {
-        a.s.chunk_offsets[(c + g) * E + e] = count;  // the exclusive prefix over chunks
-        count += n[g];
-        score += sc[g];
+        a.s.chunk_offsets[(c + g) * E + col] = prefix;
+        prefix += n[g];
       }
     }
 #pragma unroll 1
-    for (; c < chunks; ++c) {
-      const int64_t i = c * E + e;
-      const int n = a.s.chunk_hist[i];
-      a.s.chunk_offsets[i] = count;
-      count += n;
-      score += a.s.chunk_scores[i];
+    for (; c < c1; ++c) {
+      a.s.chunk_offsets[c * E + col] = prefix;
+      prefix += a.s.chunk_hist[c * E + col];
+    }
+  }
+  int count = 0;
+  float score = 0.f;  // Σ_t softmax[t, e]: the segments' sums in segment order
+  if (e < E) {
+#pragma unroll 1
+    for (int s = 0; s < S; ++s) {
+      count += seg_count[s * E + e];
+      score = s == 0 ? seg_score[e] : score + seg_score[s * E + e];
     }
   }
   const int bins = block_inclusive_scan<THREADS>(count, scan_counts);
