@@ -96,9 +96,13 @@ std::string emit_routing(const KernelSpec& k) {
       "\n"
       "extern \"C\" __global__ void __launch_bounds__({threads})\n"
       "{name}(const dmoe::RoutingArgs args) {{\n"
+      "{pdl}"
       "  dmoe::{function}<{targs}>(args);\n"
       "}}\n",
       fmt::arg("name", name), fmt::arg("header", e.header),
+      fmt::arg("pdl", programmatic_launch(k) ? "  dmoe::ptx::griddep_launch_dependents();  // programmatic launch (spec.hpp)\n"
+                                               "  dmoe::ptx::griddep_wait();\n"
+                                             : ""),
       // The router's thread-per-token form keeps a token's logits in registers: without an explicit CTA
       // count ptxas aims at more CTAs per SM and spills them (E = 64, K = 1: 80 registers). Two CTAs per SM
       // (≤ 128 registers) where that does not spill (K = 1, or E ≤ 32; ptxas 13.0 spills 8–72 bytes at

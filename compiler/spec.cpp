@@ -71,6 +71,7 @@ std::string_view to_string(Op op) {
 }
 
 bool is_product(Op op) { return op == Op::SDD || op == Op::DSD || op == Op::DDS; }
+bool programmatic_launch(const KernelSpec& k) { return !is_product(k.op) && k.arch == Arch::SM90a; }
 std::string_view to_string(DType t) { return t == DType::BF16 ? "bf16" : "fp16"; }
 std::string_view to_string(Arch a) {
   switch (a) {

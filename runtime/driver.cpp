@@ -62,6 +62,7 @@ namespace {
   ENTRY(cuFuncSetAttribute)                                                                   \
   ENTRY(cuOccupancyMaxActiveClusters)                                                         \
   ENTRY(cuLaunchKernel)                                                                       \
+  ENTRY(cuLaunchKernelEx)                                                                     \
   ENTRY(cuEventCreate)                                                                        \
   ENTRY(cuEventRecord)                                                                        \
   ENTRY(cuEventSynchronize)                                                                   \
@@ -491,6 +492,16 @@ namespace {
               fmt::format("{} = {} is outside [1, {}]", what, value, limit));
 }
 
+// DMOE_PDL=0 launches programmatic kernels as plain ones (their grid-dependency instructions then do
+// nothing): an A/B switch and an escape hatch. Read once.
+bool programmatic_launches_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DMOE_PDL");
+    return !(v && std::string_view(v) == "0");
+  }();
+  return enabled;
+}
+
 }  // namespace
 
 void launch(const LoadedFunction& fn, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
@@ -507,6 +518,20 @@ void launch(const LoadedFunction& fn, unsigned grid_x, unsigned grid_y, unsigned
   if (block_x - 1 >= static_cast<unsigned>(fn.max_threads)) [[unlikely]]
     throw_launch_limit("block_x", block_x, static_cast<unsigned>(fn.max_threads));
   make_current(fn.context);
+  if (fn.programmatic && programmatic_launches_enabled()) {
+    CUlaunchAttribute attr{};
+    attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig config{};
+    config.gridDimX = grid_x, config.gridDimY = grid_y, config.gridDimZ = grid_z;
+    config.blockDimX = block_x, config.blockDimY = 1, config.blockDimZ = 1;
+    config.sharedMemBytes = static_cast<unsigned>(fn.dynamic_shared_bytes);
+    config.hStream = stream;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    DMOE_CHECK(cuLaunchKernelEx, &config, fn.function, params, nullptr);
+    return;
+  }
   DMOE_CHECK(cuLaunchKernel, fn.function, grid_x, grid_y, grid_z, block_x, 1, 1,
              static_cast<unsigned>(fn.dynamic_shared_bytes), stream, params, nullptr);
 }

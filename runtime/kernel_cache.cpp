@@ -51,6 +51,7 @@ const LoadedFunction& KernelCache::load(const KernelSpec& spec) {
   auto entry = std::make_unique<State::Entry>();
   entry->module = std::make_unique<Module>(device_, k->cubin.data(), k->cubin.size());
   entry->function = entry->module->function(k->name.c_str(), k->meta.dynamic_shared_bytes);
+  entry->function.programmatic = programmatic_launch(spec);
   return state_->loaded.emplace(spec, std::move(entry)).first->second->function;
 }
 

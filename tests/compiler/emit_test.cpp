@@ -188,3 +188,28 @@ TEST_CASE("the gated experts' kernels instantiate glu.cuh with the dtype, block,
   const std::string rg = emit_source(routing_spec(s, Op::RouterGrad, Arch::SM90a, 2));
   CHECK(rg.find("dmoe::router_grad_kernel<dmoe::fp16_t, 8, 2, 2>(args);") != std::string::npos);
 }
+
+TEST_CASE("routing kernels on sm_90a are programmatic dependents; products and older archs are not") {
+  const MoeShape s = preset("mb-46m");
+  for (Op op : {Op::Router, Op::Bins, Op::Permute, Op::Topology, Op::Gather, Op::Scatter, Op::ScatterGrad,
+                Op::RouterGrad}) {
+    const KernelSpec hopper = routing_spec(s, op, Arch::SM90a);
+    INFO(kernel_name(hopper));
+    CHECK(programmatic_launch(hopper));
+    const std::string src = emit_source(hopper);
+    // Both before the kernel body: nothing may touch memory before the wait.
+    const size_t trigger = src.find("dmoe::ptx::griddep_launch_dependents();");
+    const size_t wait = src.find("dmoe::ptx::griddep_wait();");
+    const size_t body = src.find("_kernel<");
+    REQUIRE(trigger != std::string::npos);
+    REQUIRE(wait != std::string::npos);
+    CHECK(trigger < wait);
+    CHECK(wait < body);
+    const KernelSpec ampere = routing_spec(s, op, Arch::SM80);
+    CHECK_FALSE(programmatic_launch(ampere));
+    CHECK(emit_source(ampere).find("griddep") == std::string::npos);
+  }
+  const KernelSpec product = default_spec(s, Op::SDD, false, true, Arch::SM90a);
+  CHECK_FALSE(programmatic_launch(product));
+  CHECK(emit_source(product).find("griddep") == std::string::npos);
+}

@@ -132,3 +132,19 @@ TEST_CASE("the router compiles without spills at the edges of its launch bounds"
     CHECK(compiled.meta.registers <= 65536 / (c.min_ctas * threads_per_cta(k)));
   }
 }
+
+TEST_CASE("a routing kernel's PTX carries the grid-dependency instructions on sm_90a only") {
+  MoeShape s;
+  s.hidden = 512;
+  s.ffn = 512;
+  s.experts = 8;
+  s.top_k = 2;
+  for (Arch arch : {Arch::SM90a, Arch::SM80}) {
+    const KernelSpec k = routing_spec(s, Op::Bins, arch);
+    INFO(kernel_name(k));
+    const CompiledKernel c = compile_source(k, emit_source(k));
+    const bool hopper = arch == Arch::SM90a;
+    CHECK((c.ptx.find("griddepcontrol.launch_dependents;") != std::string::npos) == hopper);
+    CHECK((c.ptx.find("griddepcontrol.wait;") != std::string::npos) == hopper);
+  }
+}

@@ -30,6 +30,9 @@ TEST_CASE("KernelCache: a miss loads the cubin once, hits return the same functi
   CHECK(f1.local_bytes == 0);
   CHECK(f1.dynamic_shared_bytes == dynamic_shared_bytes(k));
   CHECK(f1.max_threads >= threads_per_cta(k));
+  CHECK_FALSE(f1.programmatic);  // products launch plainly
+  const KernelSpec r = routing_spec(preset("tiny"), Op::Router, device_arch(dev.properties()));
+  CHECK(cache.get(r).programmatic == (device_arch(dev.properties()) == Arch::SM90a));
 }
 
 TEST_CASE("KernelCache: warm-up of a layer, then loads from the disk cache in a fresh compiler") {

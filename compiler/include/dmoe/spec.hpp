@@ -207,6 +207,11 @@ std::string tuning_problem(const KernelSpec&);
 // Threads per CTA and dynamic shared memory the kernel is launched with.
 int threads_per_cta(const KernelSpec&);
 int dynamic_shared_bytes(const KernelSpec&);
+// Whether the kernel is launched as a programmatic dependent (Hopper's PDL): the routing kernels on sm_90a,
+// whose µs-scale launches are a large part of their time. Such a kernel lets the stream's next kernel
+// start its CTAs at once and waits for the previous kernel's writes before touching memory (the first two
+// statements of its entry), so its launch overlaps the previous kernel's tail.
+bool programmatic_launch(const KernelSpec&);
 
 // The default spec for one product of a layer of this shape on this arch: the wgmma kernel on sm_90a
 // (128-row tiles, 256 columns where the shape allows), the mma.sync kernel on sm_80 / sm_86 / sm_89

@@ -3,6 +3,17 @@
 
 namespace dmoe::ptx {
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// Programmatic dependent launch (sm_90+). launch_dependents: the stream's next kernel, if launched
+// programmatically, may start its CTAs once every CTA of this one has passed here (or exited). wait: until
+// the previous kernel has completed and its writes are visible. Both do nothing for a kernel launched
+// without the attribute.
+__device__ __forceinline__ void griddep_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void griddep_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+#endif
+
 // The 32-bit shared-memory address of a generic pointer into shared memory (what .shared operands take).
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   unsigned a;
