@@ -59,7 +59,7 @@ struct Layer::Impl {
   // Backward scratch: the expert-row gradient (dy's rows, then dx's rows), the sparse gradient (with
   // recompute also the hidden activation, forward and backward), the router's; with recompute the expert
   // outputs.
-  DeviceBuffer d_rows, d_sparse, dlogits, dlogits_lp, dweights, rows_scratch;
+  DeviceBuffer d_rows, d_sparse, dlogits_lp, dweights, rows_scratch;
   // Jitter: the router's input x ⊙ U (then dx's router share), and {base seed, next offset}.
   DeviceBuffer router_x, jitter_state;
   // Phase timers (set_profiling), in LayerProfile's field order.
@@ -123,7 +123,7 @@ void validate(const MoeShape& s, const LayerOptions& o) {
 }
 
 size_t LayerMemoryPlan::layer_bytes() const {
-  return rows_grad + sparse_grad + dlogits + dlogits_lp + dweights + rows_scratch + router_input + jitter_state +
+  return rows_grad + sparse_grad + dlogits_lp + dweights + rows_scratch + router_input + jitter_state +
          cublaslt_workspace;
 }
 
@@ -140,7 +140,6 @@ LayerMemoryPlan memory_plan(const MoeShape& s, const LayerOptions& o) {
   LayerMemoryPlan p;
   p.rows_grad = rows;
   p.sparse_grad = sparse;
-  p.dlogits = T * E * 4;
   p.dlogits_lp = T * E * elem;
   p.dweights = T * size_t(s.top_k) * 4;
   p.rows_scratch = o.recompute ? rows : 0;
@@ -200,7 +199,6 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
 
   m.d_rows = m.mem(m.plan.rows_grad);
   m.d_sparse = m.mem(m.plan.sparse_grad);
-  m.dlogits = m.mem(m.plan.dlogits);
   m.dlogits_lp = m.mem(m.plan.dlogits_lp);
   m.dweights = m.mem(m.plan.dweights);
   m.rows_scratch = m.mem(m.plan.rows_scratch);
@@ -246,7 +244,7 @@ const Device& Layer::device() const { return impl_->dev; }
 
 size_t Layer::bytes() const {
   const Impl& m = *impl_;
-  return m.d_rows.size() + m.d_sparse.size() + m.dlogits.size() + m.dlogits_lp.size() + m.dweights.size() +
+  return m.d_rows.size() + m.d_sparse.size() + m.dlogits_lp.size() + m.dweights.size() +
          m.rows_scratch.size() + m.router_x.size() + m.jitter_state.size() + CublasLt::kWorkspaceBytes;
 }
 
@@ -421,7 +419,7 @@ void Layer::backward(const void* dy, const LayerWeights& w, LayerContext& ctx, c
   launch_routing(m.cache, c.ws.spec(Op::ScatterGrad), a, stream);
   a = c.ws.args();
   a.logits = static_cast<const float*>(c.logits.get());
-  a.dlogits = static_cast<float*>(m.dlogits.get());
+  a.dlogits = nullptr;  // the router GEMMs take the dtype's copy: fp32 dlogits would be written for no reader
   a.dlogits_lp = m.dlogits_lp.get();
   a.dweights = static_cast<float*>(m.dweights.get());
   a.lbl_weight = m.opt.lbl_weight;

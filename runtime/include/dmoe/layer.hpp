@@ -58,7 +58,6 @@ struct LayerMemoryPlan {
   // The layer's, shared by its contexts: backward scratch and cuBLASLt's workspace.
   size_t rows_grad = 0;           // [T_pad max, H]: the expert rows' gradient (dy's rows, then dx's)
   size_t sparse_grad = 0;         // [T_pad max, F]: the hidden activation's gradient
-  size_t dlogits = 0;             // [T, E] fp32
   size_t dlogits_lp = 0;          // [T, E] in the dtype (cuBLASLt's operand)
   size_t dweights = 0;            // [T·K] fp32: the routing weights' gradient
   size_t rows_scratch = 0;        // recompute: [T_pad max, H], the expert outputs (forward and backward)
