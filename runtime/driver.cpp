@@ -518,7 +518,9 @@ void launch(const LoadedFunction& fn, unsigned grid_x, unsigned grid_y, unsigned
   if (block_x - 1 >= static_cast<unsigned>(fn.max_threads)) [[unlikely]]
     throw_launch_limit("block_x", block_x, static_cast<unsigned>(fn.max_threads));
   make_current(fn.context);
-  if (fn.programmatic && programmatic_launches_enabled()) {
+  // Not on the legacy default stream (stream 0), whose implicit synchronization with other streams the
+  // programmatic overlap is not documented to respect: a plain launch there.
+  if (fn.programmatic && stream && programmatic_launches_enabled()) {
     CUlaunchAttribute attr{};
     attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
     attr.value.programmaticStreamSerializationAllowed = 1;

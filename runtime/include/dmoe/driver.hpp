@@ -155,7 +155,7 @@ struct LoadedFunction {
   int max_threads = 0;
   int cluster = 1;              // CTAs per cluster (the kernel's __cluster_dims__)
   int max_active_clusters = 0;  // cluster > 1: clusters resident at once (cuOccupancyMaxActiveClusters)
-  bool programmatic = false;    // launched as a programmatic dependent (programmatic_launch in spec.hpp)
+  bool programmatic = false;    // a programmatic dependent launch (spec.hpp) on any stream but the legacy 0
 };
 
 // A module loaded from a cubin image into a device's context; unloaded on destruction.
