@@ -10,6 +10,7 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "dmoe/layer.hpp"
 #include "dmoe/layer_reference.hpp"
@@ -287,8 +288,11 @@ TEST_CASE("layer: every device buffer comes from the caller's allocator, and all
   LayerOptions o;
   const LayerMemoryPlan plan = memory_plan(shape_of(c), o);
   PoolAllocator pool(plan.layer_bytes() + plan.context_bytes() + (64 << 10));
+  int64_t layer_calls = 0;  // the allocator calls one successful construction makes
   {
     Layer layer(device(), shape_of(c), o, pool.get());
+    layer_calls = pool.calls;
+    CHECK(layer_calls > 0);
     CHECK(layer.bytes() == plan.layer_bytes());
     CHECK(pool.total_bytes == plan.layer_bytes());  // the scratch and cuBLASLt's workspace
     {
@@ -309,7 +313,10 @@ TEST_CASE("layer: every device buffer comes from the caller's allocator, and all
   CHECK(!pool.bad_free);
 
   // An allocator failing at its n-th call: std::bad_alloc, and every block taken before it goes back.
-  for (int64_t n : {0, 2, 5}) {
+  // The calls chosen are among the construction's own (its count measured above), so each one fails.
+  std::vector<int64_t> fail_calls{0, layer_calls / 2, layer_calls - 1};
+  fail_calls.erase(std::unique(fail_calls.begin(), fail_calls.end()), fail_calls.end());
+  for (int64_t n : fail_calls) {
     INFO("failing at call " << n);
     PoolAllocator failing(plan.layer_bytes() + plan.context_bytes() + (64 << 10));
     failing.fail_at = n;
