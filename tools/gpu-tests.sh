@@ -89,7 +89,9 @@ for t in "${programs[@]}"; do
        if [ "$cases" -gt 1 ]; then echo "PASS $name: $cases test cases as jobs, $asserts assertions"
        else echo "PASS $name: $(grep -E '^\[doctest\] test cases' "$last" || tail -1 "$last")"; fi;;
     77) skipped=$((skipped + 1)); echo "SKIP $name: $(head -1 "$last")";;
-    *) failed=$((failed + 1)); echo "FAIL $name (job:exit ${bad[*]}; 124: timed out after $limit s)"
+    *) failed=$((failed + 1)) legend=""
+       for b in "${bad[@]}"; do [ "${b##*:}" = 124 ] && legend="; 124 = timed out after $limit s"; done
+       echo "FAIL $name (job:exit ${bad[*]}$legend)"
        for b in "${bad[@]}"; do tail -40 "$work/$name.${b%%:*}.log"; done;;
   esac
 done
