@@ -208,9 +208,10 @@ std::string tuning_problem(const KernelSpec&);
 int threads_per_cta(const KernelSpec&);
 int dynamic_shared_bytes(const KernelSpec&);
 // Whether the kernel is launched as a programmatic dependent (Hopper's PDL): the routing kernels on sm_90a,
-// whose µs-scale launches are a large part of their time. Such a kernel lets the stream's next kernel
-// start its CTAs at once and waits for the previous kernel's writes before touching memory (the first two
-// statements of its entry), so its launch overlaps the previous kernel's tail.
+// whose µs-scale launches are a large part of their time. Such a kernel first waits for the previous
+// kernel's writes, then lets the stream's next kernel start its CTAs (the first two statements of its
+// entry), so the next launch overlaps this kernel's body; one kernel ahead at a time (triggering before
+// the wait launched a whole chain at once and measured slower than plain launches).
 bool programmatic_launch(const KernelSpec&);
 
 // The default spec for one product of a layer of this shape on this arch: the wgmma kernel on sm_90a
