@@ -59,7 +59,7 @@ int routing(const RoutingBenchOptions& opt) {
         if (opt.filter.empty() || p.label().find(opt.filter) != std::string::npos) problems.push_back(p);
       }
   // The presets' own layer shapes and token counts: the chain against real layers' matmuls.
-  for (const char* name : {"mb-356m", "mixtral-8x7b", "fine-grained", "deepseek-v3"}) {
+  for (const char* name : {"mb-46m", "mb-356m", "mixtral-8x7b", "fine-grained", "deepseek-v3"}) {
     const MoeShape& s = preset(name);
     Problem p{s.tokens, int(s.experts), int(s.top_k), s.hidden, s.ffn, name};
     if (!opt.quick && (opt.filter.empty() || p.label().find(opt.filter) != std::string::npos)) problems.push_back(p);
