@@ -83,7 +83,6 @@ for ((r = 1; r <= rounds; r++)); do
         --presets "$DMOE_AB_PRESETS" > "$scratch/out.txt" 2>&1
       rc=$?
       { echo "##### $label layer round $r (exit $rc)"; cat "$scratch/out.txt"; } >> "$logs/layer.txt"
-      cat "$scratch/out.txt" >> "$scratch/layer-$label.txt"
       grep '^{"device"' "$scratch/out.txt" >> "$scratch/layer-$label.jsonl"
       echo "== $label layer round $r: exit $rc"
     fi
@@ -153,10 +152,8 @@ for label in "${labels[@]}"; do
       for (j = 1; j <= nk; ++j) printf " %12.2f", sum[p, keys[j]] / n[p]; print "" }
   }' "$scratch/routing-$label.jsonl"
 done
-for label in "${labels[@]}"; do
-  [ -f "$scratch/layer-$label.txt" ] && { echo "-- layer $label"; grep -E '^dmoe run|forward|step|phases|check' "$scratch/layer-$label.txt"; }
-done
-# Layer: each build's means over the rounds per preset (JSON fields), then each change against the base.
+# Layer: each build's means over the rounds per preset (JSON fields), then each change against the base;
+# every run's own lines (phases, the check) are in layer.txt.
 for label in "${labels[@]}"; do
   [ -f "$scratch/layer-$label.jsonl" ] || continue
   awk -v b="$label" '{
