@@ -103,6 +103,20 @@ DMOE_HD constexpr int router_warps(int experts) {
   return experts <= kThreadRouterExperts ? kRouteChunkTokens / 32 : experts <= 256 ? 32 : 8;
 }
 
+// RouterGrad runs one thread per token (kThreadRouterGradTokens per CTA) where a thread can hold the
+// token's softmax row and its selections in registers (E ≤ kThreadRouterExperts, K ≤ kThreadRouterGradTopK),
+// else one warp per token (8 per CTA of 256 threads).
+enum : int32_t { kThreadRouterGradTopK = 8, kThreadRouterGradTokens = 128 };
+DMOE_HD constexpr bool router_grad_per_thread(int experts, int top_k) {
+  return experts <= kThreadRouterExperts && top_k <= kThreadRouterGradTopK;
+}
+DMOE_HD constexpr int router_grad_threads(int experts, int top_k) {
+  return router_grad_per_thread(experts, top_k) ? kThreadRouterGradTokens : 256;
+}
+DMOE_HD constexpr int router_grad_tokens_per_cta(int experts, int top_k) {
+  return router_grad_per_thread(experts, top_k) ? kThreadRouterGradTokens : 8;
+}
+
 DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChunkTokens - 1) / kRouteChunkTokens; }
 
 // The jitter's key for one forward: a base seed and the forward's offset (philox-style), a bijection of

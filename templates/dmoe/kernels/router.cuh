@@ -5,12 +5,14 @@
 //               E ≤ 64: thread j takes token 256c + j (router_per_thread); else warp w takes the tokens
 //               256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i (router_per_warp)
 //   Bins        one CTA of kMaxRoutingExperts threads, thread e = expert e
-//   RouterGrad  256 threads, one warp per token t = 8·blockIdx.x + warp (fp32 dlogits and/or a copy
-//               rounded to the activation dtype, the operand cuBLASLt multiplies)
+//   RouterGrad  fp32 dlogits and/or a copy rounded to the activation dtype (the operand cuBLASLt
+//               multiplies); router_grad_per_thread(E, K): 128 threads, thread j takes token 128·blockIdx.x
+//               + j (router_grad_thread); else 256 threads, one warp per token t = 8·blockIdx.x + warp
 // Float reductions run in a fixed order (registers, shuffles, then shared memory in warp order; no float
 // atomics): every result is bitwise reproducible from run to run.
 #pragma once
 #include "dmoe/common/types.cuh"
+#include "dmoe/common/vec8.cuh"
 #include "dmoe/ptx/ptx.cuh"
 #include "dmoe/routing_args.cuh"
 
@@ -172,6 +174,37 @@ __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
 // the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
 namespace router_detail {
 
+// One token's softmax in one thread's registers (E ≤ kThreadRouterExperts): p = softmax(row), returns
+// the logsumexp. E % 4 == 0 rows are 16-byte aligned: E / 4 vector loads, all in flight together.
+template <int E>
+__device__ __forceinline__ float thread_softmax(const float* row, float (&p)[E]) {
+  if constexpr (E % 4 == 0) {
+#pragma unroll
+    for (int e = 0; e < E; e += 4) {
+      unsigned v[4];
+      ptx::ld_nc_v4_u32(row + e, v);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) p[e + q] = __uint_as_float(v[q]);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) p[e] = ptx::ld_nc_f32(row + e);
+  }
+  float m = kLowest;
+#pragma unroll
+  for (int e = 0; e < E; ++e) m = p[e] > m ? p[e] : m;
+  float sum = 0.f;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    p[e] = expf(p[e] - m);
+    sum += p[e];
+  }
+  const float inv = 1.f / sum;  // one division: ptxas calls a slow path for each div.rn
+#pragma unroll
+  for (int e = 0; e < E; ++e) p[e] *= inv;
+  return m + logf(sum);
+}
+
 // The router for E ≤ kThreadRouterExperts: one thread per token of the chunk (256 threads), its logits in
 // registers, softmax and top-k serial. Per token it issues a few dozen warp instructions where a warp per
 // token (router_per_warp) issues hundreds (two butterfly reductions plus K more), the bound that made the
@@ -196,32 +229,7 @@ __device__ __forceinline__ void router_per_thread(const RoutingArgs& a) {
   float p[E];
   float lse = 0.f;
   if (live) {
-    const float* row = a.logits + t * E;
-    if constexpr (E % 4 == 0) {  // 16-byte aligned rows: E / 4 vector loads, all in flight together
-#pragma unroll
-      for (int e = 0; e < E; e += 4) {
-        unsigned v[4];
-        ptx::ld_nc_v4_u32(row + e, v);
-#pragma unroll
-        for (int q = 0; q < 4; ++q) p[e + q] = __uint_as_float(v[q]);
-      }
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) p[e] = ptx::ld_nc_f32(row + e);
-    }
-    float m = kLowest;
-#pragma unroll
-    for (int e = 0; e < E; ++e) m = p[e] > m ? p[e] : m;
-    float sum = 0.f;
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      p[e] = expf(p[e] - m);
-      sum += p[e];
-    }
-    lse = m + logf(sum);
-    const float inv = 1.f / sum;
-#pragma unroll
-    for (int e = 0; e < E; ++e) p[e] *= inv;
+    lse = thread_softmax<E>(a.logits + t * E, p);
 
     // Top-K by (probability + bias) descending, the lower expert first on ties (strict >, ascending e);
     // the weight is the winner's unbiased probability.
@@ -500,12 +508,109 @@ __device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
   }
 }
 
+namespace router_detail {
+
+// dlogits for one token per thread (router_grad_per_thread(E, K)): the same gradient as the warp form
+// below, its K selections in registers and the softmax row in one thread, like the forward router: a
+// token costs a few hundred independent instructions instead of a warp's chains of butterflies (the warp
+// form ran at half the copy rate at T = 64K, E = 64). Sums in a fixed order (bitwise reproducible), not
+// the warp form's order.
+template <class Elem, int E, int K, int P>
+__device__ __forceinline__ void router_grad_thread(const RoutingArgs& a) {
+  static_assert(router_grad_per_thread(E, K), "one thread holds a token's logits and selections");
+  constexpr int THREADS = kThreadRouterGradTokens;
+  __shared__ float lbl_count[E];  // the load-balancing loss's gradient through each expert's score
+  const float T = float(a.tokens);
+  const float lbl = a.d_lbl * a.lbl_weight * float(E) / (T * float(K) * T);  // × count_e
+  for (int e = threadIdx.x; e < E; e += THREADS) lbl_count[e] = lbl * float(ptx::ld_nc_s32(a.s.counts + e));
+  __syncthreads();
+  const int64_t t = int64_t(blockIdx.x) * THREADS + threadIdx.x;
+  if (t >= a.tokens) return;
+
+  int id[K];
+  float dw[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    id[k] = ptx::ld_nc_s32(a.s.expert_ids + t * K + k);
+    dw[k] = ptx::ld_nc_f32(a.dweights + t * K + k);
+  }
+  float p[E];
+  const float lse = thread_softmax<E>(a.logits + t * E, p);
+  // The selected experts' probabilities as one-hot sums: a compare-and-select chain is folded by the
+  // front end into p[id[k]], an indexed load that puts p in local memory.
+  float ps[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    ps[k] = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) ps[k] = fmaf(id[k] == e ? 1.f : 0.f, p[e], ps[k]);
+  }
+  // Renormalization w_k = p_k / S: P = 1, S = Σ_sel p: ∂L/∂p_j = (dw_j − D) / S;
+  // P = 2, S = (Σ_sel p²)^½: ∂L/∂p_j = (dw_j − w_j·D) / S; D = Σ_k dw_k·w_k.
+  float adj[K];
+  if constexpr (P == 0) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) adj[k] = dw[k];
+  } else {
+    float sum = 0.f, d = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      sum += P == 1 ? ps[k] : ps[k] * ps[k];
+      d += dw[k] * ps[k];
+    }
+    const float inv_s = 1.f / (P == 1 ? sum : sqrtf(sum));
+    const float D = d * inv_s;
+#pragma unroll
+    for (int k = 0; k < K; ++k) adj[k] = (dw[k] - (P == 1 ? D : ps[k] * inv_s * D)) * inv_s;
+  }
+  // g_e = lbl·count_e + adj of e when selected; dlogit_e = p_e·(g_e − Σ_j p_j·g_j) + zc·p_e.
+  float dot = 0.f;
+#pragma unroll
+  for (int e = 0; e < E; ++e) dot = fmaf(p[e], lbl_count[e], dot);
+#pragma unroll
+  for (int k = 0; k < K; ++k) dot = fmaf(ps[k], adj[k], dot);
+  const float zc = a.d_z * a.z_weight * 2.f * lse / T;
+  auto dlogit = [&](int e) {
+    float g = lbl_count[e];
+#pragma unroll
+    for (int k = 0; k < K; ++k) g += id[k] == e ? adj[k] : 0.f;
+    return p[e] * (g - dot) + zc * p[e];
+  };
+  if (float* out = a.dlogits ? a.dlogits + t * E : nullptr) {
+    if (E % 4 == 0 && (reinterpret_cast<unsigned long long>(a.dlogits) & 15) == 0) {
+#pragma unroll
+      for (int e = 0; e < E; e += 4) {
+        const unsigned v[4] = {__float_as_uint(dlogit(e)), __float_as_uint(dlogit(e + 1)),
+                               __float_as_uint(dlogit(e + 2)), __float_as_uint(dlogit(e + 3))};
+        ptx::st_v4_u32(out + e, v);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) ptx::st_f32(out + e, dlogit(e));
+    }
+  }
+  if (a.dlogits_lp) {
+    unsigned short* out = static_cast<unsigned short*>(a.dlogits_lp) + t * E;
+    if (E % 8 == 0 && (reinterpret_cast<unsigned long long>(a.dlogits_lp) & 15) == 0) {
+#pragma unroll
+      for (int e = 0; e < E; e += 8) {
+        float f[8];
+#pragma unroll
+        for (int q = 0; q < 8; ++q) f[q] = dlogit(e + q);
+        st_v4(out + e, pack<Elem>(f));
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) out[e] = Elem::from_float(dlogit(e));
+    }
+  }
+}
+
 // dlogits for one token per warp: the selected weights' gradient through the softmax (selection fixed),
 // plus the load-balancing loss (through the scores) and the z-loss. Written in fp32 to a.dlogits and,
 // rounded once to Elem, to a.dlogits_lp (each when set).
 template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
-  using namespace router_detail;
+__device__ __forceinline__ void router_grad_warp(const RoutingArgs& a) {
   static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
   constexpr int N = SoftmaxRow<E>::N;
   const int lane = threadIdx.x & 31;
@@ -580,6 +685,15 @@ __device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
     if (out) out[e] = v;
     if (out_lp) out_lp[e] = Elem::from_float(v);
   }
+}
+
+}  // namespace router_detail
+
+// The gradient of the logits: one thread per token where router_grad_per_thread(E, K), else one warp.
+template <class Elem, int E, int K, int P>
+__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
+  if constexpr (router_grad_per_thread(E, K)) router_detail::router_grad_thread<Elem, E, K, P>(a);
+  else router_detail::router_grad_warp<Elem, E, K, P>(a);
 }
 
 }  // namespace dmoe
