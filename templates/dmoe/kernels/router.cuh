@@ -510,112 +510,167 @@ __device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
 
 namespace router_detail {
 
+// A thread's row of E floats in shared memory, 16-byte aligned, in pieces of 4 (the last one partial
+// when E % 4 != 0: scalar accesses past E skipped).
+template <int E>
+struct RowAccess {
+  static constexpr int kPieces = (E + 3) / 4;
+  __device__ __forceinline__ static constexpr bool valid(int q, int j) { return 4 * q + j < E; }
+  __device__ __forceinline__ static void get(const float* row, int q, float (&v)[4]) {
+    if (E % 4 == 0 || 4 * q + 3 < E) {
+      unsigned u[4];
+      ptx::ld_shared_v4_u32(ptx::smem_addr(row + 4 * q), u);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = __uint_as_float(u[j]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = valid(q, j) ? row[4 * q + j] : 0.f;
+    }
+  }
+  __device__ __forceinline__ static void put(float* row, int q, const float (&v)[4]) {
+    if (E % 4 == 0 || 4 * q + 3 < E) {
+      const unsigned u[4] = {__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
+                             __float_as_uint(v[3])};
+      ptx::st_shared_v4_u32(ptx::smem_addr(row + 4 * q), u);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (valid(q, j)) row[4 * q + j] = v[j];
+    }
+  }
+};
+
 // dlogits for one token per thread (router_grad_per_thread(E, K)): the same gradient as the warp form
-// below, its K selections in registers and the softmax row in one thread, like the forward router: a
-// token costs a few hundred independent instructions instead of a warp's chains of butterflies (the warp
-// form ran at half the copy rate at T = 64K, E = 64). Sums in a fixed order (bitwise reproducible), not
-// the warp form's order.
+// below, without its chains of butterflies per token (the warp form ran at half the copy rate at T = 64K,
+// E = 64). The CTA's 128 tokens' logits are one contiguous block: loaded into shared memory with
+// coalesced 16-byte loads, each thread works on its own row there (softmax, then the dlogits in place;
+// the row stride E + 4 floats, rounded to 4, keeps a quarter-warp's 16-byte accesses to 8 rows on
+// distinct banks), and the block goes out with coalesced stores. Keeping the row in registers instead
+// cost 127-167 registers and, storing rows per thread, 32 lines per warp store: 1.6x slower than the
+// warp form (session 13 call 6). Sums in a fixed order: bitwise reproducible, not the warp form's bits.
 template <class Elem, int E, int K, int P>
 __device__ __forceinline__ void router_grad_thread(const RoutingArgs& a) {
-  static_assert(router_grad_per_thread(E, K), "one thread holds a token's logits and selections");
+  static_assert(router_grad_per_thread(E, K), "one thread per token");
   constexpr int THREADS = kThreadRouterGradTokens;
-  // The values go through shared memory (row stride a multiple of 4 floats plus 4: a quarter-warp's
-  // 16-byte accesses to 8 rows hit distinct banks) and the CTA writes its tokens' contiguous rows with
-  // coalesced stores: a thread storing its own row touched 32 lines per warp instruction (measured 1.6x
-  // slower than the warp form at T = 64K, E = 64).
   constexpr int LD = (E + 3) / 4 * 4 + 4;
   __shared__ float lbl_count[E];  // the load-balancing loss's gradient through each expert's score
-  __shared__ __align__(16) float stage[THREADS * LD];
+  __shared__ __align__(16) float tile[THREADS * LD];
   const float T = float(a.tokens);
   const float lbl = a.d_lbl * a.lbl_weight * float(E) / (T * float(K) * T);  // × count_e
   for (int e = threadIdx.x; e < E; e += THREADS) lbl_count[e] = lbl * float(ptx::ld_nc_s32(a.s.counts + e));
-  __syncthreads();
-  // Threads past T compute the last token's row again (no divergence, no extra live ranges); only the
-  // CTA's first `rows` rows are stored. The grid is empty when T = 0.
   const int64_t t0 = int64_t(blockIdx.x) * THREADS;
-  const int64_t t = t0 + threadIdx.x < a.tokens ? t0 + threadIdx.x : a.tokens - 1;
-
-  int id[K];
-  float dw[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    id[k] = ptx::ld_nc_s32(a.s.expert_ids + t * K + k);
-    dw[k] = ptx::ld_nc_f32(a.dweights + t * K + k);
-  }
-  float p[E];
-  const float lse = thread_softmax<E>(a.logits + t * E, p);
-  // The selected experts' probabilities as one-hot sums: a compare-and-select chain is folded by the
-  // front end into p[id[k]], an indexed load that puts p in local memory.
-  float ps[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    ps[k] = 0.f;
-#pragma unroll
-    for (int e = 0; e < E; ++e) ps[k] = fmaf(id[k] == e ? 1.f : 0.f, p[e], ps[k]);
-  }
-  // Renormalization w_k = p_k / S: P = 1, S = Σ_sel p: ∂L/∂p_j = (dw_j − D) / S;
-  // P = 2, S = (Σ_sel p²)^½: ∂L/∂p_j = (dw_j − w_j·D) / S; D = Σ_k dw_k·w_k.
-  float adj[K];
-  if constexpr (P == 0) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) adj[k] = dw[k];
+  const int rows = int(a.tokens - t0 < THREADS ? a.tokens - t0 : THREADS);  // ≥ 1: the grid covers T
+  const float* src = a.logits + t0 * E;
+  if (E % 4 == 0 && (reinterpret_cast<unsigned long long>(a.logits) & 15) == 0) {
+    constexpr int G = E / 4;
+#pragma unroll 4
+    for (int c = threadIdx.x; c < rows * G; c += THREADS) {
+      unsigned v[4];
+      ptx::ld_nc_v4_u32(src + int64_t(c) * 4, v);
+      ptx::st_shared_v4_u32(ptx::smem_addr(tile + (c / G) * LD + (c % G) * 4), v);
+    }
   } else {
-    float sum = 0.f, d = 0.f;
+#pragma unroll 4
+    for (int c = threadIdx.x; c < rows * E; c += THREADS) tile[(c / E) * LD + c % E] = ptx::ld_nc_f32(src + c);
+  }
+  __syncthreads();
+
+  if (int(threadIdx.x) < rows) {
+    const int64_t t = t0 + threadIdx.x;
+    float* row = tile + threadIdx.x * LD;
+    // The row in 16-byte pieces (E % 4 == 0): one access per quarter-warp phase, no bank conflicts;
+    // single floats at stride LD would meet 4 to a bank.
+    using Row = RowAccess<E>;
+    // Softmax in place: row = exp(logit − max) (unnormalized), then × 1 / Σ where read.
+    float m = kLowest;
+#pragma unroll
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) m = Row::valid(q, j) && v[j] > m ? v[j] : m;
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[j] = Row::valid(q, j) ? expf(v[j] - m) : 0.f;
+        sum += v[j];
+      }
+      Row::put(row, q, v);
+    }
+    const float inv = 1.f / sum;
+    const float lse = m + logf(sum);
+
+    int id[K];
+    float dw[K], ps[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
-      sum += P == 1 ? ps[k] : ps[k] * ps[k];
-      d += dw[k] * ps[k];
+      id[k] = ptx::ld_nc_s32(a.s.expert_ids + t * K + k);
+      dw[k] = ptx::ld_nc_f32(a.dweights + t * K + k);
+      ps[k] = row[id[k]] * inv;  // shared memory: indexed at run time without local memory
     }
-    const float inv_s = 1.f / (P == 1 ? sum : sqrtf(sum));
-    const float D = d * inv_s;
+    // Renormalization w_k = p_k / S: P = 1, S = Σ_sel p: ∂L/∂p_j = (dw_j − D) / S;
+    // P = 2, S = (Σ_sel p²)^½: ∂L/∂p_j = (dw_j − w_j·D) / S; D = Σ_k dw_k·w_k.
+    float adj[K];
+    if constexpr (P == 0) {
 #pragma unroll
-    for (int k = 0; k < K; ++k) adj[k] = (dw[k] - (P == 1 ? D : ps[k] * inv_s * D)) * inv_s;
-  }
-  // g_e = lbl·count_e + adj of e when selected; dlogit_e = p_e·(g_e − Σ_j p_j·g_j) + zc·p_e.
-  float dot = 0.f;
+      for (int k = 0; k < K; ++k) adj[k] = dw[k];
+    } else {
+      float s2 = 0.f, d = 0.f;
 #pragma unroll
-  for (int e = 0; e < E; ++e) dot = fmaf(p[e], lbl_count[e], dot);
+      for (int k = 0; k < K; ++k) {
+        s2 += P == 1 ? ps[k] : ps[k] * ps[k];
+        d += dw[k] * ps[k];
+      }
+      const float inv_s = 1.f / (P == 1 ? s2 : sqrtf(s2));
+      const float D = d * inv_s;
 #pragma unroll
-  for (int k = 0; k < K; ++k) dot = fmaf(ps[k], adj[k], dot);
-  const float zc = a.d_z * a.z_weight * 2.f * lse / T;
-  // In place: p becomes the row of dlogits (no second array of E live values). lbl_count is read again
-  // (an explicit shared load): kept from the dot's loop, its E values stayed live in registers.
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    float g = __uint_as_float(ptx::ld_shared_u32(ptx::smem_addr(lbl_count + e)));
-#pragma unroll
-    for (int k = 0; k < K; ++k) g += id[k] == e ? adj[k] : 0.f;
-    p[e] = p[e] * (g - dot) + zc * p[e];
-  }
-
-  // Through shared memory, then the CTA's contiguous rows out with coalesced stores: 16-byte vectors
-  // where the bases are 16-byte aligned (the rows then are too), single elements otherwise.
-  float* row = stage + threadIdx.x * LD;
-  if constexpr (E % 4 == 0) {
-#pragma unroll
-    for (int e = 0; e < E; e += 4) {
-      const unsigned v[4] = {__float_as_uint(p[e]), __float_as_uint(p[e + 1]), __float_as_uint(p[e + 2]),
-                             __float_as_uint(p[e + 3])};
-      ptx::st_shared_v4_u32(ptx::smem_addr(row + e), v);
+      for (int k = 0; k < K; ++k) adj[k] = (dw[k] - (P == 1 ? D : ps[k] * inv_s * D)) * inv_s;
     }
-  } else {
+    // g_e = lbl·count_e (+ adj_k at e = id_k); dlogit_e = p_e·(g_e − Σ_j p_j·g_j) + zc·p_e
+    //     = p_e·(lbl·count_e − dot + zc) (+ p_e·adj_k at e = id_k).
+    float dot = 0.f;
 #pragma unroll
-    for (int e = 0; e < E; ++e) row[e] = p[e];
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (Row::valid(q, j)) dot = fmaf(v[j] * inv, lbl_count[4 * q + j], dot);
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) dot = fmaf(ps[k], adj[k], dot);
+    const float zc = a.d_z * a.z_weight * 2.f * lse / T;
+#pragma unroll
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (Row::valid(q, j)) v[j] = v[j] * inv * (lbl_count[4 * q + j] - dot + zc);
+      Row::put(row, q, v);
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) row[id[k]] += ps[k] * adj[k];  // distinct experts: one term each
   }
   __syncthreads();
-  const int rows = int(a.tokens - t0 < THREADS ? a.tokens - t0 : THREADS);
+
   if (float* out = a.dlogits ? a.dlogits + t0 * E : nullptr) {
     if (E % 4 == 0 && (reinterpret_cast<unsigned long long>(a.dlogits) & 15) == 0) {
       constexpr int G = E / 4;  // 16-byte groups per row
 #pragma unroll 4
       for (int c = threadIdx.x; c < rows * G; c += THREADS) {
         unsigned v[4];
-        ptx::ld_shared_v4_u32(ptx::smem_addr(stage + (c / G) * LD + (c % G) * 4), v);
+        ptx::ld_shared_v4_u32(ptx::smem_addr(tile + (c / G) * LD + (c % G) * 4), v);
         ptx::st_v4_u32(out + int64_t(c) * 4, v);
       }
     } else {
 #pragma unroll 4
-      for (int c = threadIdx.x; c < rows * E; c += THREADS) ptx::st_f32(out + c, stage[(c / E) * LD + c % E]);
+      for (int c = threadIdx.x; c < rows * E; c += THREADS) ptx::st_f32(out + c, tile[(c / E) * LD + c % E]);
     }
   }
   if (a.dlogits_lp) {
@@ -624,10 +679,10 @@ __device__ __forceinline__ void router_grad_thread(const RoutingArgs& a) {
       constexpr int G = E / 8;  // 16-byte groups of 8 values per row
 #pragma unroll 4
       for (int c = threadIdx.x; c < rows * G; c += THREADS) {
-        const float* src = stage + (c / G) * LD + (c % G) * 8;
+        const float* v = tile + (c / G) * LD + (c % G) * 8;
         unsigned lo[4], hi[4];
-        ptx::ld_shared_v4_u32(ptx::smem_addr(src), lo);
-        ptx::ld_shared_v4_u32(ptx::smem_addr(src + 4), hi);
+        ptx::ld_shared_v4_u32(ptx::smem_addr(v), lo);
+        ptx::ld_shared_v4_u32(ptx::smem_addr(v + 4), hi);
         const float f[8] = {__uint_as_float(lo[0]), __uint_as_float(lo[1]), __uint_as_float(lo[2]),
                             __uint_as_float(lo[3]), __uint_as_float(hi[0]), __uint_as_float(hi[1]),
                             __uint_as_float(hi[2]), __uint_as_float(hi[3])};
@@ -635,7 +690,7 @@ __device__ __forceinline__ void router_grad_thread(const RoutingArgs& a) {
       }
     } else {
 #pragma unroll 4
-      for (int c = threadIdx.x; c < rows * E; c += THREADS) out[c] = Elem::from_float(stage[(c / E) * LD + c % E]);
+      for (int c = threadIdx.x; c < rows * E; c += THREADS) out[c] = Elem::from_float(tile[(c / E) * LD + c % E]);
     }
   }
 }
