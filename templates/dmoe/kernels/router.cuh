@@ -642,6 +642,7 @@ __device__ __forceinline__ void router_grad_thread(const RoutingArgs& a) {
       for (int k = 0; k < K; ++k) g += id[k] == e ? adj[k] : 0.f;
       return g;
     };
+    // dot as Σ_e p_e·lbl_e, then + p_k·adj_k: where p = 1 it rounds lbl + adj once, as g does.
     float dot = 0.f;
 #pragma unroll
     for (int q = 0; q < Row::kPieces; ++q) {
@@ -649,8 +650,10 @@ __device__ __forceinline__ void router_grad_thread(const RoutingArgs& a) {
       Row::get(row, q, v);
 #pragma unroll
       for (int j = 0; j < 4; ++j)
-        if (Row::valid(q, j)) dot = fmaf(v[j] * inv, g_of(4 * q + j), dot);
+        if (Row::valid(q, j)) dot = fmaf(v[j] * inv, lbl_count[4 * q + j], dot);
     }
+#pragma unroll
+    for (int k = 0; k < K; ++k) dot = fmaf(ps[k], adj[k], dot);
     const float zc = a.d_z * a.z_weight * 2.f * lse / T;
 #pragma unroll
     for (int q = 0; q < Row::kPieces; ++q) {
