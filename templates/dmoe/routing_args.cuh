@@ -103,10 +103,11 @@ DMOE_HD constexpr int router_warps(int experts) {
   return experts <= kThreadRouterExperts ? kRouteChunkTokens / 32 : experts <= 256 ? 32 : 8;
 }
 
-// RouterGrad runs one thread per token (kThreadRouterGradTokens per CTA) where a thread can hold the
-// token's softmax row and its selections in registers (E ≤ kThreadRouterExperts, K ≤ kThreadRouterGradTopK),
-// else one warp per token (8 per CTA of 256 threads).
-enum : int32_t { kThreadRouterGradTopK = 8, kThreadRouterGradTokens = 128 };
+// RouterGrad runs one thread per token (kThreadRouterGradTokens per CTA, each token's row in shared
+// memory) where E ≤ kThreadRouterExperts and K ≤ kThreadRouterGradTopK (its selections in registers),
+// else one warp per token (8 per CTA of 256 threads). 32 tokens per CTA: 256 CTAs at T = 8K (128 left
+// 68 of 132 SMs idle and ran 1.5x slower than the warp form there, session 13 call 7).
+enum : int32_t { kThreadRouterGradTopK = 8, kThreadRouterGradTokens = 32 };
 DMOE_HD constexpr bool router_grad_per_thread(int experts, int top_k) {
   return experts <= kThreadRouterExperts && top_k <= kThreadRouterGradTopK;
 }

@@ -136,7 +136,7 @@ TEST_CASE("the router compiles without spills at the edges of its launch bounds"
 
 TEST_CASE("RouterGrad: one thread per token up to 64 experts and top-8, without spills; else one warp") {
   // The thread form holds a token's softmax row and its selections in registers: its corners (E 64 with
-  // K 8, E not a multiple of 4, E = K) must compile without spilling, 128 threads per CTA; past them
+  // K 8, E not a multiple of 4, E = K) must compile without spilling, kThreadRouterGradTokens threads per CTA; past them
   // (K > 8 or E > 64) the warp form, 256 threads. p-norm 2 carries the most live values.
   struct Case {
     int32_t experts, top_k;
@@ -152,7 +152,7 @@ TEST_CASE("RouterGrad: one thread per token up to 64 experts and top-8, without 
     const KernelSpec k = routing_spec(s, Op::RouterGrad, Arch::SM90a, 2);
     INFO(kernel_name(k));
     CHECK(router_grad_per_thread(c.experts, c.top_k) == c.per_thread);
-    CHECK(threads_per_cta(k) == (c.per_thread ? 128 : 256));
+    CHECK(threads_per_cta(k) == (c.per_thread ? kThreadRouterGradTokens : 256));
     const CompiledKernel compiled = compile_source(k, emit_source(k));
     CHECK(compiled.meta.spill_store_bytes == 0);
     CHECK(compiled.meta.spill_load_bytes == 0);

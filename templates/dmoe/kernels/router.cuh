@@ -6,7 +6,7 @@
 //               256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i (router_per_warp)
 //   Bins        one CTA of kMaxRoutingExperts threads, thread e = expert e
 //   RouterGrad  fp32 dlogits and/or a copy rounded to the activation dtype (the operand cuBLASLt
-//               multiplies); router_grad_per_thread(E, K): 128 threads, thread j takes token 128·blockIdx.x
+//               multiplies); router_grad_per_thread(E, K): 32 threads, thread j takes token 32·blockIdx.x
 //               + j (router_grad_thread); else 256 threads, one warp per token t = 8·blockIdx.x + warp
 // Float reductions run in a fixed order (registers, shuffles, then shared memory in warp order; no float
 // atomics): every result is bitwise reproducible from run to run.
@@ -542,7 +542,7 @@ struct RowAccess {
 
 // dlogits for one token per thread (router_grad_per_thread(E, K)): the same gradient as the warp form
 // below, without its chains of butterflies per token (the warp form ran at half the copy rate at T = 64K,
-// E = 64). The CTA's 128 tokens' logits are one contiguous block: loaded into shared memory with
+// E = 64). The CTA's 32 tokens' logits are one contiguous block: loaded into shared memory with
 // coalesced 16-byte loads, each thread works on its own row there (softmax, then the dlogits in place;
 // the row stride E + 4 floats, rounded to 4, keeps a quarter-warp's 16-byte accesses to 8 rows on
 // distinct banks), and the block goes out with coalesced stores. Keeping the row in registers instead
