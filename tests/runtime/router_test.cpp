@@ -339,6 +339,10 @@ TEST_CASE("router: the presets' gradient shapes (RouterGrad one thread per token
   run({8192, 64, 6, 1});       // fine-grained
   run({4099, 64, 8, 2});       // the thread form's largest K
   run({3001, 64, 9, 1});       // just past it: the warp form
+  // One expert at p = 1 in fp32 (its logit 30 above the rest): the true dlogits are tiny, so the
+  // thread form must cancel g − dot as exactly as the warp form (layer_test caught a regrouping there).
+  run({300, 4, 2, 0, Logits::OneExpert});
+  run({300, 64, 2, 1, Logits::OneExpert});
 }
 
 TEST_CASE("router: T = 0 writes empty bins and zero losses") {
