@@ -561,6 +561,7 @@ int threads_per_cta(const KernelSpec& k) {
     case Op::Bins: return kMaxRoutingExperts;
     case Op::Router: return 32 * router_warps(k.experts);
     case Op::Permute: return 32;
+    case Op::RouterGrad: return router_grad_threads(k.experts, k.top_k);
     default: return 256;
   }
 }

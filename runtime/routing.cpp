@@ -27,8 +27,8 @@ int64_t routing_grid(const KernelSpec& k, const RoutingArgs& a) {
     case Op::Gather:  // tokens (none when y is null: the rows map only), then one CTA per expert's padding
       return (a.y ? ceil_div(T, kWarpsPerCta) : 0) + k.experts;
     case Op::ScatterGrad: return ceil_div(a.max_rows, kWarpsPerCta);
-    case Op::Scatter:
-    case Op::RouterGrad: return ceil_div(T, kWarpsPerCta);
+    case Op::Scatter: return ceil_div(T, kWarpsPerCta);
+    case Op::RouterGrad: return ceil_div(T, router_grad_tokens_per_cta(k.experts, k.top_k));
     case Op::Glu:
     case Op::GluGrad: return ceil_div(int64_t{a.max_rows} * k.ffn / 8, 256 * kGluVectors);  // the capacity's vectors
     default: throw InvalidArgument(fmt::format("{} is not a routing kernel", to_string(k.op)));

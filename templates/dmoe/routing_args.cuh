@@ -103,6 +103,23 @@ DMOE_HD constexpr int router_warps(int experts) {
   return experts <= kThreadRouterExperts ? kRouteChunkTokens / 32 : experts <= 256 ? 32 : 8;
 }
 
+// RouterGrad runs one thread per token (kThreadRouterGradTokens per CTA, each token's row in shared
+// memory) where E ≤ kThreadRouterExperts and K ≤ kThreadRouterGradTopK (its selections in registers),
+// else one warp per token (8 per CTA of 256 threads). Measured on the H200 (session 14 call 1): the thread
+// form wins at K 1–2 (T 64K E 64 K 1 18.8 → 16.1 µs, T 16K E 8 K 2 5.8 → 3.7) and loses at K 6–8 (T 16K
+// E 64 K 8 7.6 → 9.0, T 8K K 6 4.2 → 8.0: the per-selection loops serialize in one thread). 32 tokens per
+// CTA: 256 CTAs at T = 8K (128 left 68 of 132 SMs idle).
+enum : int32_t { kThreadRouterGradTopK = 2, kThreadRouterGradTokens = 32 };
+DMOE_HD constexpr bool router_grad_per_thread(int experts, int top_k) {
+  return experts <= kThreadRouterExperts && top_k <= kThreadRouterGradTopK;
+}
+DMOE_HD constexpr int router_grad_threads(int experts, int top_k) {
+  return router_grad_per_thread(experts, top_k) ? kThreadRouterGradTokens : 256;
+}
+DMOE_HD constexpr int router_grad_tokens_per_cta(int experts, int top_k) {
+  return router_grad_per_thread(experts, top_k) ? kThreadRouterGradTokens : 8;
+}
+
 DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChunkTokens - 1) / kRouteChunkTokens; }
 
 // The jitter's key for one forward: a base seed and the forward's offset (philox-style), a bijection of

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "dmoe/compiler.hpp"
+#include "dmoe/routing_args.cuh"
 
 using namespace dmoe;
 
@@ -130,6 +131,32 @@ TEST_CASE("the router compiles without spills at the edges of its launch bounds"
     const CompiledKernel compiled = compile_source(k, source);
     CHECK(compiled.meta.spill_store_bytes == 0);
     CHECK(compiled.meta.registers <= 65536 / (c.min_ctas * threads_per_cta(k)));
+  }
+}
+
+TEST_CASE("RouterGrad: one thread per token up to 64 experts and top-2, without spills; else one warp") {
+  // The thread form holds a token's softmax row and its selections in registers: its corners (E 64 with
+  // K 2, E not a multiple of 4, E = K) must compile without spilling, kThreadRouterGradTokens threads per
+  // CTA; past them (K > 2 or E > 64) the warp form, 256 threads. p-norm 2 carries the most live values.
+  struct Case {
+    int32_t experts, top_k;
+    bool per_thread;
+  };
+  for (const Case c : {Case{64, 2, true}, Case{64, 1, true}, Case{33, 2, true}, Case{2, 2, true}, Case{1, 1, true},
+                       Case{64, 3, false}, Case{64, 8, false}, Case{65, 1, false}, Case{256, 8, false}}) {
+    MoeShape s;
+    s.hidden = 512;
+    s.ffn = 512;
+    s.experts = c.experts;
+    s.top_k = c.top_k;
+    const KernelSpec k = routing_spec(s, Op::RouterGrad, Arch::SM90a, 2);
+    INFO(kernel_name(k));
+    CHECK(router_grad_per_thread(c.experts, c.top_k) == c.per_thread);
+    CHECK(threads_per_cta(k) == (c.per_thread ? kThreadRouterGradTokens : 256));
+    const CompiledKernel compiled = compile_source(k, emit_source(k));
+    CHECK(compiled.meta.spill_store_bytes == 0);
+    CHECK(compiled.meta.spill_load_bytes == 0);
+    CHECK(compiled.ptx.find(".local") == std::string::npos);  // no register array indexed at run time
   }
 }
 

@@ -286,6 +286,22 @@ void run(const Case& c) {
   launch_routing(cache(), ws.spec(Op::RouterGrad), args, nullptr);
   dev.synchronize();
   CHECK(download<uint16_t>(dlp.get(), T * E) == lp);
+  // Outputs one element off a 16-byte boundary (the thread form's vector stores then fall back to
+  // scalar ones): the same values bit for bit.
+  {
+    DeviceBuffer off32(dev, T * E * 4 + 16), off16(dev, T * E * 2 + 16);
+    dev.fill_u8(off32.get(), 0xff, T * E * 4 + 16);
+    dev.fill_u8(off16.get(), 0xff, T * E * 2 + 16);
+    args.dlogits = reinterpret_cast<float*>(static_cast<char*>(off32.get()) + 4);
+    args.dlogits_lp = static_cast<char*>(off16.get()) + 2;
+    launch_routing(cache(), ws.spec(Op::RouterGrad), args, nullptr);
+    dev.synchronize();
+    const auto o32 = download<float>(off32.get(), T * E + 4);
+    const auto o16 = download<uint16_t>(off16.get(), T * E + 8);
+    CHECK(std::equal(out.begin(), out.end(), o32.begin() + 1,
+                     [](float a, float b) { return std::memcmp(&a, &b, 4) == 0; }));
+    CHECK(std::equal(lp.begin(), lp.end(), o16.begin() + 1));
+  }
   MESSAGE(describe(c) << ": router_grad rel err " << err << " (low precision " << lp_err << "), losses "
                       << routed.losses[0] << " " << routed.losses[1]);
 }
@@ -317,6 +333,18 @@ TEST_CASE("router: Zipf-skewed routing") {
 }
 
 TEST_CASE("router: many assignments") { run({262144, 64, 2, 1}); }
+
+TEST_CASE("router: the presets' gradient shapes (RouterGrad's thread and warp forms)") {
+  run({65536 + 5, 64, 1, 0});  // mb-46m-like
+  run({8192, 64, 6, 1});       // fine-grained (the warp form)
+  run({4099, 64, 2, 2});       // the thread form's largest K
+  run({3001, 64, 3, 1});       // just past it: the warp form
+  run({3001, 33, 2, 2});       // the thread form with E not a multiple of 4 (scalar loads and stores)
+  // One expert at p = 1 in fp32 (its logit 30 above the rest): the true dlogits are tiny, so the
+  // thread form must cancel g − dot as exactly as the warp form (layer_test caught a regrouping there).
+  run({300, 4, 2, 0, Logits::OneExpert});
+  run({300, 64, 2, 1, Logits::OneExpert});
+}
 
 TEST_CASE("router: T = 0 writes empty bins and zero losses") {
   Device& dev = device();

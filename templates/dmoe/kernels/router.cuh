@@ -5,12 +5,14 @@
 //               E ≤ 64: thread j takes token 256c + j (router_per_thread); else warp w takes the tokens
 //               256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i (router_per_warp)
 //   Bins        one CTA of kMaxRoutingExperts threads, thread e = expert e
-//   RouterGrad  256 threads, one warp per token t = 8·blockIdx.x + warp (fp32 dlogits and/or a copy
-//               rounded to the activation dtype, the operand cuBLASLt multiplies)
+//   RouterGrad  fp32 dlogits and/or a copy rounded to the activation dtype (the operand cuBLASLt
+//               multiplies); router_grad_per_thread(E, K): 32 threads, thread j takes token 32·blockIdx.x
+//               + j (router_grad_thread); else 256 threads, one warp per token t = 8·blockIdx.x + warp
 // Float reductions run in a fixed order (registers, shuffles, then shared memory in warp order; no float
 // atomics): every result is bitwise reproducible from run to run.
 #pragma once
 #include "dmoe/common/types.cuh"
+#include "dmoe/common/vec8.cuh"
 #include "dmoe/ptx/ptx.cuh"
 #include "dmoe/routing_args.cuh"
 
@@ -172,6 +174,37 @@ __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
 // the chunk's partials: histogram, Σ softmax per expert, Σ logsumexp².
 namespace router_detail {
 
+// One token's softmax in one thread's registers (E ≤ kThreadRouterExperts): p = softmax(row), returns
+// the logsumexp. E % 4 == 0 rows are 16-byte aligned: E / 4 vector loads, all in flight together.
+template <int E>
+__device__ __forceinline__ float thread_softmax(const float* row, float (&p)[E]) {
+  if constexpr (E % 4 == 0) {
+#pragma unroll
+    for (int e = 0; e < E; e += 4) {
+      unsigned v[4];
+      ptx::ld_nc_v4_u32(row + e, v);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) p[e + q] = __uint_as_float(v[q]);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) p[e] = ptx::ld_nc_f32(row + e);
+  }
+  float m = kLowest;
+#pragma unroll
+  for (int e = 0; e < E; ++e) m = p[e] > m ? p[e] : m;
+  float sum = 0.f;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    p[e] = expf(p[e] - m);
+    sum += p[e];
+  }
+  const float inv = 1.f / sum;  // one division: ptxas calls a slow path for each div.rn
+#pragma unroll
+  for (int e = 0; e < E; ++e) p[e] *= inv;
+  return m + logf(sum);
+}
+
 // The router for E ≤ kThreadRouterExperts: one thread per token of the chunk (256 threads), its logits in
 // registers, softmax and top-k serial. Per token it issues a few dozen warp instructions where a warp per
 // token (router_per_warp) issues hundreds (two butterfly reductions plus K more), the bound that made the
@@ -196,32 +229,7 @@ __device__ __forceinline__ void router_per_thread(const RoutingArgs& a) {
   float p[E];
   float lse = 0.f;
   if (live) {
-    const float* row = a.logits + t * E;
-    if constexpr (E % 4 == 0) {  // 16-byte aligned rows: E / 4 vector loads, all in flight together
-#pragma unroll
-      for (int e = 0; e < E; e += 4) {
-        unsigned v[4];
-        ptx::ld_nc_v4_u32(row + e, v);
-#pragma unroll
-        for (int q = 0; q < 4; ++q) p[e + q] = __uint_as_float(v[q]);
-      }
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) p[e] = ptx::ld_nc_f32(row + e);
-    }
-    float m = kLowest;
-#pragma unroll
-    for (int e = 0; e < E; ++e) m = p[e] > m ? p[e] : m;
-    float sum = 0.f;
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      p[e] = expf(p[e] - m);
-      sum += p[e];
-    }
-    lse = m + logf(sum);
-    const float inv = 1.f / sum;
-#pragma unroll
-    for (int e = 0; e < E; ++e) p[e] *= inv;
+    lse = thread_softmax<E>(a.logits + t * E, p);
 
     // Top-K by (probability + bias) descending, the lower expert first on ties (strict >, ascending e);
     // the weight is the winner's unbiased probability.
@@ -500,12 +508,209 @@ __device__ __forceinline__ void bins_kernel(const RoutingArgs& a) {
   }
 }
 
+namespace router_detail {
+
+// A thread's row of E floats in shared memory, 16-byte aligned, in pieces of 4 (the last one partial
+// when E % 4 != 0: scalar accesses past E skipped).
+template <int E>
+struct RowAccess {
+  static constexpr int kPieces = (E + 3) / 4;
+  __device__ __forceinline__ static constexpr bool valid(int q, int j) { return 4 * q + j < E; }
+  __device__ __forceinline__ static void get(const float* row, int q, float (&v)[4]) {
+    if (E % 4 == 0 || 4 * q + 3 < E) {
+      unsigned u[4];
+      ptx::ld_shared_v4_u32(ptx::smem_addr(row + 4 * q), u);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = __uint_as_float(u[j]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = valid(q, j) ? row[4 * q + j] : 0.f;
+    }
+  }
+  __device__ __forceinline__ static void put(float* row, int q, const float (&v)[4]) {
+    if (E % 4 == 0 || 4 * q + 3 < E) {
+      const unsigned u[4] = {__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
+                             __float_as_uint(v[3])};
+      ptx::st_shared_v4_u32(ptx::smem_addr(row + 4 * q), u);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (valid(q, j)) row[4 * q + j] = v[j];
+    }
+  }
+};
+
+// dlogits for one token per thread (router_grad_per_thread(E, K)): the same gradient as the warp form
+// below, without its chains of butterflies per token (the warp form ran at half the copy rate at T = 64K,
+// E = 64). The CTA's 32 tokens' logits are one contiguous block: loaded into shared memory with
+// coalesced 16-byte loads, each thread works on its own row there (softmax, then the dlogits in place;
+// the row stride E + 4 floats, rounded to 4, keeps a quarter-warp's 16-byte accesses to 8 rows on
+// distinct banks), and the block goes out with coalesced stores. Keeping the row in registers instead
+// cost 127-167 registers and, storing rows per thread, 32 lines per warp store: 1.6x slower than the
+// warp form (session 13 call 6). Sums in a fixed order: bitwise reproducible, not the warp form's bits.
+template <class Elem, int E, int K, int P>
+__device__ __forceinline__ void router_grad_thread(const RoutingArgs& a) {
+  static_assert(router_grad_per_thread(E, K), "one thread per token");
+  constexpr int THREADS = kThreadRouterGradTokens;
+  constexpr int LD = (E + 3) / 4 * 4 + 4;
+  __shared__ float lbl_count[E];  // the load-balancing loss's gradient through each expert's score
+  __shared__ __align__(16) float tile[THREADS * LD];
+  const float T = float(a.tokens);
+  const float lbl = a.d_lbl * a.lbl_weight * float(E) / (T * float(K) * T);  // × count_e
+  for (int e = threadIdx.x; e < E; e += THREADS) lbl_count[e] = lbl * float(ptx::ld_nc_s32(a.s.counts + e));
+  const int64_t t0 = int64_t(blockIdx.x) * THREADS;
+  const int rows = int(a.tokens - t0 < THREADS ? a.tokens - t0 : THREADS);  // ≥ 1: the grid covers T
+  const float* src = a.logits + t0 * E;
+  if (E % 4 == 0 && (reinterpret_cast<unsigned long long>(a.logits) & 15) == 0) {
+    constexpr int G = E / 4;
+#pragma unroll 4
+    for (int c = threadIdx.x; c < rows * G; c += THREADS) {
+      unsigned v[4];
+      ptx::ld_nc_v4_u32(src + int64_t(c) * 4, v);
+      ptx::st_shared_v4_u32(ptx::smem_addr(tile + (c / G) * LD + (c % G) * 4), v);
+    }
+  } else {
+#pragma unroll 4
+    for (int c = threadIdx.x; c < rows * E; c += THREADS) tile[(c / E) * LD + c % E] = ptx::ld_nc_f32(src + c);
+  }
+  __syncthreads();
+
+  if (int(threadIdx.x) < rows) {
+    const int64_t t = t0 + threadIdx.x;
+    float* row = tile + threadIdx.x * LD;
+    // The row in 16-byte pieces (E % 4 == 0): one access per quarter-warp phase, no bank conflicts;
+    // single floats at stride LD would meet 4 to a bank.
+    using Row = RowAccess<E>;
+    // Softmax in place: row = exp(logit − max) (unnormalized), then × 1 / Σ where read.
+    float m = kLowest;
+#pragma unroll
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) m = Row::valid(q, j) && v[j] > m ? v[j] : m;
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[j] = Row::valid(q, j) ? expf(v[j] - m) : 0.f;
+        sum += v[j];
+      }
+      Row::put(row, q, v);
+    }
+    const float inv = 1.f / sum;
+    const float lse = m + logf(sum);
+
+    int id[K];
+    float dw[K], ps[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      id[k] = ptx::ld_nc_s32(a.s.expert_ids + t * K + k);
+      dw[k] = ptx::ld_nc_f32(a.dweights + t * K + k);
+      ps[k] = row[id[k]] * inv;  // shared memory: indexed at run time without local memory
+    }
+    // Renormalization w_k = p_k / S: P = 1, S = Σ_sel p: ∂L/∂p_j = (dw_j − D) / S;
+    // P = 2, S = (Σ_sel p²)^½: ∂L/∂p_j = (dw_j − w_j·D) / S; D = Σ_k dw_k·w_k.
+    float adj[K];
+    if constexpr (P == 0) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) adj[k] = dw[k];
+    } else {
+      float s2 = 0.f, d = 0.f;
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        s2 += P == 1 ? ps[k] : ps[k] * ps[k];
+        d += dw[k] * ps[k];
+      }
+      const float inv_s = 1.f / (P == 1 ? s2 : sqrtf(s2));
+      const float D = d * inv_s;
+#pragma unroll
+      for (int k = 0; k < K; ++k) adj[k] = (dw[k] - (P == 1 ? D : ps[k] * inv_s * D)) * inv_s;
+    }
+    // g_e = lbl·count_e + adj_k at e = id_k; dlogit_e = p_e·(g_e − dot) + zc·p_e, dot = Σ_j p_j·g_j: the warp
+    // form's expression term for term. Where one expert holds p = 1 in fp32 (a bias of 64 on one logit),
+    // dot rounds to exactly its g and g − dot is 0; regrouped as p_e·(lbl_e − dot + zc) + p_e·adj_k the
+    // rounding of dot stays behind, against true dlogits near 1e-28: layer_test's OneExpert routing failed
+    // that way (drouter relative error 2.5e15, session 13 call 7; the cause inferred, not yet re-run).
+    auto g_of = [&](int e) {
+      float g = lbl_count[e];
+#pragma unroll
+      for (int k = 0; k < K; ++k) g += id[k] == e ? adj[k] : 0.f;
+      return g;
+    };
+    // dot as Σ_e p_e·lbl_e, then + p_k·adj_k: where p = 1 it rounds lbl + adj once, as g does.
+    float dot = 0.f;
+#pragma unroll
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (Row::valid(q, j)) dot = fmaf(v[j] * inv, lbl_count[4 * q + j], dot);
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) dot = fmaf(ps[k], adj[k], dot);
+    const float zc = a.d_z * a.z_weight * 2.f * lse / T;
+#pragma unroll
+    for (int q = 0; q < Row::kPieces; ++q) {
+      float v[4];
+      Row::get(row, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (!Row::valid(q, j)) continue;
+        const float p = v[j] * inv;
+        v[j] = p * (g_of(4 * q + j) - dot) + zc * p;
+      }
+      Row::put(row, q, v);
+    }
+  }
+  __syncthreads();
+
+  if (float* out = a.dlogits ? a.dlogits + t0 * E : nullptr) {
+    if (E % 4 == 0 && (reinterpret_cast<unsigned long long>(a.dlogits) & 15) == 0) {
+      constexpr int G = E / 4;  // 16-byte groups per row
+#pragma unroll 4
+      for (int c = threadIdx.x; c < rows * G; c += THREADS) {
+        unsigned v[4];
+        ptx::ld_shared_v4_u32(ptx::smem_addr(tile + (c / G) * LD + (c % G) * 4), v);
+        ptx::st_v4_u32(out + int64_t(c) * 4, v);
+      }
+    } else {
+#pragma unroll 4
+      for (int c = threadIdx.x; c < rows * E; c += THREADS) ptx::st_f32(out + c, tile[(c / E) * LD + c % E]);
+    }
+  }
+  if (a.dlogits_lp) {
+    unsigned short* out = static_cast<unsigned short*>(a.dlogits_lp) + t0 * E;
+    if (E % 8 == 0 && (reinterpret_cast<unsigned long long>(a.dlogits_lp) & 15) == 0) {
+      constexpr int G = E / 8;  // 16-byte groups of 8 values per row
+#pragma unroll 4
+      for (int c = threadIdx.x; c < rows * G; c += THREADS) {
+        const float* v = tile + (c / G) * LD + (c % G) * 8;
+        unsigned lo[4], hi[4];
+        ptx::ld_shared_v4_u32(ptx::smem_addr(v), lo);
+        ptx::ld_shared_v4_u32(ptx::smem_addr(v + 4), hi);
+        const float f[8] = {__uint_as_float(lo[0]), __uint_as_float(lo[1]), __uint_as_float(lo[2]),
+                            __uint_as_float(lo[3]), __uint_as_float(hi[0]), __uint_as_float(hi[1]),
+                            __uint_as_float(hi[2]), __uint_as_float(hi[3])};
+        st_v4(out + int64_t(c) * 8, pack<Elem>(f));
+      }
+    } else {
+#pragma unroll 4
+      for (int c = threadIdx.x; c < rows * E; c += THREADS) out[c] = Elem::from_float(tile[(c / E) * LD + c % E]);
+    }
+  }
+}
+
 // dlogits for one token per warp: the selected weights' gradient through the softmax (selection fixed),
 // plus the load-balancing loss (through the scores) and the z-loss. Written in fp32 to a.dlogits and,
 // rounded once to Elem, to a.dlogits_lp (each when set).
 template <class Elem, int E, int K, int P>
-__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
-  using namespace router_detail;
+__device__ __forceinline__ void router_grad_warp(const RoutingArgs& a) {
   static_assert(E >= 1 && E <= kMaxRoutingExperts && K >= 1 && K <= E && P >= 0 && P <= 2, "bad router shape");
   constexpr int N = SoftmaxRow<E>::N;
   const int lane = threadIdx.x & 31;
@@ -580,6 +785,15 @@ __device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
     if (out) out[e] = v;
     if (out_lp) out_lp[e] = Elem::from_float(v);
   }
+}
+
+}  // namespace router_detail
+
+// The gradient of the logits: one thread per token where router_grad_per_thread(E, K), else one warp.
+template <class Elem, int E, int K, int P>
+__device__ __forceinline__ void router_grad_kernel(const RoutingArgs& a) {
+  if constexpr (router_grad_per_thread(E, K)) router_detail::router_grad_thread<Elem, E, K, P>(a);
+  else router_detail::router_grad_warp<Elem, E, K, P>(a);
 }
 
 }  // namespace dmoe

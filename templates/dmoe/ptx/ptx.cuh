@@ -39,6 +39,12 @@ __device__ __forceinline__ void ld_shared_v4_u32(unsigned addr, unsigned (&v)[4]
                : "memory");
 }
 
+// 16-byte shared-memory store (addr 16-byte aligned).
+__device__ __forceinline__ void st_shared_v4_u32(unsigned addr, const unsigned (&v)[4]) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(v[0]), "r"(v[1]), "r"(v[2]), "r"(v[3])
+               : "memory");
+}
+
 // 16-bit load through the read-only (non-coherent) path: operands are never written by the kernel.
 __device__ __forceinline__ unsigned short ld_nc_u16(const void* p) {
   unsigned short v;
