@@ -15,11 +15,12 @@ struct ProductBenchOptions {
                          // real rows from a random permutation of the T·K rows (as a routing scatters them)
   int cluster = 0;       // 1 or 2: the wgmma products' CTAs per cluster (TileConfig::cluster) where the tile
                          // allows it (their column tiles pair up; the kernel's name says c2); 0: the spec's
-  bool router_gemms = false;  // instead of the products: the layer's three router GEMMs (cuBLASLt) at the
-                              // presets' shapes, each of cuBLASLt's first 8 heuristic algorithms timed
   int store_chunks = -1;  // ≥ 0: the cooperative plain wgmma products stage their output in this many 64-column
                           // chunk buffers (TileConfig::store_chunks, the deepest ring that fits) where the tile
                           // allows it (the kernel's name says st<N>); −1: the spec's
+  bool router_gemms = false;  // (last: tools/cmd_bench.cpp initializes the fields above in order)
+                              // instead of the products: the layer's three router GEMMs (cuBLASLt) at the
+                              // presets' shapes, each of cuBLASLt's first 8 heuristic algorithms timed
 };
 
 // Prints a table (and JSON lines). Returns a process exit code; throws NoGpu without a GPU.
