@@ -1,7 +1,8 @@
 // The GPU layer end to end. Parameters and inputs are uniform in [−1, 1) (bench_util's fill_random);
 // every parameter tensor of these shapes is larger than L2 (the smallest, mb-46m's w1, is 128 MiB), so a
 // step cannot run from cache and no input rotation is needed. Times are medians of `reps` steps after
-// two warm-up steps, each phase bracketed by CUDA events. The check recomputes sampled tokens and weight
+// two warm-up steps, each phase bracketed by CUDA events, each timed step enqueued while the GPU runs the
+// one before (time_steps). The check recomputes sampled tokens and weight
 // rows in fp64 (reference::check_layer_sample) after poisoning every output.
 #include "layer_bench.hpp"
 
@@ -137,24 +138,49 @@ reference::SampleResult check_step(const Device& dev, const MoeShape& s, const L
 }
 
 // Medians of `reps` timed forward and backward passes (events around each), after two warm-up steps.
+// Each timed step follows an untimed one with no host synchronization between them, so the host enqueues
+// the timed passes while the GPU still runs the step before (as in training, where the layer never makes
+// the host wait): the events measure the GPU's time. Until session 14 every pass started on an idle GPU,
+// which adds the host's launch latency to the first kernels' phases (mb-46m's router GEMM: 44 µs in the
+// layer, 28 µs alone); those figures and the host's enqueue time per pass are reported beside.
 struct StepTimes {
-  double fwd_ms = 0, bwd_ms = 0;
+  double fwd_ms = 0, bwd_ms = 0;            // the GPU's time, the host ahead
+  double fwd_idle_ms = 0, bwd_idle_ms = 0;  // each pass started right after a host synchronization
+  double host_fwd_ms = 0, host_bwd_ms = 0;  // the host's time to enqueue a pass (the GPU busy)
 };
 StepTimes time_steps(const Device& dev, Layer& layer, LayerContext& ctx, const Buffers& b, Stream stream, int reps) {
+  using clock = std::chrono::steady_clock;
   const bool g = layer.shape().gated;
+  auto forward = [&] { layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream); };
+  auto backward = [&] { layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream); };
+  auto ms_since = [](clock::time_point t) { return std::chrono::duration<double, std::milli>(clock::now() - t).count(); };
   EventTimer fwd(dev), bwd(dev);
-  std::vector<double> f, bk;
+  std::vector<double> f, bk, fi, bi, hf, hb;
   for (int i = 0; i < std::max(1, reps) + 2; ++i) {
+    forward();  // the head start: the GPU runs this step while the host enqueues the timed one
+    backward();
+    auto t = clock::now();
     fwd.start(stream);
-    layer.forward(b.x.get(), b.weights(g), b.y.get(), ctx, stream);
+    forward();
+    fwd.stop(stream);
+    const double host_f = ms_since(t);
+    t = clock::now();
+    bwd.start(stream);
+    backward();
+    bwd.stop(stream);
+    const double host_b = ms_since(t);
+    const double fm = fwd.elapsed_ms(), bm = bwd.elapsed_ms();  // synchronizes: the GPU is idle after
+    fwd.start(stream);
+    forward();
     fwd.stop(stream);
     bwd.start(stream);
-    layer.backward(b.dy.get(), b.weights(g), ctx, b.grads(g), stream);
+    backward();
     bwd.stop(stream);
-    const double fm = fwd.elapsed_ms(), bm = bwd.elapsed_ms();
-    if (i >= 2) f.push_back(fm), bk.push_back(bm);
+    const double fim = fwd.elapsed_ms(), bim = bwd.elapsed_ms();
+    if (i < 2) continue;
+    f.push_back(fm), bk.push_back(bm), fi.push_back(fim), bi.push_back(bim), hf.push_back(host_f), hb.push_back(host_b);
   }
-  return {median(f), median(bk)};
+  return {median(f), median(bk), median(fi), median(bi), median(hf), median(hb)};
 }
 
 // Minimum bytes of a forward (read x and the expert weights, write y) and of a backward (read dy, x and
@@ -193,6 +219,10 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   const StepTimes times = time_steps(dev, layer, ctx, b, stream.get(), o.reps);
   r.fwd_ms = times.fwd_ms;
   r.bwd_ms = times.bwd_ms;
+  r.fwd_idle_ms = times.fwd_idle_ms;
+  r.bwd_idle_ms = times.bwd_idle_ms;
+  r.host_fwd_ms = times.host_fwd_ms;
+  r.host_bwd_ms = times.host_bwd_ms;
 
   // Phase times of profiled steps (events between phases), for the routing's share of the step: each
   // phase's median over the steps (one step's phases moved by 10-20 % run to run: power cap, launch jitter).
@@ -206,6 +236,7 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   std::vector<std::vector<double>> samples(std::size(kPhases));
   std::vector<double> share;
   for (int i = 0; i < kProfiledSteps; ++i) {
+    step();  // the head start (see time_steps): its phase events are recorded again by the next step
     step();
     const LayerProfile p = layer.profile();
     for (size_t j = 0; j < std::size(kPhases); ++j) samples[j].push_back(p.*kPhases[j]);
@@ -255,6 +286,10 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   fmt::print("  step      {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms + r.bwd_ms,
              (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9),
              r.step_sol > 0 ? fmt::format("  SOL {:.2f}", r.step_sol) : "");
+  fmt::print("  from an idle GPU (a host synchronization before each pass): forward {:.3f} ms, backward {:.3f} ms; "
+             "the host enqueues a forward in {:.3f} ms, a backward in {:.3f} ms{}\n",
+             r.fwd_idle_ms, r.bwd_idle_ms, r.host_fwd_ms, r.host_bwd_ms,
+             r.host_fwd_ms + r.host_bwd_ms > r.fwd_ms + r.bwd_ms ? " (host-bound: the GPU waits for launches)" : "");
   fmt::print("  phases (ms): router GEMM {:.3f}, routing {:.3f}, experts {:.3f}, combine {:.3f} | {}routing grad "
              "{:.3f}, experts {:.3f}, gather grad {:.3f}, router GEMMs {:.3f}; routing share {:.1f}%\n",
              prof.router_gemm, prof.routing, prof.experts_fwd, prof.combine,
@@ -271,12 +306,14 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   if (o.json)
     fmt::print("{{\"device\": \"gpu\", \"gpu\": \"{}\", \"commit\": \"{}\", \"label\": \"{}\", \"tokens\": {}, "
                "\"hidden\": {}, \"ffn\": {}, \"experts\": {}, \"top_k\": {}, \"activation\": \"{}\", \"gated\": {}, "
-               "\"block\": {}, \"recompute\": {}, \"jitter_eps\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
+               "\"block\": {}, \"recompute\": {}, \"jitter_eps\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, "
+               "\"fwd_idle_ms\": {:.6g}, \"bwd_idle_ms\": {:.6g}, \"host_fwd_ms\": {:.6g}, \"host_bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
                "\"step_tflops\": {:.6g}, \"fwd_sol\": {:.4g}, \"step_sol\": {:.4g}, \"routing_share\": {:.4g}, "
                "\"dmoe_bytes\": {}, \"peak_bytes\": {}, \"checked\": {}, \"max_rel_err\": {:.6g}, \"verified\": {}, "
                "\"seed\": {}}}\n",
                props.name, DMOE_COMMIT, o.label, s.tokens, s.hidden, s.ffn, s.experts, s.top_k,
-               to_string(s.activation), s.gated, s.block, o.layer.recompute, o.layer.jitter_eps, r.warmup_ms, r.fwd_ms, r.bwd_ms, ffl / (r.fwd_ms * 1e9),
+               to_string(s.activation), s.gated, s.block, o.layer.recompute, o.layer.jitter_eps, r.warmup_ms, r.fwd_ms, r.bwd_ms,
+               r.fwd_idle_ms, r.bwd_idle_ms, r.host_fwd_ms, r.host_bwd_ms, ffl / (r.fwd_ms * 1e9),
                (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9), r.fwd_sol, r.step_sol, r.routing_share, r.dmoe_bytes,
                r.peak_bytes, r.checked, r.max_rel_err, r.verified, seed);
   return r;

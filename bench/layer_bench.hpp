@@ -21,7 +21,9 @@ struct LayerRunOptions {
 };
 
 struct LayerRunResult {
-  double warmup_ms = 0, fwd_ms = 0, bwd_ms = 0;
+  double warmup_ms = 0, fwd_ms = 0, bwd_ms = 0;     // fwd/bwd: the GPU's time, the host enqueuing ahead
+  double fwd_idle_ms = 0, bwd_idle_ms = 0;          // each pass started on an idle GPU (host latency included)
+  double host_fwd_ms = 0, host_bwd_ms = 0;          // the host's time to enqueue one pass
   double fwd_sol = 0, step_sol = 0;  // speed-of-light fractions (0 without ceilings)
   double routing_share = 0;          // routing + permutation phases / the step (profiled steps)
   size_t dmoe_bytes = 0, peak_bytes = 0;
