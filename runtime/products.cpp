@@ -51,7 +51,10 @@ void encode(TensorMap& map, const KernelSpec& k, const Operand& o, bool k_major,
 
 void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& args, Stream stream) {
   const int64_t tiles = wgmma_tiles(k, args.max_block_rows);
-  if (tiles == 0) return;
+  if (tiles == 0) {  // nothing to compute, or a tile that fits no block: the latter must not pass quietly
+    validate(k);
+    return;
+  }
   const int64_t tcap = int64_t{args.max_block_rows} * k.block, fe = int64_t{k.experts} * k.ffn, h = k.hidden;
   const int64_t blocks = int64_t{args.max_block_rows} * (k.ffn / k.block);
   const Operand sparse_a{args.a, true, blocks, k.block}, sparse_b{args.b, true, blocks, k.block};
@@ -196,7 +199,10 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
   if (grid > kMaxGrid)
     throw InvalidArgument(fmt::format("{} needs {} CTAs for max_block_rows = {}, over the launch limit {}",
                                       kernel_name(spec), grid, args.max_block_rows, kMaxGrid));
-  if (grid == 0) return;
+  if (grid == 0) {  // as in launch_wgmma: an invalid tile may also leave no CTA to launch
+    validate(spec);
+    return;
+  }
   const LoadedFunction& fn = cache.get(spec);
   ProductArgs copy = args;
   void* params[] = {&copy};

@@ -43,6 +43,14 @@ TEST_CASE("products: capacity beyond the true T_pad is skipped on the device") {
   }
 }
 
+TEST_CASE("products: a tile that fits no block fails loudly, though it would launch no CTA") {
+  // m = 128 rows in 64-row blocks: the grid is empty, and the launch used to return without a word.
+  Case c{Op::DSD, true, false};
+  c.block = 64;
+  c.tile = TileConfig{128, 64, 16, 4, 1};
+  CHECK_THROWS_WITH_AS(run(c), doctest::Contains("m = 128 does not divide the block size = 64"), InvalidArgument);
+}
+
 TEST_CASE("products: degenerate routings") {
   for (auto [op, ta, tb] : kSchedule) {
     Case one{op, ta, tb};

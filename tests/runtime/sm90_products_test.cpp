@@ -259,6 +259,16 @@ TEST_CASE("sm90 products: 2-CTA clusters (A multicast to adjacent column tiles)"
   test::run(gated);
 }
 
+TEST_CASE("sm90 products: a tile that fits no block fails loudly, though it has no tile to run") {
+  if (!hopper()) return;
+  // m = 128 rows in 64-row blocks: no tile, and the launch used to return without a word (found by a
+  // mistaken test case of the B-multicast experiment, session 14).
+  Case c{Op::DSD, true, false};
+  c.block = 64;
+  c.tile = wgmma_tile(128, 128);
+  CHECK_THROWS_WITH_AS(test::run(c), doctest::Contains("m = 128 does not divide the block size = 64"), InvalidArgument);
+}
+
 TEST_CASE("sm90 products: chunked output staging (each consumer warpgroup stores 64-column chunks)") {
   if (!hopper()) return;
   // The chunk buffers rotate across tiles (skewed routing: several tiles per CTA), both row splits (m = 128:
