@@ -48,7 +48,7 @@ TEST_CASE("products: a tile that fits no block fails loudly, though it would lau
   Case c{Op::DSD, true, false};
   c.block = 64;
   c.tile = TileConfig{128, 64, 16, 4, 1};
-  CHECK_THROWS_WITH_AS(run(c), doctest::Contains("m = 128 does not divide the block size = 64"), InvalidArgument);
+  CHECK_THROWS_WITH_AS(run(c), doctest::Contains("tile m = 128 does not divide the block size 64"), InvalidArgument);
 }
 
 TEST_CASE("products: degenerate routings") {
