@@ -250,6 +250,14 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   for (size_t j = 0; j < std::size(kPhases); ++j) prof.*kPhases[j] = median(samples[j]);
   r.routing_share = median(share);
 
+  {  // The routing's padding (read back after the timed steps, as dmoe tune --layer does).
+    dev.synchronize(stream.get());
+    std::vector<int32_t> counts(size_t(s.experts));
+    dev.copy_to_host(counts.data(), ctx.counts(), s.experts * 4);
+    int64_t padded = 0;
+    for (int32_t c : counts) padded += (int64_t{c} + s.block - 1) / s.block * s.block;
+    r.padding = double(padded) / double(s.tokens * s.top_k) - 1.0;
+  }
   r.dmoe_bytes = layer.bytes() + ctx.bytes();
   r.peak_bytes = r.dmoe_bytes + b.bytes;
   const double ffl = layer.forward_flops(), bfl = layer.backward_flops();
@@ -295,6 +303,8 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
              prof.router_gemm, prof.routing, prof.experts_fwd, prof.combine,
              o.layer.recompute ? fmt::format("recompute {:.3f}, ", prof.recompute) : "", prof.routing_bwd,
              prof.experts_bwd, prof.gather_bwd, prof.router_gemm_bwd, 100 * r.routing_share);
+  fmt::print("  routing: {:.1f} % of the rows are padding (each expert's rows rounded up to B = {}): the products "
+             "compute them, the SOL does not count them\n", 100 * r.padding, s.block);
   fmt::print("  device memory: dmoe {:.1f} MiB, with the caller's tensors {:.1f} MiB\n", r.dmoe_bytes / 1048576.0,
              r.peak_bytes / 1048576.0);
   if (r.checked)
@@ -308,13 +318,13 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
                "\"hidden\": {}, \"ffn\": {}, \"experts\": {}, \"top_k\": {}, \"activation\": \"{}\", \"gated\": {}, "
                "\"block\": {}, \"recompute\": {}, \"jitter_eps\": {}, \"warmup_ms\": {:.6g}, \"fwd_ms\": {:.6g}, \"bwd_ms\": {:.6g}, "
                "\"fwd_idle_ms\": {:.6g}, \"bwd_idle_ms\": {:.6g}, \"host_fwd_ms\": {:.6g}, \"host_bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
-               "\"step_tflops\": {:.6g}, \"fwd_sol\": {:.4g}, \"step_sol\": {:.4g}, \"routing_share\": {:.4g}, "
+               "\"step_tflops\": {:.6g}, \"fwd_sol\": {:.4g}, \"step_sol\": {:.4g}, \"routing_share\": {:.4g}, \"padding\": {:.4g}, "
                "\"dmoe_bytes\": {}, \"peak_bytes\": {}, \"checked\": {}, \"max_rel_err\": {:.6g}, \"verified\": {}, "
                "\"seed\": {}}}\n",
                props.name, DMOE_COMMIT, o.label, s.tokens, s.hidden, s.ffn, s.experts, s.top_k,
                to_string(s.activation), s.gated, s.block, o.layer.recompute, o.layer.jitter_eps, r.warmup_ms, r.fwd_ms, r.bwd_ms,
                r.fwd_idle_ms, r.bwd_idle_ms, r.host_fwd_ms, r.host_bwd_ms, ffl / (r.fwd_ms * 1e9),
-               (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9), r.fwd_sol, r.step_sol, r.routing_share, r.dmoe_bytes,
+               (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9), r.fwd_sol, r.step_sol, r.routing_share, r.padding, r.dmoe_bytes,
                r.peak_bytes, r.checked, r.max_rel_err, r.verified, seed);
   return r;
 }

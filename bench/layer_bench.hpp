@@ -26,6 +26,8 @@ struct LayerRunResult {
   double host_fwd_ms = 0, host_bwd_ms = 0;          // the host's time to enqueue one pass
   double fwd_sol = 0, step_sol = 0;  // speed-of-light fractions (0 without ceilings)
   double routing_share = 0;          // routing + permutation phases / the step (profiled steps)
+  double padding = 0;                // padded rows over the T·K routed rows, minus 1 (the last step's routing):
+                                     // extra rows the products compute that the SOL does not count
   size_t dmoe_bytes = 0, peak_bytes = 0;
   double max_rel_err = 0;
   bool verified = false, checked = false;
