@@ -13,6 +13,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <span>
 #include <vector>
 
 #include "bench_util.hpp"
@@ -183,6 +184,13 @@ StepTimes time_steps(const Device& dev, Layer& layer, LayerContext& ctx, const B
   return {median(f), median(bk), median(fi), median(bi), median(hf), median(hb)};
 }
 
+// Padded rows over the routed rows, minus 1: each expert's count rounded up to the block.
+double padding_of(std::span<const int32_t> counts, int64_t block, int64_t routed_rows) {
+  int64_t padded = 0;
+  for (int32_t c : counts) padded += (int64_t{c} + block - 1) / block * block;
+  return double(padded - routed_rows) / double(routed_rows);
+}
+
 // Minimum bytes of a forward (read x and the expert weights, write y) and of a backward (read dy, x and
 // the weights, write dx and the weight gradients).
 double forward_bytes(const MoeShape& s) {
@@ -254,9 +262,7 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
     dev.synchronize(stream.get());
     std::vector<int32_t> counts(size_t(s.experts));
     dev.copy_to_host(counts.data(), ctx.counts(), s.experts * 4);
-    int64_t padded = 0;
-    for (int32_t c : counts) padded += (int64_t{c} + s.block - 1) / s.block * s.block;
-    r.padding = double(padded) / double(s.tokens * s.top_k) - 1.0;
+    r.padding = padding_of(counts, s.block, s.tokens * s.top_k);
   }
   r.dmoe_bytes = layer.bytes() + ctx.bytes();
   r.peak_bytes = r.dmoe_bytes + b.bytes;
@@ -448,9 +454,7 @@ int tune_layer_blocks(const LayerTuneOptions& opt) {
       std::vector<int32_t> counts(E);
       dev.copy_to_host(counts.data(), ctx.counts(), E * 4);
       if (!opt.counts.empty() && achieved.empty()) achieved.assign(counts.begin(), counts.end());
-      int64_t padded = 0;
-      for (int32_t c : counts) padded += (c + block - 1) / block * block;
-      row.waste = double(padded - T * K) / double(T * K);
+      row.waste = padding_of(counts, block, T * K);
     } catch (const InvalidArgument& e) {
       row.error = e.what();
     }

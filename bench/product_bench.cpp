@@ -517,33 +517,23 @@ int Bench::run() {
 
 }  // namespace
 
-// The layer's router GEMMs as runtime/layer.cpp plans them (logits fp32 = x·Wrᵀ; dWr = dlogitsᵀ·x;
+// The layer's router GEMMs (dmoe::router_gemms, what runtime/layer.cpp plans: logits fp32 = x·Wrᵀ; dWr = dlogitsᵀ·x;
 // dx += dlogits·Wr), every heuristic candidate up to 8, against the bytes' floor at the measured copy
 // bandwidth: they move a few bytes per FLOP (N or K is E), so the floor is the bytes, and the layer takes
 // the heuristic's first algorithm.
 int Bench::router_gemms() {
   if (!lt_) throw std::runtime_error("router GEMMs need cuBLASLt: " + lt_error_);
   measure_ceilings();
-  struct Shape {
-    const char* preset;
-    int64_t T, H, E;
-  };
-  const Shape shapes[] = {{"mb-46m", 65536, 512, 64}, {"mb-356m", 16384, 1024, 64}, {"mixtral-8x7b", 8192, 4096, 8},
-                          {"fine-grained", 8192, 2048, 64}, {"deepseek-v3", 16384, 7168, 256}};
   fmt::print("{:<14} {:<8} {:>4} {:>9} {:>9} {:>7} {:>9}\n", "preset", "gemm", "algo", "us", "floor us", "floor",
              "GB/s");
-  for (const Shape& sh : shapes) {
-    if (!opt_.filter.empty() && std::string(sh.preset).find(opt_.filter) == std::string::npos) continue;
-    const int64_t T = sh.T, H = sh.H, E = sh.E;
+  for (const char* name : {"mb-46m", "mb-356m", "mixtral-8x7b", "fine-grained", "deepseek-v3"}) {
+    if (!opt_.filter.empty() && std::string(name).find(opt_.filter) == std::string::npos) continue;
+    const RouterGemms rg = dmoe::router_gemms(preset(name));  // the layer's own, at the preset's tokens
     struct Named {
       const char* name;
-      Gemm g;
+      const Gemm& g;
     };
-    Named gemms[3] = {{"logits", {T, E, H, false, true, H, H, E}},
-                      {"dWr", {E, H, T, true, false, E, H, H}},
-                      {"dx+=", {T, H, E, false, false, E, H, H}}};
-    gemms[0].g.out_fp32 = true;
-    gemms[2].g.accumulate = true;
+    const Named gemms[3] = {{"logits", rg.logits}, {"dWr", rg.drouter}, {"dx+=", rg.dx}};
     for (const Named& n : gemms) {
       std::array<int64_t, 3> bytes = gemm_bytes(n.g);
       if (n.g.out_fp32) bytes[2] *= 2;
@@ -558,14 +548,14 @@ int Bench::router_gemms() {
           t.error = e.what();
         }
         if (!t.error.empty()) {
-          if (algo == 0) fmt::print("{:<14} {:<8} {:>4} error: {}\n", sh.preset, n.name, algo, t.error);
+          if (algo == 0) fmt::print("{:<14} {:<8} {:>4} error: {}\n", name, n.name, algo, t.error);
           break;
         }
-        fmt::print("{:<14} {:<8} {:>4} {:>9.1f} {:>9.1f} {:>7.2f} {:>9.0f}\n", sh.preset, n.name, algo, t.ms * 1e3,
+        fmt::print("{:<14} {:<8} {:>4} {:>9.1f} {:>9.1f} {:>7.2f} {:>9.0f}\n", name, n.name, algo, t.ms * 1e3,
                    floor_us, floor_us / (t.ms * 1e3), floor_bytes / (t.ms * 1e-3) / 1e9);
         if (opt_.json) {
           Json j;
-          j.text("type", "router_gemm").text("preset", sh.preset).text("gemm", n.name).integer("algo", algo)
+          j.text("type", "router_gemm").text("preset", name).text("gemm", n.name).integer("algo", algo)
               .number("us", t.ms * 1e3).number("floor_us", floor_us).integer("floor_bytes", floor_bytes);
           fmt::print("{}\n", j.str());
         }

@@ -124,6 +124,18 @@ size_t CublasLt::version() const { return impl_->api.cublasLtGetVersion(); }
 
 // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [r, c] matrix with row stride
 // ld is a column-major [c, r] one with the same ld, so cuBLAS gets B as its A and A as its B, m and n swap.
+RouterGemms router_gemms(const MoeShape& s) {
+  const int64_t T = s.tokens, H = s.hidden, E = s.experts;
+  RouterGemms r;
+  r.logits = {.m = T, .n = E, .k = H, .trans_a = false, .trans_b = true, .lda = H, .ldb = H, .ldc = E};
+  r.logits.out_fp32 = true;
+  r.drouter = {.m = E, .n = H, .k = T, .trans_a = true, .trans_b = false, .lda = E, .ldb = H, .ldc = H};
+  r.dx = {.m = T, .n = H, .k = E, .trans_a = false, .trans_b = false, .lda = E, .ldb = H, .ldc = H};
+  r.dx.accumulate = true;
+  for (Gemm* g : {&r.logits, &r.drouter, &r.dx}) g->dtype = s.dtype;
+  return r;
+}
+
 GemmPlan CublasLt::plan(const Gemm& g, int algorithm) {
   if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.batch <= 0)
     throw InvalidArgument(fmt::format("Gemm: m={} n={} k={} batch={} must be positive", g.m, g.n, g.k, g.batch));

@@ -164,7 +164,6 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   impl_ = std::make_unique<Impl>(dev, shape, opt, alloc);
   Impl& m = *impl_;
   const MoeShape& s = m.shape;
-  const int64_t T = s.tokens, H = s.hidden, E = s.experts;
   m.max_rows = static_cast<int32_t>(max_padded_rows(s));
 
   m.sdd_plain = tuned_spec(dev, s, Op::SDD, false, true);
@@ -180,21 +179,14 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
   m.dsd_nn_dx.scatter = s.top_k == 1 && !s.gated && m.dsd_nn.tile.mma == Mma::Wgmma;
   m.dsd_tn = tuned_spec(dev, s, Op::DSD, true, false);
 
-  Gemm logits{.m = T, .n = E, .k = H, .trans_a = false, .trans_b = true, .lda = H, .ldb = H, .ldc = E};
-  logits.dtype = s.dtype;
-  logits.out_fp32 = true;
-  m.logits_plan = m.lt.plan(logits);
-  Gemm drouter{.m = E, .n = H, .k = T, .trans_a = true, .trans_b = false, .lda = E, .ldb = H, .ldc = H};
-  drouter.dtype = s.dtype;
-  m.drouter_plan = m.lt.plan(drouter);
-  Gemm dx_router{.m = T, .n = H, .k = E, .trans_a = false, .trans_b = false, .lda = E, .ldb = H, .ldc = H};
-  dx_router.dtype = s.dtype;
-  dx_router.accumulate = true;
-  m.dx_router_plan = m.lt.plan(dx_router);
+  RouterGemms router = router_gemms(s);
+  m.logits_plan = m.lt.plan(router.logits);
+  m.drouter_plan = m.lt.plan(router.drouter);
+  m.dx_router_plan = m.lt.plan(router.dx);
   m.jitter = opt.jitter_eps > 0;
   if (m.jitter) {
-    dx_router.accumulate = false;
-    m.dx_router_jitter_plan = m.lt.plan(dx_router);
+    router.dx.accumulate = false;
+    m.dx_router_jitter_plan = m.lt.plan(router.dx);
   }
 
   m.d_rows = m.mem(m.plan.rows_grad);

@@ -50,11 +50,11 @@ void encode(TensorMap& map, const KernelSpec& k, const Operand& o, bool k_major,
 }
 
 void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& args, Stream stream) {
+  // The kernel first: the cache validates a spec it has not seen, so a tile that fits no block (which
+  // counts no tiles) is refused here instead of launching nothing without a word.
+  const LoadedFunction& fn = cache.get(k);
   const int64_t tiles = wgmma_tiles(k, args.max_block_rows);
-  if (tiles == 0) {  // nothing to compute, or a tile that fits no block: the latter must not pass quietly
-    validate(k);
-    return;
-  }
+  if (tiles == 0) return;
   const int64_t tcap = int64_t{args.max_block_rows} * k.block, fe = int64_t{k.experts} * k.ffn, h = k.hidden;
   const int64_t blocks = int64_t{args.max_block_rows} * (k.ffn / k.block);
   const Operand sparse_a{args.a, true, blocks, k.block}, sparse_b{args.b, true, blocks, k.block};
@@ -107,7 +107,6 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   if (args.aux2) encode(p.aux2, k, Operand{args.aux2, true, blocks, k.block}, true, k.tile.m, "aux2");
   else p.aux2 = p.c;  // never read
   p.p = args;
-  const LoadedFunction& fn = cache.get(k);
   // A cluster's CTAs share each cluster tile (tiles / cluster of them); the persistent grid is the
   // clusters the GPU holds at once (a cluster's CTAs share a GPC: possibly fewer than SMs / cluster).
   const int64_t cl = k.tile.cluster;
@@ -199,11 +198,8 @@ void launch_product(KernelCache& cache, const KernelSpec& spec, const ProductArg
   if (grid > kMaxGrid)
     throw InvalidArgument(fmt::format("{} needs {} CTAs for max_block_rows = {}, over the launch limit {}",
                                       kernel_name(spec), grid, args.max_block_rows, kMaxGrid));
-  if (grid == 0) {  // as in launch_wgmma: an invalid tile may also leave no CTA to launch
-    validate(spec);
-    return;
-  }
-  const LoadedFunction& fn = cache.get(spec);
+  const LoadedFunction& fn = cache.get(spec);  // first, as in launch_wgmma: validates an unseen spec
+  if (grid == 0) return;
   ProductArgs copy = args;
   void* params[] = {&copy};
   launch(fn, static_cast<unsigned>(grid), 1, 1, static_cast<unsigned>(threads_per_cta(spec)), params, stream);

@@ -33,6 +33,13 @@ struct Gemm {
   bool accumulate = false;
 };
 
+// The dMoE layer's router GEMMs as runtime/layer.cpp plans them (row-major, the shape's dtype): logits
+// [T, E] in fp32 = x·Wrᵀ; dWr [E, H] = dlogitsᵀ·x; dx [T, H] += dlogits·Wr (dlogits in the dtype).
+struct RouterGemms {
+  Gemm logits, drouter, dx;
+};
+RouterGemms router_gemms(const MoeShape&);
+
 // One Gemm's descriptors and the algorithm the heuristic chose: built once, so a timing loop does no
 // setup. Made by CublasLt::plan, run by CublasLt::run; valid while its CublasLt lives.
 class GemmPlan {
