@@ -108,7 +108,8 @@ std::optional<CompiledKernel> from_entry(const KernelSpec& spec, CacheEntry&& e)
     k.meta.static_shared_bytes = int(meta["static_shared_bytes"].get_int());
     k.meta.dynamic_shared_bytes = int(meta["dynamic_shared_bytes"].get_int());
     k.meta.threads = int(meta["threads"].get_int());
-    k.meta.wgmma_serialized = meta["wgmma_serialized"].get_bool();
+    // Re-read from the log too: an entry stored before dmoe knew a reason code must not pass.
+    k.meta.wgmma_serialized = meta["wgmma_serialized"].get_bool() || wgmma_serialization(k.log).has_value();
     k.meta.compile_ms = meta["compile_ms"].get_double();
     k.disk_hit = true;
     k.dir = std::move(e.dir);
@@ -139,7 +140,14 @@ struct Compiler::State {
     if (disk) {
       bool corrupt = false;
       if (auto entry = disk->load(key, &corrupt)) {
-        if (auto k = from_entry(spec, std::move(*entry))) return std::make_shared<const CompiledKernel>(std::move(*k));
+        if (auto k = from_entry(spec, std::move(*entry))) {
+          // The same source compiles the same way: refuse it as compile_source would, without recompiling.
+          if (k->meta.wgmma_serialized)
+            throw CompileError(fmt::format("{}: ptxas serialized its wgmma ({}; from the cache entry {}); the "
+                                           "kernel would run far below its speed, so it is refused",
+                                           k->name, wgmma_serialization(k->log).value_or("flagged"), key));
+          return std::make_shared<const CompiledKernel>(std::move(*k));
+        }
         corrupt = true;
       }
       if (corrupt)

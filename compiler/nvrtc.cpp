@@ -73,10 +73,24 @@ void parse_ptxas(const std::string& log, KernelMeta& meta) {
   meta.spill_store_bytes = match_int(log, spill_st);
   meta.spill_load_bytes = match_int(log, spill_ld);
   meta.static_shared_bytes = match_int(log, smem);
-  meta.wgmma_serialized = log.find("C7511") != std::string::npos;
+  meta.wgmma_serialized = wgmma_serialization(log).has_value();
 }
 
 }  // namespace
+
+std::optional<std::string> wgmma_serialization(std::string_view ptxas_log) {
+  // ptxas gives each reason its own code (C7510 extern calls, C7511 register pressure, C7515 accumulators
+  // touched inside the pipeline, C7520 a wgmma on a divergent path, ...) and files some as "info", not
+  // "warning": match the sentence, whatever the code, and quote the line.
+  static constexpr std::string_view kSentence = "wgmma.mma_async instructions are serialized";
+  const size_t at = ptxas_log.find(kSentence);
+  if (at == std::string_view::npos) return std::nullopt;
+  const size_t begin = ptxas_log.rfind('\n', at);
+  const size_t end = ptxas_log.find('\n', at);
+  std::string_view line = ptxas_log.substr(begin == std::string_view::npos ? 0 : begin + 1);
+  line = line.substr(0, end == std::string_view::npos ? line.size() : end - (begin == std::string_view::npos ? 0 : begin + 1));
+  return std::string(line);
+}
 
 std::string nvrtc_version() {
   int major = 0, minor = 0;
@@ -136,8 +150,9 @@ CompiledKernel compile_source(const KernelSpec& spec, const std::string& source)
     throw CompileError(fmt::format("{} spills registers ({} bytes stored, {} loaded); choose a smaller tile:\n{}",
                                    name, k.meta.spill_store_bytes, k.meta.spill_load_bytes, log));
   if (k.meta.wgmma_serialized)
-    throw CompileError(fmt::format("{}: ptxas serialized wgmma (C7511); the configuration is invalid:\n{}",
-                                   name, log));
+    throw CompileError(fmt::format("{}: ptxas serialized its wgmma ({}); the kernel would run far below its "
+                                   "speed, so it is refused. Full log:\n{}",
+                                   name, *wgmma_serialization(log), log));
   return k;
 }
 

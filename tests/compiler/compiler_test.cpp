@@ -105,6 +105,41 @@ TEST_CASE("disk cache: metadata of another kernel under the key is not trusted")
   CHECK_FALSE(c.get(spec())->disk_hit);
 }
 
+TEST_CASE("disk cache: an entry whose ptxas log says the wgmma were serialized is refused, not run") {
+  // An entry stored by a dmoe that did not know this reason code has the flag false and the sentence in
+  // its log: the cache must not hand that kernel out.
+  test::TempDir dir;
+  fs::path entry;
+  {
+    Compiler c({dir.path});
+    entry = c.get(spec())->dir;
+  }
+  std::string meta;
+  {
+    std::ifstream in(entry / "meta.json");
+    meta.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::string field = "\"ptxas_log\": \"";
+  const size_t at = meta.find(field);
+  REQUIRE(at != std::string::npos);
+  REQUIRE(meta.find("\"wgmma_serialized\": false") != std::string::npos);
+  meta.insert(at + field.size(),
+              "ptxas info    : (C7599) Potential Performance Loss: wgmma.mma_async instructions are serialized "
+              "due to a reason not seen before\\n");
+  std::ofstream(entry / "meta.json", std::ios::trunc) << meta;
+  Compiler c({dir.path});
+  try {
+    c.get(spec());
+    FAIL("a serialized kernel came out of the cache");
+  } catch (const CompileError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("C7599") != std::string::npos);
+    CHECK(msg.find(kernel_name(spec())) != std::string::npos);
+    CHECK(msg.find(entry.filename().string()) != std::string::npos);
+  }
+}
+
 TEST_CASE("an unwritable cache location degrades to memory only") {
   test::TempDir dir;
   std::ofstream(dir.path / "file") << "not a directory";

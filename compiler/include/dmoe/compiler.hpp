@@ -3,9 +3,11 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dmoe/disk_cache.hpp"
@@ -28,7 +30,7 @@ struct KernelMeta {
   int static_shared_bytes = 0;
   int dynamic_shared_bytes = 0;  // what the launcher requests
   int threads = 0;
-  bool wgmma_serialized = false;  // ptxas warning C7511
+  bool wgmma_serialized = false;  // ptxas said it serialized the wgmma (any reason code: C7510, C7511, C7520, ...)
   double compile_ms = 0;          // NVRTC + ptxas, at the time the entry was built
 };
 
@@ -60,6 +62,11 @@ std::string nvrtc_version();
 
 // Compiles source for arch with NVRTC. Throws CompileError.
 CompiledKernel compile_source(const KernelSpec&, const std::string& source);
+
+// The line of a ptxas log that says it serialized a kernel's wgmma instructions, whatever its reason code;
+// nullopt if none does. compile_source refuses such a kernel, and the cache does not trust an entry whose
+// stored log says so.
+std::optional<std::string> wgmma_serialization(std::string_view ptxas_log);
 
 struct CompilerOptions {
   std::filesystem::path cache_dir;  // empty: DiskCache::default_root()
