@@ -194,6 +194,45 @@ TEST_CASE("jitter: the shared noise, within [1 − eps, 1 + eps)") {
   CHECK(reference::jitter(x, 0.f, 1, 2) == x);       // eps = 0: identity
 }
 
+TEST_CASE("jitter: the noise is uniform and uncorrelated across elements, seeds and the element's high word") {
+  // The hash is dmoe's own (32-bit, routing_args.cuh): check the statistics a training run relies on.
+  // 2^20 draws per stream; bounds far outside these sample sizes' spread (σ of a mean of U(0,1): 2.8e-4,
+  // of a correlation: 1e-3; χ² over 64 bins: mean 63, σ 11), so the test fails only on a broken hash.
+  constexpr uint32_t kDraws = 1u << 20;
+  auto draws = [&](uint32_t lo, uint32_t hi, uint64_t first) {
+    std::vector<double> u(kDraws);
+    for (uint32_t i = 0; i < kDraws; ++i) u[i] = (double(jitter_factor(lo, hi, first + i, 0.5f)) - 0.5);
+    return u;  // U(0, 1) when the noise is U(0.5, 1.5)
+  };
+  auto correlation = [](const std::vector<double>& a, const std::vector<double>& b, size_t lag) {
+    double sa = 0, sb = 0, sab = 0, saa = 0, sbb = 0;
+    const size_t n = a.size() - lag;
+    for (size_t i = 0; i < n; ++i) {
+      sa += a[i], sb += b[i + lag], sab += a[i] * b[i + lag], saa += a[i] * a[i], sbb += b[i + lag] * b[i + lag];
+    }
+    const double ma = sa / n, mb = sb / n;
+    return (sab / n - ma * mb) / std::sqrt((saa / n - ma * ma) * (sbb / n - mb * mb));
+  };
+  const auto a = draws(123, 456, 0);
+  double mean = 0;
+  std::vector<int> bins(64, 0);
+  const auto [lo, hi] = std::minmax_element(a.begin(), a.end());
+  REQUIRE(*lo >= 0.0);
+  REQUIRE(*hi < 1.0);
+  for (double v : a) {
+    mean += v;
+    ++bins[size_t(v * 64)];
+  }
+  CHECK(std::abs(mean / kDraws - 0.5) < 2e-3);
+  double chi2 = 0;
+  for (int c : bins) chi2 += (c - kDraws / 64.0) * (c - kDraws / 64.0) / (kDraws / 64.0);
+  CHECK(chi2 < 140);
+  for (size_t lag : {1, 2, 8, 64}) CHECK(std::abs(correlation(a, a, lag)) < 0.01);
+  CHECK(std::abs(correlation(a, draws(124, 456, 0), 0)) < 0.01);  // neighbouring seeds
+  CHECK(std::abs(correlation(a, draws(123, 457, 0), 0)) < 0.01);
+  CHECK(std::abs(correlation(a, draws(123, 456, uint64_t(1) << 32), 0)) < 0.01);  // the high word matters
+}
+
 TEST_CASE("route and router_grad: bad inputs throw naming the value") {
   const std::vector<float> logits(4 * 3, 0.f);
   CHECK_THROWS_WITH_AS(reference::route(logits, 4, 3, 4, 0, 0, 0), doctest::Contains("top_k = 4"), InvalidArgument);
