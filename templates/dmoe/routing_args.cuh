@@ -127,31 +127,14 @@ DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChu
 DMOE_HD inline uint64_t jitter_key(uint64_t seed, uint64_t offset) { return seed ^ (offset * 0xd1b54a32d192ed03ull); }
 
 // Jitter noise: a counter-based hash of (seed, element), uniform in [1 − eps, 1 + eps). Host and device
-// share this definition so the CPU reference reproduces the device's noise bit for bit. 32-bit arithmetic
-// only: a splitmix64 per element (three 64-bit multiplies, each several IMADs) made the Jitter kernel
-// integer-bound at 69 % of the copy rate on the H200 (session 15). The stream (the seed and the element's
-// high word, the same for a thread's 8 elements) is hashed once; each element then costs one mix of its
-// low word with it. jitter_mix32 is a bijective 2-multiply finalizer (lowbias32).
-DMOE_HD inline uint32_t jitter_mix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
-DMOE_HD inline uint32_t jitter_stream(uint32_t seed_lo, uint32_t seed_hi, uint32_t element_hi) {
-  return jitter_mix32(seed_lo ^ jitter_mix32(seed_hi ^ jitter_mix32(element_hi + 0x9e3779b9u)));
-}
-DMOE_HD inline float jitter_factor_in(uint32_t stream, uint32_t element_lo, float eps) {
-  // Two rounds keyed by the stream: with one, seed 2's element i would be seed 1's element i ^ s1 ^ s2
-  // (a fixed XOR of positions between any two seeds' noise).
-  const uint32_t z = jitter_mix32(jitter_mix32(element_lo ^ stream) + stream);
-  const float u = float(z >> 8) * (1.0f / 16777216.0f);  // 24 bits: exact in fp32, [0, 1)
-  return fmaf(2.0f * eps, u, 1.0f - eps);  // one rounding on both sides: bit-identical host and device
-}
+// share this definition so the CPU reference reproduces the device's noise bit for bit.
 DMOE_HD inline float jitter_factor(uint32_t seed_lo, uint32_t seed_hi, uint64_t element, float eps) {
-  return jitter_factor_in(jitter_stream(seed_lo, seed_hi, uint32_t(element >> 32)), uint32_t(element), eps);
+  uint64_t z = element + ((uint64_t(seed_hi) << 32) | seed_lo) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;  // splitmix64 finalizer
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  const float u = float(uint32_t(z >> 40)) * (1.0f / 16777216.0f);  // 24 bits: exact in fp32, [0, 1)
+  return fmaf(2.0f * eps, u, 1.0f - eps);  // one rounding on both sides: bit-identical host and device
 }
 
 }  // namespace dmoe

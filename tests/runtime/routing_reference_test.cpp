@@ -195,7 +195,7 @@ TEST_CASE("jitter: the shared noise, within [1 − eps, 1 + eps)") {
 }
 
 TEST_CASE("jitter: the noise is uniform and uncorrelated across elements, seeds and the element's high word") {
-  // The hash is dmoe's own (32-bit, routing_args.cuh): check the statistics a training run relies on.
+  // The noise is a hash of (seed, element) (routing_args.cuh): check the statistics a training run relies on.
   // 2^20 draws per stream; bounds far outside these sample sizes' spread (σ of a mean of U(0,1): 2.8e-4,
   // of a correlation: 1e-3; χ² over 64 bins: mean 63, σ 11), so the test fails only on a broken hash.
   constexpr uint32_t kDraws = 1u << 20;

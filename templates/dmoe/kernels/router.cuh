@@ -154,17 +154,15 @@ __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
   if (first >= int64_t(a.tokens) * H) return;  // H % 64 == 0: the last vector is whole
   // r: −0.0 in both halves without aux (bf16 and fp16 alike): adding it leaves every product as it was,
   // +0.0 included.
-  // first is a multiple of 8: the thread's 8 elements share their high word, so one stream serves them.
-  const uint32_t stream = jitter_stream(seed_lo, seed_hi, uint32_t(uint64_t(first) >> 32));
   unsigned v[4], r[4] = {0x80008000u, 0x80008000u, 0x80008000u, 0x80008000u};
   ptx::ld_v4_u32(static_cast<const unsigned short*>(a.x) + first, v);
   if (a.aux) ptx::ld_v4_u32(static_cast<const unsigned short*>(a.aux) + first, r);
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
-    const uint32_t i = uint32_t(first) + 2 * q;  // the low half is the lower element
-    const float lo = Elem::to_float(v[q] & 0xffffu) * jitter_factor_in(stream, i, a.jitter_eps) +
+    const uint64_t i = uint64_t(first) + 2 * q;  // the low half is the lower element
+    const float lo = Elem::to_float(v[q] & 0xffffu) * jitter_factor(seed_lo, seed_hi, i, a.jitter_eps) +
                      Elem::to_float(r[q] & 0xffffu);
-    const float hi = Elem::to_float(v[q] >> 16) * jitter_factor_in(stream, i + 1, a.jitter_eps) +
+    const float hi = Elem::to_float(v[q] >> 16) * jitter_factor(seed_lo, seed_hi, i + 1, a.jitter_eps) +
                      Elem::to_float(r[q] >> 16);
     v[q] = unsigned(Elem::from_float(lo)) | unsigned(Elem::from_float(hi)) << 16;
   }
