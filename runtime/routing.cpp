@@ -16,7 +16,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t routing_grid(const KernelSpec& k, const RoutingArgs& a) {
   const int64_t T = a.tokens;
   switch (k.op) {
-    case Op::Jitter: return ceil_div(T * k.hidden / 8, 256);  // one 16-byte vector per thread
+    case Op::Jitter: return ceil_div(T * k.hidden / 8, 256 * kJitterVectors);  // 16-byte vectors per thread
     case Op::Router:
     case Op::Permute: return route_chunks(T);
     case Op::Bins: return 1;

@@ -1,6 +1,7 @@
 // dmoe/kernels/router.cuh — the router's kernels: jitter, softmax + top-k, bins (counts, chunk prefixes,
 // losses) and the gradient of the logits. Work mapping (routing_grid in runtime/routing.cpp):
-//   Jitter      256 threads; thread g scales the 8 elements [8g, 8g + 8) of x [T, H]: one 16-byte vector
+//   Jitter      256 threads; thread g of CTA b scales kJitterVectors 16-byte vectors of x [T, H], vectors
+//               1024b + g + 256j
 //   Router      32·W threads, W = router_warps(E); CTA c is chunk c (tokens [256c, 256c + 256) ∩ [0, T));
 //               E ≤ 64: thread j takes token 256c + j (router_per_thread); else warp w takes the tokens
 //               256c + (256/W)·w + j, one at a time, lane l holding experts l + 32i (router_per_warp)
@@ -150,23 +151,38 @@ __device__ __forceinline__ void jitter_kernel(const RoutingArgs& a) {
     seed_lo = uint32_t(key), seed_hi = uint32_t(key >> 32);
     if (a.jitter_next && blockIdx.x == 0 && threadIdx.x == 0) *a.jitter_next = offset + 1;
   }
-  const int64_t first = (int64_t(blockIdx.x) * 256 + threadIdx.x) * 8;
-  if (first >= int64_t(a.tokens) * H) return;  // H % 64 == 0: the last vector is whole
-  // r: −0.0 in both halves without aux (bf16 and fp16 alike): adding it leaves every product as it was,
-  // +0.0 included.
-  unsigned v[4], r[4] = {0x80008000u, 0x80008000u, 0x80008000u, 0x80008000u};
-  ptx::ld_v4_u32(static_cast<const unsigned short*>(a.x) + first, v);
-  if (a.aux) ptx::ld_v4_u32(static_cast<const unsigned short*>(a.aux) + first, r);
+  // kJitterVectors 16-byte vectors per thread, 256 threads apart (coalesced), every load issued before
+  // the first is used: one vector per thread left the kernel at 69 % of the copy rate (too few bytes in
+  // flight per SM for the DRAM latency, and 256-thread CTAs that each lived one load long).
+  const int64_t vectors = int64_t(a.tokens) * H / 8;  // H % 64 == 0: the last vector is whole
+  const int64_t base = int64_t(blockIdx.x) * (256 * kJitterVectors) + threadIdx.x;
+  unsigned v[kJitterVectors][4], r[kJitterVectors][4];
 #pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    const uint64_t i = uint64_t(first) + 2 * q;  // the low half is the lower element
-    const float lo = Elem::to_float(v[q] & 0xffffu) * jitter_factor(seed_lo, seed_hi, i, a.jitter_eps) +
-                     Elem::to_float(r[q] & 0xffffu);
-    const float hi = Elem::to_float(v[q] >> 16) * jitter_factor(seed_lo, seed_hi, i + 1, a.jitter_eps) +
-                     Elem::to_float(r[q] >> 16);
-    v[q] = unsigned(Elem::from_float(lo)) | unsigned(Elem::from_float(hi)) << 16;
+  for (int j = 0; j < kJitterVectors; ++j) {
+    const int64_t vec = base + 256 * j;
+    // r: −0.0 in both halves without aux (bf16 and fp16 alike): adding it leaves every product as it was,
+    // +0.0 included.
+#pragma unroll
+    for (int q = 0; q < 4; ++q) r[j][q] = 0x80008000u;
+    if (vec >= vectors) continue;
+    ptx::ld_v4_u32(static_cast<const unsigned short*>(a.x) + vec * 8, v[j]);
+    if (a.aux) ptx::ld_v4_u32(static_cast<const unsigned short*>(a.aux) + vec * 8, r[j]);
   }
-  ptx::st_v4_u32(static_cast<unsigned short*>(a.y) + first, v);
+#pragma unroll
+  for (int j = 0; j < kJitterVectors; ++j) {
+    const int64_t vec = base + 256 * j;
+    if (vec >= vectors) break;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint64_t i = uint64_t(vec) * 8 + 2 * q;  // the low half is the lower element
+      const float lo = Elem::to_float(v[j][q] & 0xffffu) * jitter_factor(seed_lo, seed_hi, i, a.jitter_eps) +
+                       Elem::to_float(r[j][q] & 0xffffu);
+      const float hi = Elem::to_float(v[j][q] >> 16) * jitter_factor(seed_lo, seed_hi, i + 1, a.jitter_eps) +
+                       Elem::to_float(r[j][q] >> 16);
+      v[j][q] = unsigned(Elem::from_float(lo)) | unsigned(Elem::from_float(hi)) << 16;
+    }
+    ptx::st_v4_u32(static_cast<unsigned short*>(a.y) + vec * 8, v[j]);
+  }
 }
 
 // Softmax, top-K (ties to the lower expert; k = 0 the best) of the probabilities plus the optional expert
