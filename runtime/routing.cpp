@@ -26,7 +26,7 @@ int64_t routing_grid(const KernelSpec& k, const RoutingArgs& a) {
     }
     case Op::Gather:  // tokens (none when y is null: the rows map only), then one CTA per expert's padding
       return (a.y ? ceil_div(T, kWarpsPerCta) : 0) + k.experts;
-    case Op::ScatterGrad: return ceil_div(a.max_rows, kWarpsPerCta);
+    case Op::ScatterGrad: return ceil_div(T * k.top_k, kWarpsPerCta) + k.experts;  // assignments, then padding
     case Op::Scatter: return ceil_div(T, kWarpsPerCta);
     case Op::RouterGrad: return ceil_div(T, router_grad_tokens_per_cta(k.experts, k.top_k));
     case Op::Glu:
