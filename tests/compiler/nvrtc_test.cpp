@@ -171,6 +171,18 @@ extern "C" __global__ void __launch_bounds__(128) serialized(const int* live, fl
   }
 }
 
+TEST_CASE("the presets' sm_90a layer kernels carry no ptxas performance notice (C75xx)") {
+  // Serialized wgmma is refused outright; the other C75xx notices (C7519: warpgroup.arrive injected to
+  // use registers in a wgmma) are a cost ptxas adds silently. None of the kernels a layer runs has one.
+  for (const Preset& p : presets())
+    for (const KernelSpec& k : layer_kernels(p.shape, Arch::SM90a)) {
+      if (!is_product(k.op) || k.tile.mma != Mma::Wgmma) continue;
+      const CompiledKernel c = compile_source(k, emit_source(k));
+      INFO(p.name << ": " << kernel_name(k) << "\n" << c.log);
+      CHECK(c.log.find("(C75") == std::string::npos);
+    }
+}
+
 TEST_CASE("nvrtc_version names the toolkit") {
   const std::string v = nvrtc_version();
   CHECK(v.find('.') != std::string::npos);
