@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <regex>
 #include <sstream>
@@ -85,11 +86,10 @@ std::optional<std::string> wgmma_serialization(std::string_view ptxas_log) {
   static constexpr std::string_view kSentence = "wgmma.mma_async instructions are serialized";
   const size_t at = ptxas_log.find(kSentence);
   if (at == std::string_view::npos) return std::nullopt;
-  const size_t begin = ptxas_log.rfind('\n', at);
-  const size_t end = ptxas_log.find('\n', at);
-  std::string_view line = ptxas_log.substr(begin == std::string_view::npos ? 0 : begin + 1);
-  line = line.substr(0, end == std::string_view::npos ? line.size() : end - (begin == std::string_view::npos ? 0 : begin + 1));
-  return std::string(line);
+  const size_t newline = ptxas_log.rfind('\n', at);
+  const size_t begin = newline == std::string_view::npos ? 0 : newline + 1;
+  const size_t end = std::min(ptxas_log.find('\n', at), ptxas_log.size());
+  return std::string(ptxas_log.substr(begin, end - begin));
 }
 
 std::string nvrtc_version() {
