@@ -125,39 +125,23 @@ TEST_CASE("a kernel whose wgmma ptxas serializes is refused loudly") {
   // A wgmma issued on a divergent path (a per-thread condition, as product v31's per-row-group test was to
   // ptxas): ptxas serializes the pipeline (C7520 with CUDA 13.0) and files it as "info", not a warning.
   const std::string source = R"(
-__device__ __forceinline__ void fo(float& r) { asm volatile("" : "+f"(r)::"memory"); }
-extern "C" __global__ void __launch_bounds__(128) serialized(const int* live, float* out,
-                                                            unsigned long long a, unsigned long long b, int n) {
-  float d[2][32];
-#pragma unroll
-  for (int m = 0; m < 2; ++m)
-#pragma unroll
-    for (int i = 0; i < 32; ++i) d[m][i] = 0.f;
-  bool l[2] = {threadIdx.x < n, threadIdx.x + 64 < n};
+extern "C" __global__ void __launch_bounds__(128) serialized(float* out, unsigned long long a,
+                                                            unsigned long long b, int n) {
+  float d[2][4] = {};
   for (int s = 0; s < n; ++s) {
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-      for (int i = 0; i < 32; ++i) fo(d[m][i]);
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-#pragma unroll
     for (int m = 0; m < 2; ++m)
-      if (l[m])
-        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, 1, 1, 1, 0, 0;"
-                     : "+f"(d[m][0]), "+f"(d[m][1]), "+f"(d[m][2]), "+f"(d[m][3]), "+f"(d[m][4]), "+f"(d[m][5]), "+f"(d[m][6]), "+f"(d[m][7]), "+f"(d[m][8]), "+f"(d[m][9]), "+f"(d[m][10]), "+f"(d[m][11]), "+f"(d[m][12]), "+f"(d[m][13]), "+f"(d[m][14]), "+f"(d[m][15]), "+f"(d[m][16]), "+f"(d[m][17]), "+f"(d[m][18]), "+f"(d[m][19]), "+f"(d[m][20]), "+f"(d[m][21]), "+f"(d[m][22]), "+f"(d[m][23]), "+f"(d[m][24]), "+f"(d[m][25]), "+f"(d[m][26]), "+f"(d[m][27]), "+f"(d[m][28]), "+f"(d[m][29]), "+f"(d[m][30]), "+f"(d[m][31])
-                     : "l"(a + 2 * s + 64 * m + 32 * k), "l"(b + 2 * s + 32 * k));
+      if (threadIdx.x + 64 * m < n)  // per thread: a divergent path to ptxas
+        asm volatile("wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, 1, 1, 1, 0, 0;"
+                     : "+f"(d[m][0]), "+f"(d[m][1]), "+f"(d[m][2]), "+f"(d[m][3])
+                     : "l"(a + 2 * s + 64 * m), "l"(b + 2 * s));
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-#pragma unroll
   for (int m = 0; m < 2; ++m)
-#pragma unroll
-    for (int i = 0; i < 32; ++i) fo(d[m][i]);
-  for (int m = 0; m < 2; ++m)
-  for (int i = 0; i < 32; ++i) out[threadIdx.x * 2 * 32 + 32*m+ i] = d[m][i];
+    for (int i = 0; i < 4; ++i) out[threadIdx.x * 8 + 4 * m + i] = d[m][i];
 }
 )";
   try {

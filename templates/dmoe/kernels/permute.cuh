@@ -23,6 +23,28 @@ namespace permute_detail {
 enum : int { kWarps = 8 };  // warps per CTA of the row- and token-parallel kernels (routing.cpp's kWarpsPerCta)
 enum : unsigned { kFull = 0xffffffffu };
 
+// Expert e's padding rows [padded_start + count, padded_end), fewer than B, capped at the capacity: one
+// CTA's warps write them as zeros (each a row at a time); with row_tokens set its entries become −1 first.
+// y null: only the map.
+template <class Elem, int H, int E>
+__device__ __forceinline__ void zero_padding_rows(const RoutingArgs& a, int e, Elem* y, int32_t* row_tokens) {
+  if (e >= E) return;
+  const int32_t padded_start = e ? ptx::ld_nc_s32(a.s.padded_bins + e - 1) : 0;
+  const int32_t first = padded_start + ptx::ld_nc_s32(a.s.counts + e);
+  const int32_t last = min(ptx::ld_nc_s32(a.s.padded_bins + e), a.max_rows);
+  if (row_tokens)
+    for (int32_t r = first + int32_t(threadIdx.x); r < last; r += int32_t(blockDim.x)) row_tokens[r] = -1;
+  if (!y) return;
+  const int lane = threadIdx.x & 31;
+  const Vec8 zero{{0u, 0u, 0u, 0u}};
+#pragma unroll 1
+  for (int32_t r = first + (threadIdx.x >> 5); r < last; r += kWarps) {
+    Vec8* dst = reinterpret_cast<Vec8*>(y + int64_t(r) * H);
+#pragma unroll 1
+    for (int v = lane; v < H / 8; v += 32) st_v4(dst + v, zero);
+  }
+}
+
 }  // namespace permute_detail
 
 // Stable ranking of chunk c's assignments by expert. The chunk's first assignment of expert e has rank
@@ -118,22 +140,8 @@ __device__ __forceinline__ void gather_kernel(const RoutingArgs& a) {
     }
     return;
   }
-  // One CTA per expert zeroes its padding rows [padded_start + count, padded_end): fewer than B rows.
-  const int e = int(blockIdx.x - token_ctas);
-  if (e >= E) return;
-  const int32_t padded_start = e ? ptx::ld_nc_s32(a.s.padded_bins + e - 1) : 0;
-  const int32_t first = padded_start + ptx::ld_nc_s32(a.s.counts + e);
-  const int32_t last = min(ptx::ld_nc_s32(a.s.padded_bins + e), a.max_rows);
-  if (a.s.row_tokens)
-    for (int32_t r = first + int32_t(threadIdx.x); r < last; r += int32_t(blockDim.x)) a.s.row_tokens[r] = -1;
-  if (!y) return;
-  const Vec8 zero{{0u, 0u, 0u, 0u}};
-#pragma unroll 1
-  for (int32_t r = first + (threadIdx.x >> 5); r < last; r += kWarps) {
-    Vec8* dst = reinterpret_cast<Vec8*>(y + int64_t(r) * H);
-#pragma unroll 1
-    for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
-  }
+  // One CTA per expert zeroes its padding rows.
+  zero_padding_rows<Elem, H, E>(a, int(blockIdx.x - token_ctas), y, a.s.row_tokens);
 }
 
 namespace permute_detail {
@@ -259,18 +267,7 @@ __device__ __forceinline__ void scatter_grad_kernel(const RoutingArgs& a) {
   const int64_t assignments = int64_t(a.tokens) * K;
   const int64_t assignment_ctas = (assignments + kWarps - 1) / kWarps;  // routing_grid's split
   if (blockIdx.x >= assignment_ctas) {
-    const int e = int(blockIdx.x - assignment_ctas);
-    if (e >= E) return;
-    const int32_t padded_start = e ? ptx::ld_nc_s32(a.s.padded_bins + e - 1) : 0;
-    const int32_t first = padded_start + ptx::ld_nc_s32(a.s.counts + e);
-    const int32_t last = min(ptx::ld_nc_s32(a.s.padded_bins + e), a.max_rows);
-    const Vec8 zero{{0u, 0u, 0u, 0u}};
-#pragma unroll 1
-    for (int32_t r = first + (threadIdx.x >> 5); r < last; r += kWarps) {
-      Vec8* dst = reinterpret_cast<Vec8*>(static_cast<Elem*>(a.y) + int64_t(r) * H);
-#pragma unroll 1
-      for (int v = lane; v < V; v += 32) st_v4(dst + v, zero);
-    }
+    zero_padding_rows<Elem, H, E>(a, int(blockIdx.x - assignment_ctas), static_cast<Elem*>(a.y), nullptr);
     return;
   }
   const int64_t i = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
