@@ -99,8 +99,6 @@ struct RoutingArgs {
 // token's softmax row needs more registers than 1024 threads can have, so 8 warps (32 tokens each).
 // kThreadRouterExperts: up to this many experts the router runs one thread per token (8 warps per chunk).
 enum : int32_t { kThreadRouterExperts = 64 };
-// Jitter: 16-byte vectors per thread (256 threads per CTA, 256 · 8 elements apart).
-enum : int32_t { kJitterVectors = 4 };
 DMOE_HD constexpr int router_warps(int experts) {
   return experts <= kThreadRouterExperts ? kRouteChunkTokens / 32 : experts <= 256 ? 32 : 8;
 }
@@ -121,6 +119,9 @@ DMOE_HD constexpr int router_grad_threads(int experts, int top_k) {
 DMOE_HD constexpr int router_grad_tokens_per_cta(int experts, int top_k) {
   return router_grad_per_thread(experts, top_k) ? kThreadRouterGradTokens : 8;
 }
+
+// Jitter: 16-byte vectors per thread (256 threads per CTA, 256 · 8 elements apart).
+enum : int32_t { kJitterVectors = 4 };
 
 DMOE_HD inline int64_t route_chunks(int64_t tokens) { return (tokens + kRouteChunkTokens - 1) / kRouteChunkTokens; }
 
