@@ -6,7 +6,8 @@
 // operand layouts, and cuBLASLt's per-expert strided-batched product (each expert padded to the largest
 // one's rows, rounded up to the block, when routing is skewed). Times: median over 7 batches of
 // back-to-back launches timed by CUDA events, after warm-up, rotating operand sets so that a rotation
-// touches more than 2× L2. Speed of light: max(useful FLOPs / measured GEMM ceiling, minimum bytes /
+// touches more than 2× L2. Compute-bound rows also get a paired ratio: dmoe and the fastest dense cuBLAS
+// algorithm in alternating batches (PairedTiming). Speed of light: max(useful FLOPs / measured GEMM ceiling, minimum bytes /
 // measured copy bandwidth), the minimum bytes reading each input once and writing each output once.
 #include "product_bench.hpp"
 
@@ -99,8 +100,20 @@ std::vector<Problem> problems(const ProductBenchOptions& opt) {
 struct Timing {
   double ms = NAN;
   int reps = 0, sets = 0;
+  int algo = -1;  // cuBLASLt: the heuristic candidate that was fastest
   std::string error;
 };
+
+// dmoe and a cuBLAS reference timed in alternating batches (A B B A A B B A …), so both run in the same
+// power and clock state: at the H200's 700 W cap the clock drifts by ~10 % over seconds, more than the
+// gaps a single pass of each is asked to resolve (bench/NOTES.md, session 16).
+struct PairedTiming {
+  double a_ms = NAN, b_ms = NAN;  // medians of each side's batches
+  double ratio = NAN;             // median over the pairs of b / a (a pair: two adjacent batches)
+  int pairs = 0;
+  std::string error;
+};
+constexpr int kPairs = 8;
 
 // Bytes a row-major [rows, cols] operand with row stride ld spans over `batch` copies `stride` apart.
 int64_t operand_bytes(int64_t rows, int64_t cols, int64_t ld, int32_t batch, int64_t stride) {
@@ -190,6 +203,9 @@ class Bench {
   Timing time_launches(int sets, const std::function<void(int)>& launch);
   Timing measure(std::array<int64_t, 3> bytes, const std::function<void(void* const*)>& launch);
   Timing cublas(const Gemm&);
+  PairedTiming paired(std::array<int64_t, 3> a_bytes, const std::function<void(void* const*)>& a,
+                      std::array<int64_t, 3> b_bytes, const std::function<void(void* const*)>& b);
+  std::vector<DeviceBuffer> operand_sets(std::array<int64_t, 3> bytes, int& sets);
 
   const ProductBenchOptions& opt_;
   Device dev_{0};
@@ -230,20 +246,25 @@ Timing Bench::time_launches(int sets, const std::function<void(int)>& launch) {
 
 // Allocates operand sets of {a, b, c} bytes (inputs a and b random, c the output), enough that one
 // rotation touches over 2× L2 (at most kMaxSets and kMemoryCap), and times `launch` over them.
+std::vector<DeviceBuffer> Bench::operand_sets(std::array<int64_t, 3> bytes, int& sets) {
+  const int64_t set_bytes = bytes[0] + bytes[1] + bytes[2];
+  if (set_bytes > kMemoryCap)
+    throw std::runtime_error(fmt::format("one operand set needs {:.1f} GiB, over the {} GiB cap",
+                                         set_bytes / double(1 << 30), kMemoryCap >> 30));
+  sets = int(std::min<int64_t>({kMaxSets, 2 * dev_.properties().l2_bytes / set_bytes + 1, kMemoryCap / set_bytes}));
+  std::vector<DeviceBuffer> buffers;
+  for (int s = 0; s < sets; ++s)
+    for (int i = 0; i < 3; ++i) {
+      buffers.emplace_back(dev_, bytes[i]);
+      if (i < 2) fill_random(dev_, buffers.back().get(), bytes[i], seed_ += uint64_t{1} << 40);
+    }
+  return buffers;
+}
+
 Timing Bench::measure(std::array<int64_t, 3> bytes, const std::function<void(void* const*)>& launch) {
   try {
-    const int64_t set_bytes = bytes[0] + bytes[1] + bytes[2];
-    if (set_bytes > kMemoryCap)
-      throw std::runtime_error(fmt::format("one operand set needs {:.1f} GiB, over the {} GiB cap",
-                                           set_bytes / double(1 << 30), kMemoryCap >> 30));
-    const int sets = int(std::min<int64_t>({kMaxSets, 2 * dev_.properties().l2_bytes / set_bytes + 1,
-                                            kMemoryCap / set_bytes}));
-    std::vector<DeviceBuffer> buffers;
-    for (int s = 0; s < sets; ++s)
-      for (int i = 0; i < 3; ++i) {
-        buffers.emplace_back(dev_, bytes[i]);
-        if (i < 2) fill_random(dev_, buffers.back().get(), bytes[i], seed_ += uint64_t{1} << 40);
-      }
+    int sets = 0;
+    std::vector<DeviceBuffer> buffers = operand_sets(bytes, sets);
     return time_launches(sets, [&](int s) {
       void* ops[3] = {buffers[3 * s].get(), buffers[3 * s + 1].get(), buffers[3 * s + 2].get()};
       launch(ops);
@@ -251,6 +272,52 @@ Timing Bench::measure(std::array<int64_t, 3> bytes, const std::function<void(voi
   } catch (const std::exception& e) {
     return {.error = e.what()};
   }
+}
+
+PairedTiming Bench::paired(std::array<int64_t, 3> a_bytes, const std::function<void(void* const*)>& a,
+                           std::array<int64_t, 3> b_bytes, const std::function<void(void* const*)>& b) {
+  PairedTiming p;
+  try {
+    int a_sets = 0, b_sets = 0;
+    std::vector<DeviceBuffer> a_bufs = operand_sets(a_bytes, a_sets);
+    std::vector<DeviceBuffer> b_bufs = operand_sets(b_bytes, b_sets);
+    const Stream s = stream_.get();
+    EventTimer timer(dev_);
+    struct Side {
+      const std::function<void(void* const*)>& launch;
+      std::vector<DeviceBuffer>& bufs;
+      int sets, reps = 0, next = 0;
+      std::vector<double> ms;
+    } sides[2] = {{a, a_bufs, a_sets}, {b, b_bufs, b_sets}};
+    auto run = [&](Side& d, int n) {
+      for (int r = 0; r < n; ++r, ++d.next) {
+        const int i = d.next % d.sets;
+        void* ops[3] = {d.bufs[3 * i].get(), d.bufs[3 * i + 1].get(), d.bufs[3 * i + 2].get()};
+        d.launch(ops);
+      }
+    };
+    for (Side& d : sides) {  // warm-up, then one timed launch sizes the batch (as time_launches does)
+      run(d, 1);
+      timer.start(s);
+      run(d, 1);
+      timer.stop(s);
+      d.reps = opt_.reps > 0 ? opt_.reps
+                             : int(std::clamp(std::ceil(kBatchTargetMs / std::max(double(timer.elapsed_ms()), 1e-3)), 2.0, 200.0));
+    }
+    for (int k = 0; k < 2 * kPairs; ++k) {
+      Side& d = sides[(k + k / 2) % 2];  // A B B A A B B A …: each pair's order alternates
+      timer.start(s);
+      run(d, d.reps);
+      timer.stop(s);
+      d.ms.push_back(timer.elapsed_ms() / d.reps);
+    }
+    std::vector<double> ratios;
+    for (int i = 0; i < kPairs; ++i) ratios.push_back(sides[1].ms[size_t(i)] / sides[0].ms[size_t(i)]);
+    p.a_ms = median(sides[0].ms), p.b_ms = median(sides[1].ms), p.ratio = median(ratios), p.pairs = kPairs;
+  } catch (const std::exception& e) {
+    p.error = e.what();
+  }
+  return p;
 }
 
 Timing Bench::cublas(const Gemm& g) {
@@ -274,6 +341,7 @@ Timing Bench::cublas(const Gemm& g) {
       break;
     }
     if (!t.error.empty()) break;  // fewer candidates than kAlgorithms
+    t.algo = algo;
     if (algo == 0 || t.ms < best.ms) best = t;
   }
   return cublas_done_[key] = best;
@@ -351,8 +419,8 @@ void Bench::run_problem(const Problem& p, Json fields) {
              "cuBLAS per-expert: {} × {} rows{}\n",
              p.label(), rows, t_pad, 100.0 * (t_pad - rows) / rows, *min_count, *max_count, p.experts, bmm_rows,
              padded ? fmt::format(" (padded: {:.2f}× the useful FLOPs)", bmm_flops / p.useful_flops()) : "");
-  fmt::print("  {:<18} {:>9} {:>8} {:>5} | {:>9} {:>8} {:>5} | {:>9} {:>8} {:>5}\n", "product", "dmoe ms",
-             "TFLOP/s", "SOL", "dense ms", "TFLOP/s", "vs", "bmm ms", "TFLOP/s", "vs");
+  fmt::print("  {:<18} {:>9} {:>8} {:>5} | {:>9} {:>8} {:>5} | {:>9} {:>8} {:>5} | {:>6}\n", "product", "dmoe ms",
+             "TFLOP/s", "SOL", "dense ms", "TFLOP/s", "vs", "bmm ms", "TFLOP/s", "vs", "paired");
 
   MoeShape shape;
   shape.hidden = p.hidden, shape.ffn = p.ffn, shape.experts = p.experts, shape.top_k = p.top_k;
@@ -377,6 +445,9 @@ void Bench::run_problem(const Problem& p, Json fields) {
 
     std::string kernel;
     Timing dmoe;
+    PairedTiming pair;
+    const Gemm dense_gemm = reference_gemm(prod, p.hidden, p.ffn, rows, 1);
+    const bool compute_bound = p.useful_flops() / gemm_flops_per_sec_ >= min_bytes / copy_bytes_per_sec_;
     try {
       KernelSpec spec = opt_.tuned ? tuned_spec(dev_, shape, prod.op, prod.trans_a, prod.trans_b, prod.epilogue)
                                    : default_spec(shape, prod.op, prod.trans_a, prod.trans_b,
@@ -426,28 +497,38 @@ void Bench::run_problem(const Problem& p, Json fields) {
         aux = DeviceBuffer(dev_, bytes[2]);
         fill_random(dev_, aux.get(), bytes[2], seed_ += uint64_t{1} << 40);
       }
-      dmoe = measure(bytes, [&](void* const* ops) {
+      const auto launch_dmoe = [&](void* const* ops) {
         const ProductArgs args{ops[0], ops[1], ops[2], device_topo.view, topo.block_rows, aux.get(),
                                static_cast<const int32_t*>(row_map.get())};
         launch_product(cache_, spec, args, stream_.get());
-      });
+      };
+      dmoe = measure(bytes, launch_dmoe);
+      // Where the ≥ 0.95× cuBLAS target applies (compute-bound), dmoe against cuBLAS's fastest candidate
+      // once more, their batches alternating (PairedTiming).
+      if (const Timing d = cublas(dense_gemm); compute_bound && dmoe.error.empty() && d.error.empty() && d.algo >= 0) {
+        const GemmPlan plan = lt_->plan(dense_gemm, d.algo);
+        pair = paired(bytes, launch_dmoe, gemm_bytes(dense_gemm), [&](void* const* ops) {
+          lt_->run(plan, ops[0], ops[1], ops[2], stream_.get());
+        });
+      }
     } catch (const std::exception& e) {
       dmoe.error = e.what();
     }
-    const Timing dense = cublas(reference_gemm(prod, p.hidden, p.ffn, rows, 1));
+    const Timing dense = cublas(dense_gemm);
     const Timing bmm = cublas(reference_gemm(prod, p.hidden, p.ffn, bmm_rows, int32_t(p.experts)));
 
     auto tflops = [&](const Timing& t) { return p.useful_flops() / (t.ms * 1e-3) / 1e12; };
-    fmt::print("  {:<18} {} {} {} | {} {} {} | {} {} {}\n", prod.name, cell(dmoe.ms, 9, 3), cell(tflops(dmoe), 8, 1),
-               cell(sol_ms / dmoe.ms, 5, 2), cell(dense.ms, 9, 3), cell(tflops(dense), 8, 1),
+    fmt::print("  {:<18} {} {} {} | {} {} {} | {} {} {} | {}\n", prod.name, cell(dmoe.ms, 9, 3),
+               cell(tflops(dmoe), 8, 1), cell(sol_ms / dmoe.ms, 5, 2), cell(dense.ms, 9, 3), cell(tflops(dense), 8, 1),
                cell(dense.ms / dmoe.ms, 5, 2), cell(bmm.ms, 9, 3), cell(tflops(bmm), 8, 1),
-               cell(bmm.ms / dmoe.ms, 5, 2));
+               cell(bmm.ms / dmoe.ms, 5, 2), cell(pair.ratio, 6, 2));
     const struct {
       const char *who, *key;
       const Timing& t;
     } results[] = {{"dmoe", "dmoe_error", dmoe},
                    {"cuBLAS dense", "dense_error", dense},
                    {"cuBLAS per-expert", "bmm_error", bmm}};
+    if (!pair.error.empty()) fmt::print("    paired timing failed: {}\n", first_line(pair.error));
     for (const auto& r : results)
       if (!r.t.error.empty()) fmt::print("    {} failed: {}\n", r.who, first_line(r.t.error));
 
@@ -462,7 +543,12 @@ void Bench::run_problem(const Problem& p, Json fields) {
         .integer("dmoe_reps", dmoe.reps).integer("dmoe_sets", dmoe.sets)
         .number("dense_ms", dense.ms).number("dense_tflops", tflops(dense)).number("vs_dense", dense.ms / dmoe.ms)
         .number("bmm_ms", bmm.ms).number("bmm_tflops", tflops(bmm)).number("vs_bmm", bmm.ms / dmoe.ms)
-        .integer("bmm_rows_per_expert", bmm_rows).boolean("bmm_padded", padded).integer("bmm_flops", int64_t(bmm_flops));
+        .integer("bmm_rows_per_expert", bmm_rows).boolean("bmm_padded", padded).integer("bmm_flops", int64_t(bmm_flops))
+        .integer("dense_algo", dense.algo);
+    if (pair.pairs > 0)
+      j.number("paired_dmoe_ms", pair.a_ms).number("paired_dense_ms", pair.b_ms).number("paired_vs_dense", pair.ratio)
+          .integer("paired_pairs", pair.pairs);
+    if (!pair.error.empty()) j.text("paired_error", pair.error);
     for (const auto& r : results)
       if (!r.t.error.empty()) j.text(r.key, r.t.error);
     fmt::print("{}\n", j.str());
@@ -484,7 +570,9 @@ int Bench::run() {
              "bmm: cuBLAS strided-batched over the experts, each padded to the largest when routing is skewed.\n"
              "Every cuBLAS figure (ceiling included) is the fastest of cuBLASLt's first 4 heuristic algorithms.\n"
              "+gelu/+silu: the activation fused, pre-activation kept (one more output); +dgelu/+dsilu: the\n"
-             "gradient fused, pre-activation read (one more input); both counted in the minimum bytes.\n");
+             "gradient fused, pre-activation read (one more input); both counted in the minimum bytes.\n"
+             "paired (compute-bound rows): dmoe against that dense cuBLAS algorithm again, in alternating batches\n"
+             "(A B B A ...), the median over 8 pairs of cuBLAS time / dmoe time: both in the same power state.\n");
   if (opt_.json) {
     Json header;
     header.text("type", "header").text("gpu", props.name).integer("sm_count", props.sm_count)
