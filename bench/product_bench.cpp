@@ -33,6 +33,7 @@
 #include "dmoe_commit.hpp"
 #include "dmoe_version.hpp"
 #include "bench_util.hpp"
+#include "paired.hpp"
 
 namespace dmoe::bench {
 namespace {
@@ -104,9 +105,8 @@ struct Timing {
   std::string error;
 };
 
-// dmoe and a cuBLAS reference timed in alternating batches (A B B A A B B A …), so both run in the same
-// power and clock state: at the H200's 700 W cap the clock drifts by ~10 % over seconds, more than the
-// gaps a single pass of each is asked to resolve (bench/NOTES.md, session 16).
+// dmoe and a cuBLAS reference timed in alternating batches (paired.hpp), so both run in the same power
+// and clock state.
 struct PairedTiming {
   double a_ms = NAN, b_ms = NAN;  // medians of each side's batches
   double ratio = NAN;             // median over the pairs of b / a (a pair: two adjacent batches)
@@ -305,15 +305,14 @@ PairedTiming Bench::paired(std::array<int64_t, 3> a_bytes, const std::function<v
                              : int(std::clamp(std::ceil(kBatchTargetMs / std::max(double(timer.elapsed_ms()), 1e-3)), 2.0, 200.0));
     }
     for (int k = 0; k < 2 * kPairs; ++k) {
-      Side& d = sides[(k + k / 2) % 2];  // A B B A A B B A …: each pair's order alternates
+      Side& d = sides[paired_side(k)];  // A B B A A B B A …
       timer.start(s);
       run(d, d.reps);
       timer.stop(s);
       d.ms.push_back(timer.elapsed_ms() / d.reps);
     }
-    std::vector<double> ratios;
-    for (int i = 0; i < kPairs; ++i) ratios.push_back(sides[1].ms[size_t(i)] / sides[0].ms[size_t(i)]);
-    p.a_ms = median(sides[0].ms), p.b_ms = median(sides[1].ms), p.ratio = median(ratios), p.pairs = kPairs;
+    p.a_ms = median(sides[0].ms), p.b_ms = median(sides[1].ms), p.pairs = kPairs;
+    p.ratio = paired_ratio(sides[0].ms, sides[1].ms);
   } catch (const std::exception& e) {
     p.error = e.what();
   }

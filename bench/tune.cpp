@@ -36,6 +36,7 @@
 
 #include "bench_util.hpp"
 #include "counts_file.hpp"
+#include "paired.hpp"
 #include "dmoe/compiler.hpp"
 #include "dmoe/kernel_cache.hpp"
 #include "dmoe/products.hpp"
@@ -415,15 +416,13 @@ int tune(const TuneOptions& opt) {
         for (int k = 0; k < 2; ++k) reps[k] = std::max(1, int(kBatchMs / side[k]->ms));
         for (int k = 0; k < 2; ++k) launch_product(cache, side[k]->spec, args(next++ % sets), stream.get());
         for (int b = 0; b < 2 * kConfirmPairs; ++b) {
-          const int k = (b + b / 2) % 2;  // A B B A A B B A …
+          const int k = paired_side(b);  // A B B A A B B A …
           timer.start(stream.get());
           for (int r = 0; r < reps[k]; ++r) launch_product(cache, side[k]->spec, args(next++ % sets), stream.get());
           timer.stop(stream.get());
           ms[k].push_back(timer.elapsed_ms() / reps[k]);
         }
-        std::vector<double> ratios;
-        for (int i = 0; i < kConfirmPairs; ++i) ratios.push_back(ms[0][size_t(i)] / ms[1][size_t(i)]);
-        row.confirmed = median(ratios);
+        row.confirmed = paired_ratio(ms[1], ms[0]);  // default / best
         fmt::print("  confirmation, {} alternating pairs: default {:.4f} ms, best {:.4f} ms, {:.3f}x{}\n",
                    kConfirmPairs, median(ms[0]), median(ms[1]), row.confirmed,
                    row.confirmed >= kConfirm ? "" : fmt::format(" (under {:.2f}x: the default stays)", kConfirm));
