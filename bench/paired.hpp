@@ -3,6 +3,7 @@
 // session 16), more than the gaps a benchmark or the tuner is asked to resolve.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <span>
 #include <stdexcept>
 #include <vector>
@@ -13,6 +14,18 @@ namespace dmoe::bench {
 // each side, the pairs' order alternating (AB, BA, AB, …): a drift that is linear over a pair cancels out
 // of the mean of two consecutive pairs' ratios, and the median over the pairs resists outliers.
 constexpr int paired_side(int k) { return (k + k / 2) % 2; }
+
+// Runs 2·pairs batches in the order paired_side gives; batch(side) runs and times one batch of that side
+// and returns its time per launch. Returns each side's times in the order they ran (pair i: [0][i], [1][i]).
+template <class Batch>
+std::array<std::vector<double>, 2> alternate(int pairs, Batch&& batch) {
+  std::array<std::vector<double>, 2> ms;
+  for (int k = 0; k < 2 * pairs; ++k) {
+    const int side = paired_side(k);
+    ms[size_t(side)].push_back(batch(side));
+  }
+  return ms;
+}
 
 // The median over the pairs of b / a, from each side's batch times in the order they ran (a[i] and b[i]
 // are pair i's). Even counts take the mean of the two middle ratios.

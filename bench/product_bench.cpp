@@ -7,8 +7,9 @@
 // one's rows, rounded up to the block, when routing is skewed). Times: median over 7 batches of
 // back-to-back launches timed by CUDA events, after warm-up, rotating operand sets so that a rotation
 // touches more than 2× L2. Compute-bound rows also get a paired ratio: dmoe and the fastest dense cuBLAS
-// algorithm in alternating batches (PairedTiming). Speed of light: max(useful FLOPs / measured GEMM ceiling, minimum bytes /
-// measured copy bandwidth), the minimum bytes reading each input once and writing each output once.
+// algorithm in alternating batches (PairedTiming). Speed of light: max(useful FLOPs / measured GEMM
+// ceiling, minimum bytes / measured copy bandwidth), the minimum bytes reading each input once and writing
+// each output once.
 #include "product_bench.hpp"
 
 #include <fmt/format.h>
@@ -200,6 +201,7 @@ class Bench {
   void check_cublas();
   void measure_ceilings();
   void run_problem(const Problem&, Json fields);
+  int batch_reps(double once_ms) const;
   Timing time_launches(int sets, const std::function<void(int)>& launch);
   Timing measure(std::array<int64_t, 3> bytes, const std::function<void(void* const*)>& launch);
   Timing cublas(const Gemm&);
@@ -219,6 +221,12 @@ class Bench {
   std::map<std::string, Timing> cublas_done_;  // identical GEMMs recur (layer 1, uniform vs zipf dense)
 };
 
+// Launches per timed batch: --reps, else enough for ~kBatchTargetMs given one launch's time.
+int Bench::batch_reps(double once_ms) const {
+  return opt_.reps > 0 ? opt_.reps
+                       : int(std::clamp(std::ceil(kBatchTargetMs / std::max(once_ms, 1e-3)), 2.0, 200.0));
+}
+
 // Median per-launch time over kBatches batches; launch(i) enqueues one launch on operand set i. The
 // first launch (compile, load, clocks) is not timed; the second sizes the batch when --reps is not given.
 Timing Bench::time_launches(int sets, const std::function<void(int)>& launch) {
@@ -231,7 +239,7 @@ Timing Bench::time_launches(int sets, const std::function<void(int)>& launch) {
   const double once = timer.elapsed_ms();
   Timing t;
   t.sets = sets;
-  t.reps = opt_.reps > 0 ? opt_.reps : int(std::clamp(std::ceil(kBatchTargetMs / std::max(once, 1e-3)), 2.0, 200.0));
+  t.reps = batch_reps(once);
   std::vector<double> ms;
   int next = 2;
   for (int batch = 0; batch < kBatches; ++batch) {
@@ -287,7 +295,6 @@ PairedTiming Bench::paired(std::array<int64_t, 3> a_bytes, const std::function<v
       const std::function<void(void* const*)>& launch;
       std::vector<DeviceBuffer>& bufs;
       int sets, reps = 0, next = 0;
-      std::vector<double> ms;
     } sides[2] = {{a, a_bufs, a_sets}, {b, b_bufs, b_sets}};
     auto run = [&](Side& d, int n) {
       for (int r = 0; r < n; ++r, ++d.next) {
@@ -296,23 +303,19 @@ PairedTiming Bench::paired(std::array<int64_t, 3> a_bytes, const std::function<v
         d.launch(ops);
       }
     };
+    auto timed = [&](Side& d, int n) {  // ms per launch
+      timer.start(s);
+      run(d, n);
+      timer.stop(s);
+      return double(timer.elapsed_ms()) / n;
+    };
     for (Side& d : sides) {  // warm-up, then one timed launch sizes the batch (as time_launches does)
       run(d, 1);
-      timer.start(s);
-      run(d, 1);
-      timer.stop(s);
-      d.reps = opt_.reps > 0 ? opt_.reps
-                             : int(std::clamp(std::ceil(kBatchTargetMs / std::max(double(timer.elapsed_ms()), 1e-3)), 2.0, 200.0));
+      d.reps = batch_reps(timed(d, 1));
     }
-    for (int k = 0; k < 2 * kPairs; ++k) {
-      Side& d = sides[paired_side(k)];  // A B B A A B B A …
-      timer.start(s);
-      run(d, d.reps);
-      timer.stop(s);
-      d.ms.push_back(timer.elapsed_ms() / d.reps);
-    }
-    p.a_ms = median(sides[0].ms), p.b_ms = median(sides[1].ms), p.pairs = kPairs;
-    p.ratio = paired_ratio(sides[0].ms, sides[1].ms);
+    const auto ms = alternate(kPairs, [&](int side) { return timed(sides[side], sides[side].reps); });
+    p.a_ms = median(ms[0]), p.b_ms = median(ms[1]), p.pairs = kPairs;
+    p.ratio = paired_ratio(ms[0], ms[1]);
   } catch (const std::exception& e) {
     p.error = e.what();
   }
@@ -440,13 +443,14 @@ void Bench::run_problem(const Problem& p, Json fields) {
     // The epilogue's pre-activation (SDD's layout) is one more output or input: not rotated, and counted.
     const bool fused = prod.epilogue != Epilogue::None;
     const double min_bytes = double(bytes[0] + bytes[1] + bytes[2]) + (fused ? double(bytes[2]) : 0.0);
-    const double sol_ms = std::max(p.useful_flops() / gemm_flops_per_sec_, min_bytes / copy_bytes_per_sec_) * 1e3;
+    const double flops_ms = p.useful_flops() / gemm_flops_per_sec_ * 1e3, bytes_ms = min_bytes / copy_bytes_per_sec_ * 1e3;
+    const double sol_ms = std::max(flops_ms, bytes_ms);
+    const bool compute_bound = flops_ms >= bytes_ms;
 
     std::string kernel;
     Timing dmoe;
     PairedTiming pair;
     const Gemm dense_gemm = reference_gemm(prod, p.hidden, p.ffn, rows, 1);
-    const bool compute_bound = p.useful_flops() / gemm_flops_per_sec_ >= min_bytes / copy_bytes_per_sec_;
     try {
       KernelSpec spec = opt_.tuned ? tuned_spec(dev_, shape, prod.op, prod.trans_a, prod.trans_b, prod.epilogue)
                                    : default_spec(shape, prod.op, prod.trans_a, prod.trans_b,

@@ -412,16 +412,14 @@ int tune(const TuneOptions& opt) {
         // and best alternate, each batch ~kBatchMs.
         const Result* side[2] = {&def, &best};
         int reps[2], next = 0;
-        std::vector<double> ms[2];
         for (int k = 0; k < 2; ++k) reps[k] = std::max(1, int(kBatchMs / side[k]->ms));
         for (int k = 0; k < 2; ++k) launch_product(cache, side[k]->spec, args(next++ % sets), stream.get());
-        for (int b = 0; b < 2 * kConfirmPairs; ++b) {
-          const int k = paired_side(b);  // A B B A A B B A …
+        const auto ms = alternate(kConfirmPairs, [&](int k) {
           timer.start(stream.get());
           for (int r = 0; r < reps[k]; ++r) launch_product(cache, side[k]->spec, args(next++ % sets), stream.get());
           timer.stop(stream.get());
-          ms[k].push_back(timer.elapsed_ms() / reps[k]);
-        }
+          return double(timer.elapsed_ms()) / reps[k];
+        });
         row.confirmed = paired_ratio(ms[1], ms[0]);  // default / best
         fmt::print("  confirmation, {} alternating pairs: default {:.4f} ms, best {:.4f} ms, {:.3f}x{}\n",
                    kConfirmPairs, median(ms[0]), median(ms[1]), row.confirmed,

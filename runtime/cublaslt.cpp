@@ -122,8 +122,6 @@ CublasLt::~CublasLt() {
 std::string CublasLt::library() const { return impl_->api.path; }
 size_t CublasLt::version() const { return impl_->api.cublasLtGetVersion(); }
 
-// Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [r, c] matrix with row stride
-// ld is a column-major [c, r] one with the same ld, so cuBLAS gets B as its A and A as its B, m and n swap.
 RouterGemms router_gemms(const MoeShape& s) {
   const int64_t T = s.tokens, H = s.hidden, E = s.experts;
   RouterGemms r;
@@ -136,6 +134,8 @@ RouterGemms router_gemms(const MoeShape& s) {
   return r;
 }
 
+// Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [r, c] matrix with row stride
+// ld is a column-major [c, r] one with the same ld, so cuBLAS gets B as its A and A as its B, m and n swap.
 GemmPlan CublasLt::plan(const Gemm& g, int algorithm) {
   if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.batch <= 0)
     throw InvalidArgument(fmt::format("Gemm: m={} n={} k={} batch={} must be positive", g.m, g.n, g.k, g.batch));

@@ -23,15 +23,20 @@ TEST_CASE("paired timing: every pair holds one batch of each side, the pairs' or
 }
 
 // Simulates a drifting clock: batch k of a kernel whose true time is t takes t · (1 + drift · k).
-std::vector<double> run(bool alternate, double a_ms, double b_ms, double drift, std::vector<double>& b_out) {
+// Alternating: through dmoe::bench::alternate, as the benchmarks run; else all of A, then all of B.
+std::vector<double> run(bool alternating, double a_ms, double b_ms, double drift, std::vector<double>& b_out) {
   constexpr int kPairs = 8;
+  int k = 0;
+  auto batch = [&](int side) { return (side == 0 ? a_ms : b_ms) * (1 + drift * k++); };
+  if (alternating) {
+    auto ms = dmoe::bench::alternate(kPairs, batch);
+    b_out = ms[1];
+    return ms[0];
+  }
   std::vector<double> a;
   b_out.clear();
-  for (int k = 0; k < 2 * kPairs; ++k) {
-    const int side = alternate ? paired_side(k) : k / kPairs;  // not alternating: all of A, then all of B
-    const double ms = (side == 0 ? a_ms : b_ms) * (1 + drift * k);
-    (side == 0 ? a : b_out).push_back(ms);
-  }
+  for (int i = 0; i < kPairs; ++i) a.push_back(batch(0));
+  for (int i = 0; i < kPairs; ++i) b_out.push_back(batch(1));
   return a;
 }
 
