@@ -17,7 +17,10 @@ if not getattr(config, 'dmoe_exe', None):
     lit_config.fatal('dmoe lit tests run from the build directory: lit <build>/tests/lit[/<file>.test]')
 
 config.test_source_root = os.path.dirname(os.path.abspath(__file__))
-config.test_exec_root = config.dmoe_lit_build_dir
+# Meson gives every test its own exec root (--param dmoe_exec_root=…): lit rewrites the suite's
+# .lit_test_times.txt there after each run, and the parallel runs of one shared file raced (a reader saw a
+# half-written line and every lit test of that run failed to start).
+config.test_exec_root = lit_config.params.get('dmoe_exec_root', config.dmoe_lit_build_dir)
 
 config.substitutions.append(('%dmoe', config.dmoe_exe))
 # tools/product-gaps.py under the Python that runs lit (not a name lit expands itself, like %t or %p).
