@@ -80,7 +80,7 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
   };
   if (base.arch == Arch::SM90a)
     for (int m : {128, 64})
-      for (int n : {256, 128, 64}) {
+      for (int n : {256, 192, 128, 64}) {
         const TileConfig deepest = wgmma_tile(m, n, false, base.gated);
         add_rings(deepest, 2);
         add_groups(deepest);

@@ -7,7 +7,7 @@ loop: the wrappers are generated. Run it again after changing the list of shapes
 import pathlib
 import sys
 
-SHAPES = (32, 64, 128, 256)
+SHAPES = (32, 64, 128, 192, 256)
 TYPES = (("bf16", "bf16"), ("f16", "f16"))
 
 

@@ -275,8 +275,29 @@ TEST_CASE("wgmma tiles: bad configurations name the value and the limit") {
   k.tile.m = 256;
   expect_error([&] { validate(k); }, {"m = 256", "64 or 128"});
   k = good;
-  k.tile.n = 192;
-  expect_error([&] { validate(k); }, {"n = 192"});
+  k.tile.n = 160;
+  expect_error([&] { validate(k); }, {"n = 160", "64, 128, 192 or 256"});
+  k.tile.n = 192;  // a 192-column tile must lie within one expert's ffn = 4096 columns
+  expect_error([&] { validate(k); }, {"n = 192", "ffn = 4096"});
+  // At ffn = 768 it does, crossing block boundaries (B 128: one and a half blocks per tile; B 64: three,
+  // with a 64-row ping-pong tile, as a cooperative 64-row tile would split 192 columns into 96s; B 256).
+  k.ffn = 768;
+  for (int32_t block : {64, 128, 256}) {
+    k.block = block;
+    k.tile.m = block == 64 ? 64 : 128;
+    k.tile.pingpong = block == 64;
+    CHECK_NOTHROW(validate(k));
+  }
+  k.tile.m = 128;
+  k.tile.pingpong = false;
+  k.op = Op::DSD;  // DSD: n within hidden = 1024
+  k.trans_b = false;
+  expect_error([&] { validate(k); }, {"n = 192", "hidden = 1024"});
+  k.hidden = 768;
+  CHECK_NOTHROW(validate(k));
+  k.op = Op::DDS;  // DDS: within a block or across whole ones
+  k.block = 128;
+  expect_error([&] { validate(k); }, {"n = 192", "multiple of the block size 128"});
   k = good;
   k.tile = wgmma_tile(64, 64);  // one 32-column wgmma per warpgroup: not supported
   expect_error([&] { validate(k); }, {"n = 64", "per consumer warpgroup"});
@@ -354,16 +375,15 @@ TEST_CASE("wgmma ping-pong schedule: validated, named pp, part of the key, its o
   k.epilogue = Epilogue::GeluTanh;
   CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f4096_e64_wg128x128x64s5g4pp_gelu_sm90a");
   // One warpgroup holds the whole tile: n is its wgmma n (64 allowed, unlike cooperative m = 64), and at
-  // most 128 accumulators per thread.
+  // most 192 accumulators per thread (128 gated).
   CHECK_NOTHROW(validate([&] { KernelSpec x = good; x.tile = wgmma_tile(64, 64, true); return x; }()));
   CHECK_NOTHROW(validate([&] { KernelSpec x = good; x.tile = wgmma_tile(64, 256, true); return x; }()));
   KernelSpec big = good;
   big.tile = wgmma_tile(128, 256);
   big.tile.pingpong = true;
-  expect_error([&] { validate(big); }, {"ping-pong", "m·n = 32768", "256 accumulators", "16384"});
-  big.tile.n = 192;
-  big.tile.m = 64;
-  expect_error([&] { validate(big); }, {"ping-pong", "n = 192"});
+  expect_error([&] { validate(big); }, {"ping-pong", "m·n = 32768", "256 accumulators", "over the 192", "24576"});
+  big.tile.n = 160;
+  expect_error([&] { validate(big); }, {"ping-pong", "n = 160", "64, 128, 192 or 256"});
   KernelSpec deep = good;
   deep.tile = wgmma_tile(128, 128, true);
   deep.tile.stages = 6;

@@ -200,6 +200,47 @@ TEST_CASE("sm90 products: the ping-pong schedule") {
       {Epilogue::GeluTanh, Epilogue::SiluGrad});
 }
 
+TEST_CASE("sm90 products: 192-column tiles (ping-pong 128×192 with 192 accumulators, cooperative 128×192)") {
+  if (!hopper()) return;
+  // hidden = ffn = 768 (four 192-column tiles): SDD tiles cross block boundaries (B 128: a tile covers
+  // one and a half blocks; B 64 three; B 256 two pieces of two blocks), on kRoutings' skewed counts.
+  // DDS tiles stay within a block or span whole ones, so 192 is refused there (spec_test).
+  int ran = 0;
+  for (bool pingpong : {true, false})
+    for (auto [op, ta, tb] : kSchedule)
+      for (const std::vector<int64_t>& counts : kRoutings) {
+        if (op == Op::DDS) continue;
+        Case c{op, ta, tb};
+        c.hidden = c.ffn = 768;
+        c.counts = counts;
+        c.tile = wgmma_tile(128, 192, pingpong);
+        REQUIRE(test::fits(c));
+        test::run(c);
+        ++ran;
+      }
+  CHECK(ran == 12);
+  for (int32_t block : {64, 256})
+    for (auto [ta, tb] : kAllTrans) {
+      Case c{Op::SDD, ta, tb};
+      c.block = block;
+      c.hidden = c.ffn = 768;
+      c.dtype = DType::FP16;
+      c.tile = wgmma_tile(block == 64 ? 64 : 128, 192, true);  // B 64: 64×192, three blocks per tile
+      test::run(c);
+    }
+  // The gradient epilogue (the pre-activation's 64-column chunks loaded block by block) and the plain
+  // forward one; the forward activation with its pre-activation store does not fit beside 192
+  // accumulators (ptxas spills, and dmoe refuses the build).
+  for (Epilogue e : {Epilogue::GeluTanhGrad, Epilogue::SiluGrad}) {
+    Case c{Op::SDD, false, true};
+    c.hidden = c.ffn = 768;
+    c.counts = {700, 0, 129, 1000};
+    c.epilogue = e;
+    c.tile = wgmma_tile(128, 192, true);
+    test::run(c);
+  }
+}
+
 TEST_CASE("sm90 products: 2-CTA clusters (A multicast to adjacent column tiles)") {
   if (!hopper()) return;
   // Every op and operand layout, both schedules and row-group counts, skewed routings with empty experts
