@@ -328,15 +328,15 @@ void validate_wgmma(const KernelSpec& k) {
   if (t.stages < 2 || t.stages > 8)
     throw InvalidArgument(fmt::format("{}: stages = {} is not supported (expected 2 to 8)", name, t.stages));
   if (t.store_chunks > 0) {
-    // Each consumer warpgroup stages 64 rows × n / (m = 64 ? 2 : 1) columns in 64-column chunks.
-    const int chunks = (t.m == 64 ? t.n / 2 : t.n) / 64;
-    if (t.pingpong || k.epilogue != Epilogue::None || k.gated || k.scatter)
-      throw InvalidArgument(fmt::format("{}: store_chunks = {} serves the cooperative schedule's plain epilogue "
-                                        "(not ping-pong, a fused epilogue, the gated SDD or the scatter)",
-                                        name, t.store_chunks));
+    // Each consumer warpgroup stages its rows in 64×64 chunks: cooperative, 64 rows × n / (m = 64 ? 2 : 1)
+    // columns; ping-pong, the whole m × n tile.
+    const int chunks = t.pingpong ? t.m / 64 * (t.n / 64) : (t.m == 64 ? t.n / 2 : t.n) / 64;
+    if (k.epilogue != Epilogue::None || k.gated || k.scatter)
+      throw InvalidArgument(fmt::format("{}: store_chunks = {} serves the plain epilogue (not a fused epilogue, the "
+                                        "gated SDD or the scatter)", name, t.store_chunks));
     if (t.store_chunks >= chunks || chunks % t.store_chunks != 0)
-      throw InvalidArgument(fmt::format("{}: store_chunks = {} must divide a consumer warpgroup's {} output chunks "
-                                        "of 64 columns and be fewer", name, t.store_chunks, chunks));
+      throw InvalidArgument(fmt::format("{}: store_chunks = {} must divide a consumer warpgroup's {} 64×64 output "
+                                        "chunks and be fewer", name, t.store_chunks, chunks));
   }
   if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong, k.gated, t.store_chunks);
       smem > kSm90MaxSharedBytes)

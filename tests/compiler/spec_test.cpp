@@ -456,7 +456,7 @@ TEST_CASE("wgmma clusters: 1 or 2 CTAs, column tiles must pair up, named c2, par
   expect_error([&] { validate(simt); }, {"cluster = 2", "simt"});
 }
 
-TEST_CASE("wgmma chunked output staging: cooperative plain epilogue, divides the chunks, named st, part of the key, "
+TEST_CASE("wgmma chunked output staging: plain epilogue, both schedules, divides the chunks, named st, part of the key, "
           "its own shared memory; wgmma only") {
   const KernelSpec good = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a);
   CHECK(good.tile.store_chunks == 0);
@@ -477,16 +477,30 @@ TEST_CASE("wgmma chunked output staging: cooperative plain epilogue, divides the
   for (int sc : {3, 4}) {
     k.tile.store_chunks = static_cast<uint8_t>(sc);
     const std::string what = "store_chunks = " + std::to_string(sc);
-    expect_error([&] { validate(k); }, {what.c_str(), "4 output chunks"});
+    expect_error([&] { validate(k); }, {what.c_str(), "4 64×64 output chunks"});
   }
   k.tile = wgmma_tile(64, 256, false, false, 2);
-  expect_error([&] { validate(k); }, {"store_chunks = 2", "2 output chunks"});
+  expect_error([&] { validate(k); }, {"store_chunks = 2", "2 64×64 output chunks"});
   k.tile = wgmma_tile(64, 256, false, false, 1);
   CHECK_NOTHROW(validate(k));
-  // Only the cooperative schedule's plain epilogue.
+  // Ping-pong: a warpgroup stages its whole m × n tile chunk by chunk (128×192: 6 chunks; one 8 KiB
+  // buffer per warpgroup instead of a 48 KiB tile buys 5 stages instead of 3).
   k = good;
-  k.tile = wgmma_tile(128, 128, true, false, 1);
-  expect_error([&] { validate(k); }, {"store_chunks = 1", "plain epilogue", "ping-pong"});
+  k.ffn = 768;
+  k.tile = wgmma_tile(128, 192, true, false, 1);
+  CHECK(k.tile.stages == 5);
+  CHECK(wgmma_tile(128, 192, true).stages == 3);
+  CHECK_NOTHROW(validate(k));
+  CHECK(kernel_name(k) == "dmoe_sdd_nt_bf16_b128_h1024_f768_e64_wg128x192x64s5ppst1_sm90a");
+  for (int sc : {2, 3}) {
+    k.tile = wgmma_tile(128, 192, true, false, sc);
+    CHECK(k.tile.stages == 4);
+    CHECK_NOTHROW(validate(k));
+  }
+  k.tile.store_chunks = 4;
+  expect_error([&] { validate(k); }, {"store_chunks = 4", "6 64×64 output chunks"});
+  // Only the plain epilogue.
+  k = good;
   KernelSpec gelu = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh);
   gelu.tile = wgmma_tile(128, 256, false, false, 2);
   expect_error([&] { validate(gelu); }, {"store_chunks = 2", "fused epilogue"});

@@ -219,6 +219,17 @@ TEST_CASE("sm90 products: 192-column tiles (ping-pong 128×192 with 192 accumula
         ++ran;
       }
   CHECK(ran == 12);
+  // Chunked staging: one, two or three 64×64 buffers per warpgroup for its six chunks, 5 or 4 stages.
+  for (int sc : {1, 2, 3})
+    for (auto [op, ta, tb] : kSchedule) {
+      if (op == Op::DDS) continue;
+      Case c{op, ta, tb};
+      c.hidden = c.ffn = 768;
+      c.counts = kRoutings[1];
+      c.tile = wgmma_tile(128, 192, true, false, sc);
+      CHECK(c.tile.stages == (sc == 1 ? 5 : 4));
+      test::run(c);
+    }
   for (int32_t block : {64, 256})
     for (auto [ta, tb] : kAllTrans) {
       Case c{Op::SDD, ta, tb};
@@ -335,6 +346,19 @@ TEST_CASE("sm90 products: chunked output staging (each consumer warpgroup stores
     c.tile.group = 4;
     test::run(c);
   }
+  // Ping-pong: each warpgroup stages its whole tile chunk by chunk through its own buffers, both row-group
+  // counts (m 128: two per tile), one to three buffers, the deeper rings; every operand layout at 128×128.
+  std::vector<TileConfig> pp;
+  for (auto [m, n, sc] : {std::tuple{128, 128, 1}, {128, 128, 2}, {64, 256, 1}, {128, 64, 1}})
+    pp.push_back(wgmma_tile(m, n, true, false, sc));
+  CHECK(pp[0].stages == 6);  // whole-tile staging fits 5
+  CHECK(run_on_routings(pp, 2) >= 24);
+  for (auto [ta, tb] : kAllTrans)
+    for (Op op : {Op::SDD, Op::DSD, Op::DDS}) {
+      Case c{op, ta, tb};
+      c.tile = wgmma_tile(128, 128, true, false, 1);
+      test::run(c);
+    }
 }
 
 TEST_CASE("sm90 products: DDS tiles wider than a block (adjacent block columns of one expert)") {

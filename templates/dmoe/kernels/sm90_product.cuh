@@ -207,10 +207,11 @@ struct Tiles {
 // arrives in each stage beside the first; the consumers keep two accumulators, a = A·op(B) and
 // g = A·op(B2), and the epilogue writes h = act(a)·g to C, a to aux and g to aux2 (each when set): the
 // gated experts' first layer and its GLU in one pass over A.
-// STORE_CHUNKS (cooperative, plain epilogue only; TileConfig::store_chunks): instead of one staging
-// buffer for the whole tile, each consumer warpgroup stages its own 64 rows in 64-column chunks through
-// STORE_CHUNKS rotating buffers and stores each chunk as soon as it is staged (the C map's box is then
-// 64 rows). The shared memory this frees buys a deeper ring: 128×256 fits 4 stages instead of 3.
+// STORE_CHUNKS (plain epilogue only; TileConfig::store_chunks): instead of whole-tile staging buffers,
+// each consumer warpgroup stages its own rows in 64×64 chunks through STORE_CHUNKS rotating buffers and
+// stores each chunk as soon as it is staged (the C map's box is then 64 rows). The shared memory this
+// frees buys a deeper ring: cooperative 128×256 fits 4 stages instead of 3, ping-pong 128×192 5 instead
+// of 3 (its two whole-tile buffers took 96 KiB).
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
           int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
           int CLUSTER = 1, bool SCATTER = false, int STORE_CHUNKS = 0>
@@ -237,9 +238,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr uint32_t kStageBytes = kABytes + kSets * kBBytes;  // A, then B (and B2)
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep the 1 KiB swizzle alignment");
   constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
-  static_assert(STORE_CHUNKS == 0 || (!PINGPONG && Epi == kEpiNone && !GATED && !SCATTER),
-                "chunked staging serves the cooperative schedule's plain epilogue");
-  static_assert(STORE_CHUNKS == 0 || (STORE_CHUNKS < NW / 64 && (NW / 64) % STORE_CHUNKS == 0),
+  static_assert(STORE_CHUNKS == 0 || (Epi == kEpiNone && !GATED && !SCATTER), "chunked staging serves the plain epilogue");
+  constexpr int kWgChunks = MI * NW / 64;  // a consumer warpgroup's 64×64 output chunks per tile
+  static_assert(STORE_CHUNKS == 0 || (STORE_CHUNKS < kWgChunks && kWgChunks % STORE_CHUNKS == 0),
                 "the chunk buffers rotate evenly through fewer than a warpgroup's chunks");
   constexpr uint32_t kChunkStage = 64 * 128;  // one warpgroup's 64 rows of a 64-column chunk
   constexpr uint32_t kStagingBytes = STORE_CHUNKS > 0 ? 2 * STORE_CHUNKS * kChunkStage : kBuffers * kCBytes;
@@ -499,30 +500,33 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         }
       };
       if constexpr (STORE_CHUNKS > 0) {
-        // Chunk q of this warpgroup's rows goes through buffer q % STORE_CHUNKS once the store that last
-        // used it (STORE_CHUNKS groups ago: the rotation is even, across tiles too) has read it.
+        // Chunk (mi, q) of this warpgroup's rows goes through buffer (mi·NW/64 + q) % STORE_CHUNKS once the
+        // store that last used it (STORE_CHUNKS chunks ago: the rotation is even, across tiles too) has
+        // read it. Ping-pong: the warpgroup's own buffers, its MI row groups one after the other.
         char* const bufs = c_tiles + c * (STORE_CHUNKS * kChunkStage);
         const uint32_t bufs_base = ptx::smem_addr(bufs);
 #pragma unroll
-        for (int q = 0; q < NW / 64; ++q) {
-          const int b = q % STORE_CHUNKS;
-          if (storer) ptx::bulk_wait_read_n<STORE_CHUNKS - 1>();
-          ptx::named_barrier(3 + c, 128);
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-          for (int jj = 0; jj < 8; ++jj)
+          for (int q = 0; q < NW / 64; ++q) {
+            const int b = (mi * (NW / 64) + q) % STORE_CHUNKS;
+            if (storer) ptx::bulk_wait_read_n<STORE_CHUNKS - 1>();
+            ptx::named_barrier(3 + c, 128);
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int row = warp * 16 + lane / 4 + 8 * h, j = 8 * q + jj;
-              const uint32_t addr = bufs_base + b * kChunkStage + row * 128 + ((jj ^ (row % 8)) * 16) + (lane % 4) * 4;
-              ptx::st_shared_u32(addr, Elem::pack2(acc[0][0][j * 4 + 2 * h], acc[0][0][j * 4 + 2 * h + 1]));
+            for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                const int row = warp * 16 + lane / 4 + 8 * h, j = 8 * q + jj;
+                const uint32_t addr = bufs_base + b * kChunkStage + row * 128 + ((jj ^ (row % 8)) * 16) + (lane % 4) * 4;
+                ptx::st_shared_u32(addr, Elem::pack2(acc[0][mi][j * 4 + 2 * h], acc[0][mi][j * 4 + 2 * h + 1]));
+              }
+            ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
+            ptx::named_barrier(3 + c, 128);
+            if (storer) {
+              tile.store_box(&args.c, bufs + b * kChunkStage, wn * NW + 64 * q, (wm + mi) * 64);
+              ptx::bulk_commit();
             }
-          ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
-          ptx::named_barrier(3 + c, 128);
-          if (storer) {
-            tile.store_box(&args.c, bufs + b * kChunkStage, wn * NW + 64 * q, wm * 64);
-            ptx::bulk_commit();
           }
-        }
         continue;
       }
       if (storer) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
