@@ -154,9 +154,10 @@ std::string TuningKey::str() const {
 
 std::string TuningDb::tile_string(const TileConfig& t) {
   if (t.mma == Mma::Wgmma)
-    return fmt::format("wgmma {}x{}x{} s{}{}{}{}", t.m, t.n, t.k, t.stages,
+    return fmt::format("wgmma {}x{}x{} s{}{}{}{}{}", t.m, t.n, t.k, t.stages,
                        t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" g{}", t.group),
-                       t.pingpong ? " pp" : "", t.cluster > 1 ? fmt::format(" c{}", t.cluster) : "");
+                       t.pingpong ? " pp" : "", t.store_chunks > 0 ? fmt::format(" st{}", t.store_chunks) : "",
+                       t.cluster > 1 ? fmt::format(" c{}", t.cluster) : "");
   return fmt::format("{} {}x{}x{} w{} s{}", t.mma == Mma::MmaSync ? "mma" : "simt", t.m, t.n, t.k, t.warps, t.stages);
 }
 

@@ -196,6 +196,9 @@ TEST_CASE("tuning database: the ping-pong schedule round-trips and is shown") {
   TileConfig pp = wgmma_tile(128, 128, true);
   pp.group = 4;
   CHECK(TuningDb::tile_string(pp) == "wgmma 128x128x64 s5 g4 pp");
+  // Chunked staging is named: two candidates that differ only in it must not print alike.
+  CHECK(TuningDb::tile_string(wgmma_tile(128, 256, false, false, 2)) == "wgmma 128x256x64 s4 st2");
+  CHECK(TuningDb::tile_string(wgmma_tile(128, 192, true, false, 1)) == "wgmma 128x192x64 s5 pp st1");
   CHECK(round_trip(a, pp) == pp);
 }
 
