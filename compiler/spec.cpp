@@ -331,9 +331,9 @@ void validate_wgmma(const KernelSpec& k) {
     // Each consumer warpgroup stages its rows in 64×64 chunks: cooperative, 64 rows × n / (m = 64 ? 2 : 1)
     // columns; ping-pong, the whole m × n tile.
     const int chunks = t.pingpong ? t.m / 64 * (t.n / 64) : (t.m == 64 ? t.n / 2 : t.n) / 64;
-    if (k.epilogue != Epilogue::None || k.gated || k.scatter)
-      throw InvalidArgument(fmt::format("{}: store_chunks = {} serves the plain epilogue (not a fused epilogue, the "
-                                        "gated SDD or the scatter)", name, t.store_chunks));
+    if (is_gradient(k.epilogue) || k.gated || k.scatter)
+      throw InvalidArgument(fmt::format("{}: store_chunks = {} serves the plain and the forward activation epilogues "
+                                        "(not a gradient epilogue, the gated SDD or the scatter)", name, t.store_chunks));
     if (t.store_chunks >= chunks || chunks % t.store_chunks != 0)
       throw InvalidArgument(fmt::format("{}: store_chunks = {} must divide a consumer warpgroup's {} 64×64 output "
                                         "chunks and be fewer", name, t.store_chunks, chunks));

@@ -94,13 +94,12 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
           t.cluster = 2;
           add(t);
         }
-        // Chunked output staging: the rings it makes room for, for both schedules (add refuses it where
-        // validate does: fused epilogues, the gated SDD, the scatter).
+        // Chunked output staging, for both schedules: the rings it makes room for, and the whole-tile
+        // ring's depth (the forward activation's two outputs stream chunk by chunk there too). add refuses
+        // it where validate does: gradient epilogues, the gated SDD, the scatter.
         for (int sc : {1, 2}) {
-          const TileConfig chunked = wgmma_tile(m, n, false, base.gated, sc);
-          if (chunked.stages > deepest.stages) add_rings(chunked, deepest.stages + 1);
-          const TileConfig pp_chunked = wgmma_tile(m, n, true, base.gated, sc);
-          if (pp_chunked.stages > pp.stages) add_rings(pp_chunked, pp.stages + 1);
+          add_rings(wgmma_tile(m, n, false, base.gated, sc), deepest.stages);
+          add_rings(wgmma_tile(m, n, true, base.gated, sc), pp.stages);
         }
       }
   for (int m : {128, 64})

@@ -102,7 +102,8 @@ void launch_wgmma(KernelCache& cache, const KernelSpec& k, const ProductArgs& ar
   // Chunked staging stores each consumer warpgroup's 64 rows on their own. Scatter: never read (rows are
   // stored through scatter_rows).
   encode(p.c, k, c, true, k.tile.store_chunks > 0 ? 64 : k.tile.m, "c");
-  if (args.aux) encode(p.aux, k, Operand{args.aux, true, blocks, k.block}, true, k.tile.m, "aux");
+  if (args.aux)
+    encode(p.aux, k, Operand{args.aux, true, blocks, k.block}, true, k.tile.store_chunks > 0 ? 64 : k.tile.m, "aux");
   else p.aux = p.c;  // never read: only gradient epilogues load it, and they require aux
   if (args.aux2) encode(p.aux2, k, Operand{args.aux2, true, blocks, k.block}, true, k.tile.m, "aux2");
   else p.aux2 = p.c;  // never read

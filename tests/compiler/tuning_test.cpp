@@ -27,14 +27,20 @@ TEST_CASE("tuning candidates: the default first, every family that runs on the a
   CHECK(names.size() == c.size());
   CHECK(wgmma >= 10);  // 128x256 s2..3, 128x128 s2..6, 128x64, 64x256, 64x128 …
   // The tile order: groups 1, 4 and 16 at each wgmma shape's deepest ring only, the default 8 elsewhere.
-  int grouped = 0, shapes = 0, clustered = 0;
+  int grouped = 0, shapes = 0, clustered = 0, chunked[2] = {0, 0};
   for (const KernelSpec& k : c) {
     if (k.tile.mma != Mma::Wgmma) {
       CHECK(k.tile.group == TileConfig::kDefaultGroup);
       continue;
     }
     const TileConfig deepest = wgmma_tile(k.tile.m, k.tile.n, k.tile.pingpong);
-    if (k.tile.cluster != 1) {  // 2-CTA clusters: each schedule's deepest ring, the default order
+    if (k.tile.store_chunks > 0) {  // chunked staging: from the whole-tile ring's depth down its own rings
+      ++chunked[k.tile.pingpong];
+      CHECK(k.tile.stages >= deepest.stages);
+      CHECK(k.tile.stages <= wgmma_tile(k.tile.m, k.tile.n, k.tile.pingpong, false, k.tile.store_chunks).stages);
+      CHECK(k.tile.group == TileConfig::kDefaultGroup);
+      CHECK(k.tile.cluster == 1);
+    } else if (k.tile.cluster != 1) {  // 2-CTA clusters: each schedule's deepest ring, the default order
       ++clustered;
       CHECK(k.tile.cluster == 2);
       CHECK(k.tile.stages == deepest.stages);
@@ -57,10 +63,13 @@ TEST_CASE("tuning candidates: the default first, every family that runs on the a
   CHECK(shapes >= 4);
   CHECK(grouped == 3 * shapes);
   CHECK(clustered == shapes);  // mb-356m's column tiles pair up at every shape (ffn 4096)
-  // The ping-pong schedule: at the tiles one warpgroup can hold (m·n ≤ 16384), its two deepest rings.
+  CHECK(chunked[0] >= 4);  // both schedules' chunked rings
+  CHECK(chunked[1] >= 4);
+  // The ping-pong schedule: at the tiles one warpgroup can hold (m·n ≤ 16384 here: 128×192 does not
+  // divide mb-356m), its two deepest whole-tile rings.
   std::set<std::pair<int, int>> pingpong;
   for (const KernelSpec& k : c)
-    if (k.tile.pingpong) {
+    if (k.tile.pingpong && k.tile.store_chunks == 0) {
       CHECK(k.tile.m * k.tile.n <= 16384);
       CHECK(k.tile.stages + 1 >= wgmma_tile(k.tile.m, k.tile.n, true).stages);
       pingpong.insert({k.tile.m, k.tile.n});

@@ -359,6 +359,26 @@ TEST_CASE("sm90 products: chunked output staging (each consumer warpgroup stores
       c.tile = wgmma_tile(128, 128, true, false, 1);
       test::run(c);
     }
+  // Forward activations: act(acc) to C and, when kept, the pre-activation to aux, chunk by chunk through
+  // the rotating buffers (two stores per chunk, so an odd buffer count shifts the rotation between tiles).
+  const std::initializer_list<Epilogue> forward = {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu};
+  for (const TileConfig& t : {wgmma_tile(128, 128, true, false, 1), wgmma_tile(128, 128, true, false, 2),
+                              wgmma_tile(128, 256, false, false, 2), wgmma_tile(128, 256, false, false, 1)})
+    test::check_epilogues(
+        [&](Case c) {
+          c.tile = t;
+          test::run(c);
+        },
+        forward);
+  for (bool save_pre : {false, true}) {
+    Case c{Op::SDD, false, true};
+    c.hidden = c.ffn = 768;
+    c.counts = kRoutings[1];
+    c.epilogue = Epilogue::GeluTanh;
+    c.save_pre = save_pre;
+    c.tile = wgmma_tile(128, 192, true, false, 1);
+    test::run(c);
+  }
 }
 
 TEST_CASE("sm90 products: DDS tiles wider than a block (adjacent block columns of one expert)") {

@@ -238,7 +238,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr uint32_t kStageBytes = kABytes + kSets * kBBytes;  // A, then B (and B2)
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep the 1 KiB swizzle alignment");
   constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
-  static_assert(STORE_CHUNKS == 0 || (Epi == kEpiNone && !GATED && !SCATTER), "chunked staging serves the plain epilogue");
+  static_assert(STORE_CHUNKS == 0 || (!epilogue_is_gradient(Epi) && !GATED && !SCATTER),
+                "chunked staging serves the plain and the forward activation epilogues");
   constexpr int kWgChunks = MI * NW / 64;  // a consumer warpgroup's 64×64 output chunks per tile
   static_assert(STORE_CHUNKS == 0 || (STORE_CHUNKS < kWgChunks && kWgChunks % STORE_CHUNKS == 0),
                 "the chunk buffers rotate evenly through fewer than a warpgroup's chunks");
@@ -374,6 +375,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
     constexpr uint32_t a_step = T::kAK ? 32 : 2048, b_step = T::kBKm ? 32 : 2048;
     const uint32_t smem_base = ptx::smem_addr(smem);
     uint32_t aux_phase = 0, order_phase = 0;
+    int chunk_buf = 0;  // chunked staging: the buffer the next chunk goes through
     // Hands a stage back: to this CTA's producer, and to CTA 0's, whose multicast A also lands in it.
     auto release = [&](int s) {
       if (lane != 0) return;
@@ -500,33 +502,41 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         }
       };
       if constexpr (STORE_CHUNKS > 0) {
-        // Chunk (mi, q) of this warpgroup's rows goes through buffer (mi·NW/64 + q) % STORE_CHUNKS once the
-        // store that last used it (STORE_CHUNKS chunks ago: the rotation is even, across tiles too) has
-        // read it. Ping-pong: the warpgroup's own buffers, its MI row groups one after the other.
+        // Each 64×64 chunk (mi, q) of this warpgroup's rows goes through the next of its STORE_CHUNKS
+        // buffers, round robin across tiles, once the store that last used it (STORE_CHUNKS stores ago) has
+        // read it. Ping-pong: the warpgroup's own buffers, its MI row groups one after the other. A forward
+        // activation writes act(acc) to C, and first the pre-activation acc to aux when kept: its two
+        // stores of a chunk stream one after the other instead of waiting for a whole tile's.
         char* const bufs = c_tiles + c * (STORE_CHUNKS * kChunkStage);
         const uint32_t bufs_base = ptx::smem_addr(bufs);
+        const int outputs = Epi != kEpiNone && args.p.aux ? 2 : 1;
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-          for (int q = 0; q < NW / 64; ++q) {
-            const int b = (mi * (NW / 64) + q) % STORE_CHUNKS;
-            if (storer) ptx::bulk_wait_read_n<STORE_CHUNKS - 1>();
-            ptx::named_barrier(3 + c, 128);
+          for (int q = 0; q < NW / 64; ++q)
+            for (int o = 0; o < outputs; ++o) {
+              const bool act = Epi != kEpiNone && o == outputs - 1;
+              if (storer) ptx::bulk_wait_read_n<STORE_CHUNKS - 1>();
+              ptx::named_barrier(3 + c, 128);
+              const uint32_t buf = bufs_base + chunk_buf * kChunkStage;
 #pragma unroll
-            for (int jj = 0; jj < 8; ++jj)
+              for (int jj = 0; jj < 8; ++jj)
 #pragma unroll
-              for (int h = 0; h < 2; ++h) {
-                const int row = warp * 16 + lane / 4 + 8 * h, j = 8 * q + jj;
-                const uint32_t addr = bufs_base + b * kChunkStage + row * 128 + ((jj ^ (row % 8)) * 16) + (lane % 4) * 4;
-                ptx::st_shared_u32(addr, Elem::pack2(acc[0][mi][j * 4 + 2 * h], acc[0][mi][j * 4 + 2 * h + 1]));
+                for (int h = 0; h < 2; ++h) {
+                  const int row = warp * 16 + lane / 4 + 8 * h, j = 8 * q + jj;
+                  float x = acc[0][mi][j * 4 + 2 * h], y = acc[0][mi][j * 4 + 2 * h + 1];
+                  if (act) x = apply_act<Epi>(x), y = apply_act<Epi>(y);
+                  ptx::st_shared_u32(buf + row * 128 + ((jj ^ (row % 8)) * 16) + (lane % 4) * 4, Elem::pack2(x, y));
+                }
+              ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
+              ptx::named_barrier(3 + c, 128);
+              if (storer) {
+                tile.store_box(Epi != kEpiNone && !act ? &args.aux : &args.c, bufs + chunk_buf * kChunkStage,
+                               wn * NW + 64 * q, (wm + mi) * 64);
+                ptx::bulk_commit();
               }
-            ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
-            ptx::named_barrier(3 + c, 128);
-            if (storer) {
-              tile.store_box(&args.c, bufs + b * kChunkStage, wn * NW + 64 * q, (wm + mi) * 64);
-              ptx::bulk_commit();
+              if (++chunk_buf == STORE_CHUNKS) chunk_buf = 0;
             }
-          }
         continue;
       }
       if (storer) ptx::bulk_wait_read();  // the previous tile's store has left the buffer
