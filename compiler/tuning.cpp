@@ -151,6 +151,18 @@ std::string TuningKey::str() const {
   return fmt::format("{}|{}sm|drv{}|nvrtc{}|{}|t{}", gpu, sm_count, driver, nvrtc, problem, tokens);
 }
 
+KernelSpec apply_tuning(const KernelSpec& k, const std::optional<TuningRecord>& r) {
+  if (!r) return k;
+  KernelSpec t = k;
+  t.tile = r->tile;
+  try {
+    validate(t);
+  } catch (const InvalidArgument&) {  // a variant that refuses the tile, or a record of another dmoe version
+    return k;
+  }
+  return t;
+}
+
 std::string TuningDb::tile_string(const TileConfig& t) {
   if (t.mma == Mma::Wgmma)
     return fmt::format("wgmma {}x{}x{} s{}{}{}{}{}", t.m, t.n, t.k, t.stages,

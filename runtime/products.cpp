@@ -133,23 +133,17 @@ const TuningDb* tuning_db() {
 
 }  // namespace
 
-KernelSpec tuned_spec(const Device& dev, const MoeShape& s, Op op, bool trans_a, bool trans_b, Epilogue epilogue,
-                      bool gated) {
-  const DeviceProperties& p = dev.properties();
-  KernelSpec k = default_spec(s, op, trans_a, trans_b, device_arch(p), epilogue, gated);
+KernelSpec tuned_spec(const Device& dev, const KernelSpec& k, int64_t tokens) {
   const TuningDb* db = tuning_db();
   if (!db) return k;
-  const TuningKey key{p.name, p.sm_count, p.driver_version, nvrtc_version(), tuning_problem(k), token_bucket(s.tokens)};
-  if (const auto r = db->find(key)) {
-    KernelSpec t = k;
-    t.tile = r->tile;
-    try {
-      validate(t);
-      return t;
-    } catch (const InvalidArgument&) {  // a record from another dmoe version: keep the default
-    }
-  }
-  return k;
+  const DeviceProperties& p = dev.properties();
+  return apply_tuning(
+      k, db->find({p.name, p.sm_count, p.driver_version, nvrtc_version(), tuning_problem(k), token_bucket(tokens)}));
+}
+
+KernelSpec tuned_spec(const Device& dev, const MoeShape& s, Op op, bool trans_a, bool trans_b, Epilogue epilogue,
+                      bool gated) {
+  return tuned_spec(dev, default_spec(s, op, trans_a, trans_b, device_arch(dev.properties()), epilogue, gated), s.tokens);
 }
 
 int64_t product_grid(const KernelSpec& k, int32_t max_block_rows) {

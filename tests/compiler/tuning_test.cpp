@@ -211,6 +211,29 @@ TEST_CASE("tuning database: the ping-pong schedule round-trips and is shown") {
   CHECK(round_trip(a, pp) == pp);
 }
 
+TEST_CASE("apply_tuning: the record's tile where the exact spec accepts it, the spec's own tile elsewhere") {
+  const KernelSpec dsd = default_spec(preset("mb-356m"), Op::DSD, false, false, Arch::SM90a);
+  CHECK(apply_tuning(dsd, std::nullopt) == dsd);
+  TuningRecord chunked{wgmma_tile(128, 256, false, false, 2), 0.2, 0.21, ""};
+  const KernelSpec tuned = apply_tuning(dsd, chunked);
+  CHECK(tuned.tile == chunked.tile);
+  CHECK(tuning_problem(tuned) == tuning_problem(dsd));
+  // The layer's dX form scatters its rows (the same tuning problem): it refuses chunked staging and keeps
+  // its default; a tile it accepts applies (session 17: a database with this record stopped the mb-356m
+  // layer from building).
+  KernelSpec scatter = dsd;
+  scatter.scatter = true;
+  CHECK(tuning_problem(scatter) == tuning_problem(dsd));
+  CHECK(apply_tuning(scatter, chunked) == scatter);
+  TuningRecord g4{dsd.tile, 0.2, 0.21, ""};
+  g4.tile.group = 4;
+  CHECK(apply_tuning(scatter, g4).tile == g4.tile);
+  CHECK(apply_tuning(scatter, g4).scatter);
+  // A record no longer valid (another dmoe version's tile): the spec's own.
+  TuningRecord bad{wgmma_tile(128, 192), 0.2, 0.21, ""};  // 192 does not divide hidden 1024
+  CHECK(apply_tuning(dsd, bad) == dsd);
+}
+
 TEST_CASE("compile_candidates: input order, refusals reported not thrown, progress once per spec") {
   const test::TempDir tmp;
   Compiler compiler({tmp.path});

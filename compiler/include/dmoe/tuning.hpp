@@ -63,6 +63,12 @@ struct TuningRecord {
   std::string kernel;     // kernel_name of the chosen spec
 };
 
+// The spec with the record's tile, if that tile is valid for this exact spec; else the spec as given.
+// A record names a tuning problem (tuning_problem), which leaves out variants that share the product's
+// tuning (the layer's scatter and gather forms): a tile tuned on the plain product may be one the variant
+// refuses (chunked staging with the scatter), and the variant then keeps its own tile.
+KernelSpec apply_tuning(const KernelSpec&, const std::optional<TuningRecord>&);
+
 // The database: one JSON object {"version": 1, "entries": {key: record}} in a file. Loading a missing
 // file gives an empty database; a malformed one throws InvalidArgument naming the file and the problem.
 // save() writes a temporary file and renames it over the target, so readers never see half a file.

@@ -15,6 +15,10 @@ int64_t product_grid(const KernelSpec&, int32_t max_block_rows);
 // token bucket, if any. A database that cannot be read is reported once on stderr and ignored.
 KernelSpec tuned_spec(const Device&, const MoeShape&, Op, bool trans_a, bool trans_b,
                       Epilogue epilogue = Epilogue::None, bool gated = false);
+// The same for a spec already formed (a variant such as the scatter form, with its default tile): the
+// record of its tuning problem at this token count applies only if the variant accepts its tile
+// (apply_tuning).
+KernelSpec tuned_spec(const Device&, const KernelSpec&, int64_t tokens);
 
 // Launches spec over args on stream. The operand roles and shapes are documented on KernelSpec and
 // ProductArgs. Nothing is read back from the device: the true T_pad is read by the kernel from
