@@ -7,6 +7,7 @@
 #include "layer_bench.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,11 +15,13 @@
 #include <random>
 #include <set>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "bench_util.hpp"
 #include "dmoe/layer_reference.hpp"
 #include "dmoe/routing_args.cuh"
+#include "dmoe/tuning.hpp"
 #include "dmoe_commit.hpp"
 #include "product_bench.hpp"
 
@@ -202,6 +205,23 @@ double backward_bytes(const MoeShape& s) {
   return 2 * w + 3 * th;
 }
 
+// The layer's distinct product kernels, and those whose tile is not their default (a tuning database
+// record: tuned_spec), each as "op_trans[+epilogue][ scatter] tile".
+std::pair<int, std::vector<std::string>> tuned_products(const Layer& layer, const MoeShape& s) {
+  std::set<std::string> seen;
+  std::vector<std::string> tuned;
+  for (const KernelSpec& k : layer.kernels()) {
+    if (!is_product(k.op) || !seen.insert(kernel_name(k)).second) continue;
+    KernelSpec d = default_spec(s, k.op, k.trans_a, k.trans_b, k.arch, k.epilogue, k.gated);
+    if (d.tile == k.tile) continue;
+    tuned.push_back(fmt::format("{}_{}{}{}{}{} {}", to_string(k.op), k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n',
+                                k.epilogue != Epilogue::None ? "+" : "",
+                                k.epilogue != Epilogue::None ? to_string(k.epilogue) : "", k.scatter ? " scatter" : "",
+                                TuningDb::tile_string(k.tile)));
+  }
+  return {int(seen.size()), tuned};
+}
+
 }  // namespace
 
 LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
@@ -217,6 +237,7 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
   if (o.layer.jitter_eps > 0) layer.set_seed(seed);
   LayerContext ctx(layer);
   r.warmup_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+  std::tie(r.products, r.tuned) = tuned_products(layer, s);
   Buffers b(dev, s, seed);
   const bool g = s.gated;
 
@@ -294,6 +315,8 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
                  (o.layer.jitter_eps > 0 ? fmt::format(" jitter {}", o.layer.jitter_eps) : ""),
              props.name, DMOE_COMMIT);
   fmt::print("  warm-up (layer construction, kernels compiled or loaded) {:.0f} ms\n", r.warmup_ms);
+  fmt::print("  tiles: {} of {} products from the tuning database ({}){}{}\n", r.tuned.size(), r.products,
+             TuningDb::default_path().string(), r.tuned.empty() ? "" : ": ", fmt::join(r.tuned, ", "));
   fmt::print("  forward   {:9.3f} ms  {:7.1f} TFLOP/s{}\n", r.fwd_ms, ffl / (r.fwd_ms * 1e9),
              r.fwd_sol > 0 ? fmt::format("  SOL {:.2f}", r.fwd_sol) : "");
   fmt::print("  backward  {:9.3f} ms  {:7.1f} TFLOP/s\n", r.bwd_ms, bfl / (r.bwd_ms * 1e9));
@@ -326,12 +349,12 @@ LayerRunResult run_layer_gpu(const LayerRunOptions& o) {
                "\"fwd_idle_ms\": {:.6g}, \"bwd_idle_ms\": {:.6g}, \"host_fwd_ms\": {:.6g}, \"host_bwd_ms\": {:.6g}, \"fwd_tflops\": {:.6g}, "
                "\"step_tflops\": {:.6g}, \"fwd_sol\": {:.4g}, \"step_sol\": {:.4g}, \"routing_share\": {:.4g}, \"padding\": {:.4g}, "
                "\"dmoe_bytes\": {}, \"peak_bytes\": {}, \"checked\": {}, \"max_rel_err\": {:.6g}, \"verified\": {}, "
-               "\"seed\": {}}}\n",
+               "\"products\": {}, \"tuned_products\": {}, \"seed\": {}}}\n",
                props.name, DMOE_COMMIT, o.label, s.tokens, s.hidden, s.ffn, s.experts, s.top_k,
                to_string(s.activation), s.gated, s.block, o.layer.recompute, o.layer.jitter_eps, r.warmup_ms, r.fwd_ms, r.bwd_ms,
                r.fwd_idle_ms, r.bwd_idle_ms, r.host_fwd_ms, r.host_bwd_ms, ffl / (r.fwd_ms * 1e9),
                (ffl + bfl) / ((r.fwd_ms + r.bwd_ms) * 1e9), r.fwd_sol, r.step_sol, r.routing_share, r.padding, r.dmoe_bytes,
-               r.peak_bytes, r.checked, r.max_rel_err, r.verified, seed);
+               r.peak_bytes, r.checked, r.max_rel_err, r.verified, r.products, r.tuned.size(), seed);
   return r;
 }
 

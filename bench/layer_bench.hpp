@@ -31,6 +31,8 @@ struct LayerRunResult {
   size_t dmoe_bytes = 0, peak_bytes = 0;
   double max_rel_err = 0;
   bool verified = false, checked = false;
+  int products = 0;                  // distinct product kernels the layer launches
+  std::vector<std::string> tuned;    // those on a tile from the tuning database: "dsd_tn wgmma 128x256x64 s4 st2"
 };
 
 // One checked, timed layer step on random data; prints a report (and a JSON line with opt.json).
