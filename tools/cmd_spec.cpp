@@ -86,8 +86,8 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
                          "wgmma CTAs per cluster: 1, or 2 (two adjacent column tiles; one CTA multicasts their "
                          "shared A tile to both)");
   store_chunks_opt_ = add_int(app, "--store-chunks", store_chunks_,
-                              "wgmma, cooperative, plain epilogue: stage the output in N 64-column chunk buffers per "
-                              "consumer warpgroup instead of the whole tile (frees shared memory for stages; the "
+                              "wgmma, plain or forward activation epilogue: stage the output in N 64×64 chunk buffers "
+                              "per consumer warpgroup instead of the whole tile (frees shared memory for stages; the "
                               "deepest ring that fits unless --stages says otherwise)");
   schedule_opt_ = app.add_option("--schedule", schedule_,
                                  "wgmma consumers' schedule: cooperative (both warpgroups share a tile) or pingpong "

@@ -107,8 +107,10 @@ Mma parse_mma(std::string_view);
 // rows or columns), the outer index fastest, for L2 reuse; 1 is plain outer-major order. One of 1, 2, 4,
 // 8, 16 for Wgmma; the other families have no such order and keep the default.
 // `pingpong` (Wgmma only) is the consumers' schedule: false, cooperative, the two consumer warpgroups
-// share each m×n tile; true, ping-pong, each consumer owns whole m×n tiles (m = 128: two m64 wgmma rows,
-// at most 128 accumulators per thread, so m·n ≤ 16384) and one's epilogue overlaps the other's main loop.
+// share each m×n tile; true, ping-pong, each consumer owns whole m×n tiles (m = 128: two m64 wgmma rows;
+// at most 192 accumulators per thread, m·n ≤ 24576, 128 for the gated SDD) and one's epilogue overlaps the
+// other's main loop. Wgmma n is 64, 128, 192 or 256 per consumer warpgroup; an SDD tile lies within one
+// expert's ffn columns and may cross block boundaries.
 struct TileConfig {
   static constexpr uint8_t kDefaultGroup = 8;
   uint16_t m = 64, n = 64, k = 32;
@@ -120,10 +122,11 @@ struct TileConfig {
   // wgmma: CTAs per cluster (1 or 2). A cluster of 2 takes two adjacent column tiles of the same rows and
   // reduction; one CTA loads their shared A tile once and multicasts it to both (named c2).
   uint8_t cluster = 1;
-  // wgmma, cooperative schedule, plain epilogue: 0 stages the whole output tile in shared memory before
-  // storing it; N > 0 has each consumer warpgroup stage its rows in 64-column chunks through N rotating
-  // buffers, each stored as soon as it is staged (named st{N}). The shared memory freed buys pipeline
-  // stages (128×256: 4 instead of 3).
+  // wgmma, plain or forward activation epilogue, either schedule: 0 stages the whole output tile in
+  // shared memory before storing it; N > 0 has each consumer warpgroup stage its rows in 64×64 chunks
+  // through N rotating buffers, each stored as soon as it is staged (named st{N}; a kept pre-activation
+  // goes out chunk by chunk beside the activation). The shared memory freed buys pipeline stages
+  // (cooperative 128×256: 4 instead of 3; ping-pong 128×192: 5 instead of 3).
   uint8_t store_chunks = 0;
   friend bool operator==(const TileConfig&, const TileConfig&) = default;
 };

@@ -207,11 +207,11 @@ struct Tiles {
 // arrives in each stage beside the first; the consumers keep two accumulators, a = A·op(B) and
 // g = A·op(B2), and the epilogue writes h = act(a)·g to C, a to aux and g to aux2 (each when set): the
 // gated experts' first layer and its GLU in one pass over A.
-// STORE_CHUNKS (plain epilogue only; TileConfig::store_chunks): instead of whole-tile staging buffers,
-// each consumer warpgroup stages its own rows in 64×64 chunks through STORE_CHUNKS rotating buffers and
-// stores each chunk as soon as it is staged (the C map's box is then 64 rows). The shared memory this
-// frees buys a deeper ring: cooperative 128×256 fits 4 stages instead of 3, ping-pong 128×192 5 instead
-// of 3 (its two whole-tile buffers took 96 KiB).
+// STORE_CHUNKS (plain and forward activation epilogues; TileConfig::store_chunks): instead of whole-tile
+// staging buffers, each consumer warpgroup stages its own rows in 64×64 chunks through STORE_CHUNKS
+// rotating buffers and stores each chunk as soon as it is staged (the C and aux maps' box is then 64
+// rows). The shared memory this frees buys a deeper ring: cooperative 128×256 fits 4 stages instead of 3,
+// ping-pong 128×192 5 instead of 3 (its two whole-tile buffers took 96 KiB).
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
           int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
           int CLUSTER = 1, bool SCATTER = false, int STORE_CHUNKS = 0>
