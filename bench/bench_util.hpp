@@ -6,13 +6,23 @@
 #include <bit>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "dmoe/driver.hpp"
 #include "dmoe/reference.hpp"
 
 namespace dmoe::bench {
+
+// A product's short name in tables: "sdd_nt", "sdd_nt+gelu", "sdd_nt+silu+glu", "dsd_nn scatter".
+inline std::string product_label(const KernelSpec& k) {
+  return fmt::format("{}_{}{}{}{}{}", to_string(k.op), k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n',
+                     k.epilogue == Epilogue::None ? "" : fmt::format("+{}", to_string(k.epilogue)),
+                     k.gated ? "+glu" : "", k.scatter ? " scatter" : "");
+}
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -206,7 +206,7 @@ double backward_bytes(const MoeShape& s) {
 }
 
 // The layer's distinct product kernels, and those whose tile is not their default (a tuning database
-// record: tuned_spec), each as "op_trans[+epilogue][ scatter] tile".
+// record: tuned_spec), each as its product_label and tile.
 std::pair<int, std::vector<std::string>> tuned_products(const Layer& layer, const MoeShape& s) {
   std::set<std::string> seen;
   std::vector<std::string> tuned;
@@ -214,10 +214,7 @@ std::pair<int, std::vector<std::string>> tuned_products(const Layer& layer, cons
     if (!is_product(k.op) || !seen.insert(kernel_name(k)).second) continue;
     KernelSpec d = default_spec(s, k.op, k.trans_a, k.trans_b, k.arch, k.epilogue, k.gated);
     if (d.tile == k.tile) continue;
-    tuned.push_back(fmt::format("{}_{}{}{}{}{} {}", to_string(k.op), k.trans_a ? 't' : 'n', k.trans_b ? 't' : 'n',
-                                k.epilogue != Epilogue::None ? "+" : "",
-                                k.epilogue != Epilogue::None ? to_string(k.epilogue) : "", k.scatter ? " scatter" : "",
-                                TuningDb::tile_string(k.tile)));
+    tuned.push_back(fmt::format("{} {}", product_label(k), TuningDb::tile_string(k.tile)));
   }
   return {int(seen.size()), tuned};
 }

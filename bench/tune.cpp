@@ -178,9 +178,7 @@ int tune(const TuneOptions& opt) {
         p.gate_reference = p.reference;
         p.gate_reference.epilogue = Epilogue::None;
       }
-      p.label = fmt::format("{}_{}{}{}{} b{}", to_string(op), ta ? 't' : 'n', tb ? 't' : 'n',
-                            epi == Epilogue::None ? "" : fmt::format("+{}", to_string(epi)), gated ? "+glu" : "",
-                            block);
+      p.label = fmt::format("{} b{}", product_label(p.candidates.front()), block);
       products.push_back(std::move(p));
     }
   }

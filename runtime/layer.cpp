@@ -175,12 +175,12 @@ Layer::Layer(const Device& dev, const MoeShape& shape, const LayerOptions& opt, 
     m.sdd_bwd = tuned_spec(dev, s, Op::SDD, false, true, gradient_epilogue_of(s.activation));
   }
   m.dsd_nn = tuned_spec(dev, s, Op::DSD, false, false);
-  m.dsd_nn_dx = m.dsd_nn;
-  // dX's DSD scatters its rows to the tokens at top-1 (wgmma only): the plain DSD NN's tuned tile where
-  // the scatter form accepts it, else the scatter form's default (it refuses chunked staging).
-  KernelSpec scatter = default_spec(s, Op::DSD, false, false, device_arch(dev.properties()));
-  scatter.scatter = s.top_k == 1 && !s.gated && scatter.tile.mma == Mma::Wgmma;
-  if (scatter.scatter) m.dsd_nn_dx = tuned_spec(dev, scatter, s.tokens);
+  // dX's DSD scatters its rows to the tokens at top-1 (wgmma only). It shares the plain DSD NN's tuning
+  // record, whose tile it takes where it accepts it (tuned_spec), else keeps its default (it refuses
+  // chunked staging).
+  KernelSpec dx = default_spec(s, Op::DSD, false, false, device_arch(dev.properties()));
+  dx.scatter = s.top_k == 1 && !s.gated && dx.tile.mma == Mma::Wgmma;
+  m.dsd_nn_dx = tuned_spec(dev, dx, s.tokens);
   m.dsd_tn = tuned_spec(dev, s, Op::DSD, true, false);
 
   RouterGemms router = router_gemms(s);

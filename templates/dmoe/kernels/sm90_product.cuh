@@ -515,7 +515,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
 #pragma unroll
           for (int q = 0; q < NW / 64; ++q)
             for (int o = 0; o < outputs; ++o) {
-              const bool act = Epi != kEpiNone && o == outputs - 1;
+              const bool pre = o + 1 < outputs;  // the kept pre-activation, before the activation
+              const bool act = Epi != kEpiNone && !pre;
               if (storer) ptx::bulk_wait_read_n<STORE_CHUNKS - 1>();
               ptx::named_barrier(3 + c, 128);
               const uint32_t buf = bufs_base + chunk_buf * kChunkStage;
@@ -531,8 +532,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
               ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
               ptx::named_barrier(3 + c, 128);
               if (storer) {
-                tile.store_box(Epi != kEpiNone && !act ? &args.aux : &args.c, bufs + chunk_buf * kChunkStage,
-                               wn * NW + 64 * q, (wm + mi) * 64);
+                tile.store_box(pre ? &args.aux : &args.c, bufs + chunk_buf * kChunkStage, wn * NW + 64 * q,
+                               (wm + mi) * 64);
                 ptx::bulk_commit();
               }
               if (++chunk_buf == STORE_CHUNKS) chunk_buf = 0;
