@@ -479,6 +479,15 @@ void Bench::run_problem(const Problem& p, Json fields) {
         } catch (const InvalidArgument&) {  // a fused epilogue, ping-pong, or too few chunks: as it was
         }
       }
+      if (opt_.act_warps && spec.tile.mma == Mma::Wgmma) {
+        KernelSpec c = spec;
+        c.tile.act_warps = true;
+        try {
+          validate(c);
+          spec = c;
+        } catch (const InvalidArgument&) {  // not a cooperative forward activation SDD: as it was
+        }
+      }
       DeviceBuffer row_map;
       if (opt_.gather && prod.op == Op::SDD && !prod.trans_a && spec.tile.mma == Mma::Wgmma) {
         // Real rows read a random permutation of the T·K rows (a routing's scattered tokens), padding −1.

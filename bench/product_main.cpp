@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--tuned")) opt.tuned = true;
     else if (!std::strcmp(argv[i], "--gather")) opt.gather = true;
     else if (!std::strcmp(argv[i], "--router-gemms")) opt.router_gemms = true;
+    else if (!std::strcmp(argv[i], "--act-warps")) opt.act_warps = true;
     else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) opt.filter = argv[++i];
     else if (!std::strcmp(argv[i], "--cluster") && i + 1 < argc && (opt.cluster = std::atoi(argv[++i])) > 0) continue;
     else if (!std::strcmp(argv[i], "--store-chunks") && i + 1 < argc && (opt.store_chunks = std::atoi(argv[++i])) >= 0)
@@ -21,7 +22,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc && (opt.reps = std::atoi(argv[++i])) > 0) continue;
     else {
       fmt::print(stderr, "usage: product_bench [--json] [--quick] [--tuned] [--gather] [--router-gemms] [--cluster 1|2] [--store-chunks N] "
-                         "[--filter TEXT] [--reps N]\n");
+                         "[--act-warps] [--filter TEXT] [--reps N]\n");
       return 2;
     }
   }

@@ -54,7 +54,7 @@ json::Value spec_json(const KernelSpec& k) {
       {"experts", k.experts},
       {"tile", json::Object{{"m", k.tile.m}, {"n", k.tile.n}, {"k", k.tile.k}, {"warps", k.tile.warps},
                             {"stages", k.tile.stages}, {"group", k.tile.group}, {"cluster", k.tile.cluster},
-                            {"store_chunks", k.tile.store_chunks}}},
+                            {"store_chunks", k.tile.store_chunks}, {"act_warps", k.tile.act_warps}}},
       {"epilogue", to_string(k.epilogue)},
       {"arch", to_string(k.arch)},
   };

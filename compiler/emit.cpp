@@ -23,9 +23,8 @@ std::string_view product_kind(Op op) {
 }
 
 // The trailing template arguments: the epilogue (dmoe::EpilogueKind), then for wgmma the scheduler's group,
-// the ping-pong schedule, the gather, the gated SDD, the cluster size, the scattering DSD and the
-// chunked output staging, in the
-// template's order. The defaults at the end are left out (so default specs emit the source they did before
+// the ping-pong schedule, the gather, the gated SDD, the cluster size, the scattering DSD, the chunked
+// output staging and the activation warps, in the template's order. The defaults at the end are left out (so default specs emit the source they did before
 // these were fields); one that is given brings those before it.
 std::string trailing_args(const KernelSpec& k) {
   std::vector<std::string> args{fmt::format("{}", static_cast<int>(k.epilogue))};
@@ -39,7 +38,8 @@ std::string trailing_args(const KernelSpec& k) {
         {fmt::format("{}", k.gated), k.gated},
         {fmt::format("{}", int(t.cluster)), t.cluster != 1},
         {fmt::format("{}", k.scatter), k.scatter},
-        {fmt::format("{}", int(t.store_chunks)), t.store_chunks != 0}};
+        {fmt::format("{}", int(t.store_chunks)), t.store_chunks != 0},
+        {fmt::format("{}", t.act_warps), t.act_warps}};
     for (const auto& [text, set] : wgmma) {
       args.push_back(text);
       if (set) given = args.size();
@@ -127,11 +127,12 @@ std::string emit_product(const KernelSpec& k) {
     case Mma::Wgmma:
       header = "sm90_product", function = "dmoe::sm90::product";
       param = "const __grid_constant__ dmoe::Sm90ProductArgs";
-      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}{}{}{}", t.m, t.n, t.k, t.stages,
+      tile_note = fmt::format("wgmma tile={}x{}x{} stages={}{}{}{}{}{}", t.m, t.n, t.k, t.stages,
                               t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" group={}", t.group),
                               t.pingpong ? " schedule=pingpong" : "",
                               t.cluster > 1 ? fmt::format(" cluster={}", t.cluster) : "",
-                              t.store_chunks > 0 ? fmt::format(" store_chunks={}", t.store_chunks) : "");
+                              t.store_chunks > 0 ? fmt::format(" store_chunks={}", t.store_chunks) : "",
+                              t.act_warps ? " act_warps" : "");
       tile_args = fmt::format("{}, {}, {}", t.m, t.n, t.stages);
       break;
     case Mma::MmaSync:

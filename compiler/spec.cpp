@@ -338,6 +338,16 @@ void validate_wgmma(const KernelSpec& k) {
       throw InvalidArgument(fmt::format("{}: store_chunks = {} must divide a consumer warpgroup's {} 64×64 output "
                                         "chunks and be fewer", name, t.store_chunks, chunks));
   }
+  if (t.act_warps) {
+    // The producer warpgroup's idle warps take the activation over from the consumers of a shared tile.
+    const bool forward_act = k.epilogue != Epilogue::None && !is_gradient(k.epilogue);
+    if (!forward_act || k.gated || k.gather || t.pingpong || t.store_chunks > 0)
+      throw InvalidArgument(fmt::format(
+          "{}: act_warps serves the cooperative forward activation SDD (not gated, not gathering) with whole-tile "
+          "staging; this spec has epilogue {}{}{}{}{}", name, to_string(k.epilogue), k.gated ? ", gated" : "",
+          k.gather ? ", gather" : "", t.pingpong ? ", ping-pong" : "",
+          t.store_chunks > 0 ? fmt::format(", store_chunks = {}", t.store_chunks) : ""));
+  }
   if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong, k.gated, t.store_chunks);
       smem > kSm90MaxSharedBytes)
     throw InvalidArgument(fmt::format("{}{}{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
@@ -474,6 +484,8 @@ void validate(const KernelSpec& k) {
   if (k.tile.store_chunks != 0)
     throw InvalidArgument(fmt::format("store_chunks = {} applies to the wgmma kernel only, not {}",
                                       k.tile.store_chunks, to_string(k.tile.mma)));
+  if (k.tile.act_warps)
+    throw InvalidArgument(fmt::format("act_warps applies to the wgmma kernel only, not {}", to_string(k.tile.mma)));
   if (k.tile.mma == Mma::MmaSync) return validate_mma_sync(k);
   const TileConfig& t = k.tile;
   for (auto [name, v] : {std::pair{"tile m", t.m}, std::pair{"tile n", t.n}}) {
@@ -542,9 +554,10 @@ std::string kernel_name(const KernelSpec& k) {
   const TileConfig& t = k.tile;
   const std::string group = t.group == TileConfig::kDefaultGroup ? "" : fmt::format("g{}", t.group);
   const std::string tile = t.mma == Mma::Wgmma
-                               ? fmt::format("wg{}x{}x{}s{}{}{}{}{}", t.m, t.n, t.k, t.stages, group,
+                               ? fmt::format("wg{}x{}x{}s{}{}{}{}{}{}", t.m, t.n, t.k, t.stages, group,
                                              t.pingpong ? "pp" : "", t.cluster > 1 ? fmt::format("c{}", t.cluster) : "",
-                                             t.store_chunks > 0 ? fmt::format("st{}", t.store_chunks) : "")
+                                             t.store_chunks > 0 ? fmt::format("st{}", t.store_chunks) : "",
+                                             t.act_warps ? "aw" : "")
                                : fmt::format("{}{}x{}x{}w{}s{}", t.mma == Mma::MmaSync ? "mma" : "t", t.m, t.n, t.k,
                                              t.warps, t.stages);
   return fmt::format("dmoe_{}_{}{}{}{}_sm{}", product_stem(k), tile, epilogue_suffix(k), gated_suffix(k),
@@ -730,7 +743,8 @@ size_t KernelSpecHash::operator()(const KernelSpec& k) const noexcept {
                      uint64_t(uint32_t(k.top_k)) << 32;
   const uint64_t e = uint64_t(k.tile.group) | uint64_t(k.tile.pingpong) << 8 | uint64_t(k.gather) << 9 |
                      uint64_t(k.gated) << 10 | uint64_t(k.tile.cluster) << 11 |
-                     uint64_t(k.scatter) << 19 | uint64_t(k.tile.store_chunks) << 20;
+                     uint64_t(k.scatter) << 19 | uint64_t(k.tile.store_chunks) << 20 |
+                     uint64_t(k.tile.act_warps) << 28;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (uint64_t w : {a, b, c, d, e}) {
     h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);

@@ -30,6 +30,7 @@ json::Value tile_json(const TileConfig& t) {
   v.set("pingpong", t.pingpong);
   v.set("cluster", int64_t{t.cluster});
   v.set("store_chunks", int64_t{t.store_chunks});
+  v.set("act_warps", t.act_warps);
   return v;
 }
 
@@ -43,6 +44,7 @@ TileConfig tile_from_json(const json::Value& v) {
   if (v.find("pingpong")) t.pingpong = v["pingpong"].get_bool();  // before the schedule was: cooperative
   if (v.find("cluster")) t.cluster = u8("cluster");  // before clusters: 1
   if (v.find("store_chunks")) t.store_chunks = u8("store_chunks");  // before chunked staging: 0
+  if (v.find("act_warps")) t.act_warps = v["act_warps"].get_bool();  // before the activation warps: off
   return t;
 }
 
@@ -101,6 +103,12 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
           add_rings(wgmma_tile(m, n, false, base.gated, sc), deepest.stages);
           add_rings(wgmma_tile(m, n, true, base.gated, sc), pp.stages);
         }
+        // The activation warps (cooperative forward activation SDDs only; add refuses the rest): the
+        // deepest two rings and the tile orders.
+        TileConfig aw = deepest;
+        aw.act_warps = true;
+        add_rings(aw, std::max(2, int(aw.stages) - 1));
+        add_groups(aw);
       }
   for (int m : {128, 64})
     for (int n : {128, 64})
@@ -165,10 +173,10 @@ KernelSpec apply_tuning(const KernelSpec& k, const std::optional<TuningRecord>& 
 
 std::string TuningDb::tile_string(const TileConfig& t) {
   if (t.mma == Mma::Wgmma)
-    return fmt::format("wgmma {}x{}x{} s{}{}{}{}{}", t.m, t.n, t.k, t.stages,
+    return fmt::format("wgmma {}x{}x{} s{}{}{}{}{}{}", t.m, t.n, t.k, t.stages,
                        t.group == TileConfig::kDefaultGroup ? "" : fmt::format(" g{}", t.group),
                        t.pingpong ? " pp" : "", t.store_chunks > 0 ? fmt::format(" st{}", t.store_chunks) : "",
-                       t.cluster > 1 ? fmt::format(" c{}", t.cluster) : "");
+                       t.cluster > 1 ? fmt::format(" c{}", t.cluster) : "", t.act_warps ? " aw" : "");
   return fmt::format("{} {}x{}x{} w{} s{}", t.mma == Mma::MmaSync ? "mma" : "simt", t.m, t.n, t.k, t.warps, t.stages);
 }
 

@@ -59,12 +59,13 @@ class SpecFlags {
   std::string op_ = "sdd", trans_, dtype_, arch_ = "sm_90a", preset_, tile_, mma_, epilogue_, schedule_;
   int64_t hidden_ = 0, ffn_ = 0, experts_ = 0, top_k_ = 1, block_ = 128;
   int64_t warps_ = 0, renorm_ = 0, stages_ = 0, group_ = 0, cluster_ = 0, store_chunks_ = 0;
-  bool gather_ = false, gated_ = false, scatter_ = false;
+  bool gather_ = false, gated_ = false, scatter_ = false, act_warps_ = false;
   CLI::Option *renorm_opt_ = nullptr, *op_opt_ = nullptr, *trans_opt_ = nullptr, *hidden_opt_ = nullptr, *ffn_opt_ = nullptr,
               *experts_opt_ = nullptr, *top_k_opt_ = nullptr, *block_opt_ = nullptr, *dtype_opt_ = nullptr,
               *arch_opt_ = nullptr, *preset_opt_ = nullptr, *tile_opt_ = nullptr, *warps_opt_ = nullptr,
               *mma_opt_ = nullptr, *stages_opt_ = nullptr, *group_opt_ = nullptr, *cluster_opt_ = nullptr, *store_chunks_opt_ = nullptr, *schedule_opt_ = nullptr,
-              *epilogue_opt_ = nullptr, *gather_opt_ = nullptr, *gated_opt_ = nullptr, *scatter_opt_ = nullptr;
+              *epilogue_opt_ = nullptr, *gather_opt_ = nullptr, *gated_opt_ = nullptr, *scatter_opt_ = nullptr,
+              *act_warps_opt_ = nullptr;
   std::vector<CLI::Option*> options_;
 };
 

@@ -24,6 +24,7 @@ Command add_bench_command(CLI::App& root) {
   auto gather = std::make_shared<bool>(false);
   auto cluster = std::make_shared<int>(0);
   auto store_chunks = std::make_shared<int>(-1);
+  auto act_warps = std::make_shared<bool>(false);
   auto layer_options = std::make_shared<LayerOptions>();
   app->add_flag("--routing", *routing, "The routing chain: router, bins, permutation, topology, gather, scatter");
   app->add_flag("--products", *products, "The block-sparse products against cuBLASLt and the GPU's ceilings");
@@ -49,6 +50,9 @@ Command add_bench_command(CLI::App& root) {
                   "--products: the cooperative plain wgmma products stage their output in N 64-column chunk buffers "
                   "(0: the whole tile) with the deepest ring that fits, where their tile allows it")
       ->check(CLI::Range(0, 4));
+  app->add_flag("--act-warps", *act_warps,
+                "--products: the cooperative forward activation SDDs apply the activation on the producer "
+                "warpgroup's idle warps while the consumers start their next tile");
   app->add_flag("--json", opt->json, "Also print one JSON object per problem");
   app->add_flag("--quick", opt->quick, "Only the smallest problems");
   app->add_option("--filter", opt->filter, "Only problems whose label contains TEXT, e.g. 'E=64'")->type_name("TEXT");
@@ -56,7 +60,7 @@ Command add_bench_command(CLI::App& root) {
                                       "Launches per timed batch, the median of 7 batches reported (default: 20 for "
                                       "--routing, about 10 ms of launches for --products)");
   return {app, [opt, routing, products, tuned, reps, layer, presets, tokens, check, schedule, gather, cluster, store_chunks,
-               layer_options] {
+               act_warps, layer_options] {
             if (!*routing && !*products && !*layer)
               throw InvalidArgument("choose what to benchmark: --routing, --products or --layer");
             if (opt->reps < 1) throw InvalidArgument(fmt::format("--reps must be positive, got {}", opt->reps));
@@ -66,7 +70,7 @@ Command add_bench_command(CLI::App& root) {
               if (*products && rc == 0)
                 rc = bench::products(
                     {opt->json, opt->filter, reps->count() ? opt->reps : 0, opt->quick, *tuned, *schedule, *gather, *cluster,
-                     *store_chunks});
+                     *store_chunks, *act_warps});
               if (*layer && rc == 0)
                 rc = bench::layer({*presets, *tokens, opt->json, *check, reps->count() ? opt->reps : 10, *layer_options});
               return rc;

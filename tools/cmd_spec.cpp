@@ -106,9 +106,12 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   scatter_opt_ = app.add_flag("--scatter", scatter_,
                               "DSD nn (wgmma): write each output row to the token row a row map names (the layer's "
                               "dX product at top-k 1, the padded scatter fused)");
+  act_warps_opt_ = app.add_flag("--act-warps", act_warps_,
+                                "SDD (wgmma, cooperative, forward activation): the producer warpgroup's idle warps apply "
+                                "the activation and store the outputs while the consumers start their next tile");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
               preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, cluster_opt_, store_chunks_opt_, schedule_opt_,
-              epilogue_opt_, gather_opt_, gated_opt_, scatter_opt_};
+              epilogue_opt_, gather_opt_, gated_opt_, scatter_opt_, act_warps_opt_};
   if (with_op) options_.insert(options_.begin(), {op_opt_, trans_opt_, renorm_opt_});
 }
 
@@ -206,6 +209,7 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
     if (k.tile.mma == Mma::Wgmma && !given(stages_opt_))
       k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, k.tile.pingpong, k.gated, k.tile.store_chunks).stages;
   }
+  if (given(act_warps_opt_)) k.tile.act_warps = act_warps_;
   validate(k);
   return k;
 }

@@ -517,6 +517,50 @@ TEST_CASE("wgmma chunked output staging: plain epilogue, both schedules, divides
   expect_error([&] { validate(mma); }, {"store_chunks = 1", "wgmma", "mma"});
 }
 
+TEST_CASE("wgmma activation warps: the cooperative forward activation SDD only, named aw, part of the key; wgmma "
+          "only") {
+  KernelSpec gelu = default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh);
+  REQUIRE(!gelu.tile.pingpong);
+  const KernelSpec good = gelu;
+  gelu.tile.act_warps = true;
+  CHECK_NOTHROW(validate(gelu));
+  CHECK(kernel_name(gelu) == "dmoe_sdd_nt_bf16_b128_h4096_f14336_e8_wg128x256x64s3aw_gelu_sm90a");
+  CHECK(KernelSpecHash{}(gelu) != KernelSpecHash{}(good));
+  CHECK(tuning_problem(gelu) == tuning_problem(good));
+  CHECK(emit_source(gelu).find("act_warps") != std::string::npos);
+  CHECK(dynamic_shared_bytes(gelu) == dynamic_shared_bytes(good));  // the same whole-tile staging buffer
+  for (Epilogue e : {Epilogue::Silu, Epilogue::Relu}) {
+    KernelSpec k = gelu;
+    k.epilogue = e;
+    CHECK_NOTHROW(validate(k));
+  }
+  // What it refuses, each named: no activation, a gradient epilogue, ping-pong, chunked staging, the
+  // gather (its producer warpgroup loads A), the gated SDD; and the other kernel families.
+  KernelSpec k = gelu;
+  k.epilogue = Epilogue::None;
+  expect_error([&] { validate(k); }, {"act_warps", "epilogue none"});
+  k.epilogue = Epilogue::GeluTanhGrad;
+  expect_error([&] { validate(k); }, {"act_warps", "dgelu"});
+  k = gelu;
+  k.tile = wgmma_tile(128, 128, true);
+  k.tile.act_warps = true;
+  expect_error([&] { validate(k); }, {"act_warps", "ping-pong"});
+  k.tile = wgmma_tile(128, 256, false, false, 2);
+  k.tile.act_warps = true;
+  expect_error([&] { validate(k); }, {"act_warps", "store_chunks = 2"});
+  k = gelu;
+  k.gather = true;
+  expect_error([&] { validate(k); }, {"act_warps", "gather"});
+  k = gelu;
+  k.gated = true;
+  k.tile = wgmma_tile(128, 128, false, true);
+  k.tile.act_warps = true;
+  expect_error([&] { validate(k); }, {"act_warps", "gated"});
+  KernelSpec mma = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80, Epilogue::GeluTanh);
+  mma.tile.act_warps = true;
+  expect_error([&] { validate(mma); }, {"act_warps", "wgmma", "mma"});
+}
+
 TEST_CASE("wgmma DDS tiles wider than a block: S only, whole blocks of one expert, no cluster pair") {
   KernelSpec k = default_spec(preset("mb-356m"), Op::DDS, false, false, Arch::SM90a);
   CHECK(k.tile.n == 256);

@@ -47,7 +47,7 @@ inline std::string describe(const Case& c) {
          std::string(to_string(c.tile.mma)) + " tile " + std::to_string(c.tile.m) + "x" + std::to_string(c.tile.n) +
          "x" + std::to_string(c.tile.k) + "w" + std::to_string(c.tile.warps) + "s" + std::to_string(c.tile.stages) +
          "g" + std::to_string(c.tile.group) + (c.tile.pingpong ? "pp" : "") + "c" + std::to_string(c.tile.cluster) +
-         (c.tile.store_chunks ? "st" + std::to_string(c.tile.store_chunks) : "") + " extra" + std::to_string(c.extra_block_rows) + " epilogue " + std::string(to_string(c.epilogue)) +
+         (c.tile.store_chunks ? "st" + std::to_string(c.tile.store_chunks) : "") + (c.tile.act_warps ? "aw" : "") + " extra" + std::to_string(c.extra_block_rows) + " epilogue " + std::string(to_string(c.epilogue)) +
          (c.save_pre ? "+pre" : "") + (c.gather ? " gather" : "") + (c.gated ? " gated" : "") +
          (c.scatter ? " scatter" : "");
 }

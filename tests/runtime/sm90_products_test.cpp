@@ -381,6 +381,43 @@ TEST_CASE("sm90 products: chunked output staging (each consumer warpgroup stores
   }
 }
 
+TEST_CASE("sm90 products: the activation warps (the producer warpgroup's idle warps apply the forward activation)") {
+  if (!hopper()) return;
+  // The consumers stage the raw tile and go on; three warps of the producer warpgroup store the
+  // pre-activation, apply the activation in place and store C. Both row splits (m 128 stacked, m 64 side
+  // by side), every forward activation with and without the kept pre-activation.
+  const std::initializer_list<Epilogue> forward = {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu};
+  for (auto [m, n] : {std::pair{128, 256}, {128, 128}, {64, 256}}) {
+    TileConfig t = wgmma_tile(m, n);
+    t.act_warps = true;
+    test::check_epilogues(
+        [&](Case c) {
+          c.tile = t;
+          test::run(c);
+        },
+        forward);
+  }
+  // Many tiles per CTA (the staging buffer goes back and forth between consumers and activation warps
+  // across tiles; the skewed routing's empty and one-token experts), fp16, B 64 and 256, a cluster pair
+  // with tile order 4.
+  for (bool save_pre : {false, true})
+    for (auto [block, dtype, cluster] : {std::tuple{128, DType::BF16, 1}, {64, DType::FP16, 1}, {256, DType::BF16, 2}}) {
+      Case c{Op::SDD, false, true};
+      c.hidden = 512;
+      c.ffn = 1024;
+      c.counts = kRoutings[1];
+      c.block = block;
+      c.dtype = dtype;
+      c.epilogue = save_pre ? Epilogue::Silu : Epilogue::GeluTanh;
+      c.save_pre = save_pre;
+      c.tile = wgmma_tile(block == 64 ? 64 : 128, 256);
+      c.tile.act_warps = true;
+      c.tile.cluster = static_cast<uint8_t>(cluster);
+      if (cluster > 1) c.tile.group = 4;
+      test::run(c);
+    }
+}
+
 TEST_CASE("sm90 products: DDS tiles wider than a block (adjacent block columns of one expert)") {
   if (!hopper()) return;
   // Both A layouts with S; 2 and 4 blocks per tile (B 128 and 64), both schedules, skewed routings with

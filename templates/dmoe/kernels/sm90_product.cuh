@@ -212,9 +212,13 @@ struct Tiles {
 // rotating buffers and stores each chunk as soon as it is staged (the C and aux maps' box is then 64
 // rows). The shared memory this frees buys a deeper ring: cooperative 128×256 fits 4 stages instead of 3,
 // ping-pong 128×192 5 instead of 3 (its two whole-tile buffers took 96 KiB).
+// ACT_WARPS (cooperative forward activation SDD; TileConfig::act_warps): the consumers stage the raw tile
+// (the pre-activation, rounded to 16 bits) and go on to their next tile's main loop; the producer
+// warpgroup's three idle warps store it to aux, apply the activation in place and store C. The tensor
+// cores then idle only for the staging, not for the activation's transcendentals and the second store.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
           int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
-          int CLUSTER = 1, bool SCATTER = false, int STORE_CHUNKS = 0>
+          int CLUSTER = 1, bool SCATTER = false, int STORE_CHUNKS = 0, bool ACT_WARPS = false>
 __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(Epi == kEpiNone || Kind == kSDD, "epilogues apply to SDD only");
   static_assert(!GATHER || (Kind == kSDD && !TransA), "the gather reads the rows of a row-major SDD A");
@@ -240,6 +244,12 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
   static_assert(STORE_CHUNKS == 0 || (!epilogue_is_gradient(Epi) && !GATED && !SCATTER),
                 "chunked staging serves the plain and the forward activation epilogues");
+  static_assert(!ACT_WARPS || (Epi != kEpiNone && !epilogue_is_gradient(Epi) && !PINGPONG && !GATED && !GATHER &&
+                               STORE_CHUNKS == 0),
+                "the activation warps serve the cooperative forward activation SDD with whole-tile staging");
+  // Named barriers between the consumers (256 threads) and the activation warps (96): the tile is staged;
+  // the staging buffer is free again; the activation warps among themselves.
+  constexpr int kStagedBar = 5, kFreeBar = 6, kActBar = 7, kActThreads = 96;
   constexpr int kWgChunks = MI * NW / 64;  // a consumer warpgroup's 64×64 output chunks per tile
   static_assert(STORE_CHUNKS == 0 || (STORE_CHUNKS < kWgChunks && kWgChunks % STORE_CHUNKS == 0),
                 "the chunk buffers rotate evenly through fewer than a warpgroup's chunks");
@@ -327,6 +337,50 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
           advance();
         }
       }
+    } else if (ACT_WARPS && threadIdx.x >= 32) {
+      // The activation warps: per tile, the staged pre-activation goes to aux (when kept), then each
+      // thread turns 16-byte pieces of the staging buffer into act(pre) in place (elementwise: the
+      // swizzle does not matter), and C leaves by TMA. The consumers stage their next tile once that
+      // store has read the buffer.
+      const int at = threadIdx.x - 32;
+      const bool act_storer = at == 0;
+      const uint32_t buf = ptx::smem_addr(c_tiles);
+      for (int64_t t = first_tile; t < tiles; t += tile_stride) {
+        T tile;
+        tile.rank = rank;
+        tile.decode(t, outers, topo);
+        ptx::named_barrier(kStagedBar, 256 + kActThreads);
+        if (args.p.aux) {
+          if (act_storer) {
+#pragma unroll
+            for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.aux, c_tiles + q * (BM * 128), q);
+            ptx::bulk_commit();
+            ptx::bulk_wait_read();
+          }
+          ptx::named_barrier(kActBar, kActThreads);
+        }
+#pragma unroll 4
+        for (int j = at; j < int(kCBytes / 16); j += kActThreads) {
+          unsigned v[4];
+          ptx::ld_shared_v4_u32(buf + j * 16, v);
+#pragma unroll
+          for (int k = 0; k < 4; ++k)
+            v[k] = Elem::pack2(apply_act<Epi>(Elem::to_float(v[k] & 0xffff)), apply_act<Epi>(Elem::to_float(v[k] >> 16)));
+          ptx::st_shared_v4_u32(buf + j * 16, v);
+        }
+        ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
+        ptx::named_barrier(kActBar, kActThreads);
+        if (act_storer) {
+#pragma unroll
+          for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.c, c_tiles + q * (BM * 128), q);
+          ptx::bulk_commit();
+        }
+        if (t + tile_stride < tiles) {  // the consumers wait for this only before a next tile
+          if (act_storer) ptx::bulk_wait_read();
+          ptx::named_barrier_arrive(kFreeBar, 256 + kActThreads);
+        }
+      }
+      if (act_storer) ptx::bulk_wait();  // shared memory must outlive the last store
     } else if (threadIdx.x == 0) {
       ptx::prefetch_tensormap(&args.a);
       ptx::prefetch_tensormap(&args.b);
@@ -538,6 +592,15 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
               }
               if (++chunk_buf == STORE_CHUNKS) chunk_buf = 0;
             }
+        continue;
+      }
+      if constexpr (ACT_WARPS) {
+        // The raw tile goes to the activation warps; once they have stored the previous one out of the
+        // buffer (the tensor cores idle only for this wait, normally none, and the staging).
+        if (i > 0) ptx::named_barrier(kFreeBar, 256 + kActThreads);
+        stage(kPlain);
+        ptx::fence_proxy_async();  // the activation warps' TMA store of aux reads what this thread wrote
+        ptx::named_barrier_arrive(kStagedBar, 256 + kActThreads);
         continue;
       }
       if (storer) ptx::bulk_wait_read();  // the previous tile's store has left the buffer

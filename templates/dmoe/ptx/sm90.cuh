@@ -132,6 +132,11 @@ __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_g
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
+// Arrives on named barrier `id` without waiting: the producer side of a producer/consumer pair whose
+// consumers wait with named_barrier(id, threads) (threads counts both sides).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
 
 // ---- clusters ----------------------------------------------------------------------------------------
 // Arrives on the mbarrier at `bar`'s offset in the shared memory of cluster CTA `cta`. Default (CTA-scope
