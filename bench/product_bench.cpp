@@ -479,9 +479,9 @@ void Bench::run_problem(const Problem& p, Json fields) {
         } catch (const InvalidArgument&) {  // a fused epilogue, ping-pong, or too few chunks: as it was
         }
       }
-      if (opt_.act_warps && spec.tile.mma == Mma::Wgmma) {
+      if (opt_.act_warps >= 0 && spec.tile.mma == Mma::Wgmma) {
         KernelSpec c = spec;
-        c.tile.act_warps = true;
+        c.tile.act_warps = opt_.act_warps == 1;
         try {
           validate(c);
           spec = c;
@@ -502,6 +502,7 @@ void Bench::run_problem(const Problem& p, Json fields) {
         row_map = DeviceBuffer(dev_, map.size() * 4);
         dev_.copy_to_device(row_map.get(), map.data(), map.size() * 4);
         spec.gather = true;
+        spec.tile.act_warps = false;  // the gathering producer warpgroup loads A with all its warps
       }
       kernel = kernel_name(spec);
       DeviceBuffer aux;

@@ -18,8 +18,9 @@ struct ProductBenchOptions {
   int store_chunks = -1;  // ≥ 0: the cooperative plain wgmma products stage their output in this many 64-column
                           // chunk buffers (TileConfig::store_chunks, the deepest ring that fits) where the tile
                           // allows it (the kernel's name says st<N>); −1: the spec's
-  bool act_warps = false;  // the cooperative forward activation SDDs apply the activation on the producer
-                           // warpgroup's idle warps (TileConfig::act_warps, named aw) where the tile allows it
+  int act_warps = -1;  // 1: the cooperative activation SDDs finish their epilogue on the producer warpgroup's
+                       // idle warps (TileConfig::act_warps, named aw) where the tile allows it; 0: their
+                       // consumers do; −1: the spec's
   bool router_gemms = false;  // (last: tools/cmd_bench.cpp initializes the fields above in order)
                               // instead of the products: the layer's three router GEMMs (cuBLASLt) at the
                               // presets' shapes, each of cuBLASLt's first 8 heuristic algorithms timed

@@ -1,5 +1,5 @@
 // product_bench — see product_bench.cpp. Usage: product_bench [--json] [--quick] [--tuned] [--gather] [--router-gemms] [--cluster 1|2]
-// [--store-chunks N] [--filter TEXT] [--reps N]
+// [--store-chunks N] [--act-warps 0|1] [--filter TEXT] [--reps N]
 #include <cstdlib>
 #include <cstring>
 
@@ -14,7 +14,9 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--tuned")) opt.tuned = true;
     else if (!std::strcmp(argv[i], "--gather")) opt.gather = true;
     else if (!std::strcmp(argv[i], "--router-gemms")) opt.router_gemms = true;
-    else if (!std::strcmp(argv[i], "--act-warps")) opt.act_warps = true;
+    else if (!std::strcmp(argv[i], "--act-warps") && i + 1 < argc && (opt.act_warps = std::atoi(argv[++i])) >= 0 &&
+             opt.act_warps <= 1)
+      continue;
     else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) opt.filter = argv[++i];
     else if (!std::strcmp(argv[i], "--cluster") && i + 1 < argc && (opt.cluster = std::atoi(argv[++i])) > 0) continue;
     else if (!std::strcmp(argv[i], "--store-chunks") && i + 1 < argc && (opt.store_chunks = std::atoi(argv[++i])) >= 0)
@@ -22,7 +24,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc && (opt.reps = std::atoi(argv[++i])) > 0) continue;
     else {
       fmt::print(stderr, "usage: product_bench [--json] [--quick] [--tuned] [--gather] [--router-gemms] [--cluster 1|2] [--store-chunks N] "
-                         "[--act-warps] [--filter TEXT] [--reps N]\n");
+                         "[--act-warps 0|1] [--filter TEXT] [--reps N]\n");
       return 2;
     }
   }

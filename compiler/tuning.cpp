@@ -103,7 +103,7 @@ std::vector<KernelSpec> tuning_candidates(const KernelSpec& base) {
           add_rings(wgmma_tile(m, n, false, base.gated, sc), deepest.stages);
           add_rings(wgmma_tile(m, n, true, base.gated, sc), pp.stages);
         }
-        // The activation warps (cooperative forward activation SDDs only; add refuses the rest): the
+        // The activation warps (cooperative activation SDDs only; add refuses the rest): the
         // deepest two rings and the tile orders.
         TileConfig aw = deepest;
         aw.act_warps = true;

@@ -24,7 +24,7 @@ Command add_bench_command(CLI::App& root) {
   auto gather = std::make_shared<bool>(false);
   auto cluster = std::make_shared<int>(0);
   auto store_chunks = std::make_shared<int>(-1);
-  auto act_warps = std::make_shared<bool>(false);
+  auto act_warps = std::make_shared<int>(-1);
   auto layer_options = std::make_shared<LayerOptions>();
   app->add_flag("--routing", *routing, "The routing chain: router, bins, permutation, topology, gather, scatter");
   app->add_flag("--products", *products, "The block-sparse products against cuBLASLt and the GPU's ceilings");
@@ -50,9 +50,10 @@ Command add_bench_command(CLI::App& root) {
                   "--products: the cooperative plain wgmma products stage their output in N 64-column chunk buffers "
                   "(0: the whole tile) with the deepest ring that fits, where their tile allows it")
       ->check(CLI::Range(0, 4));
-  app->add_flag("--act-warps", *act_warps,
-                "--products: the cooperative forward activation SDDs apply the activation on the producer "
-                "warpgroup's idle warps while the consumers start their next tile");
+  app->add_option("--act-warps", *act_warps,
+                  "--products: 1, the cooperative activation SDDs finish their epilogue on the producer warpgroup's "
+                  "idle warps while the consumers start their next tile (their default); 0, their consumers do")
+      ->check(CLI::IsMember({0, 1}));
   app->add_flag("--json", opt->json, "Also print one JSON object per problem");
   app->add_flag("--quick", opt->quick, "Only the smallest problems");
   app->add_option("--filter", opt->filter, "Only problems whose label contains TEXT, e.g. 'E=64'")->type_name("TEXT");

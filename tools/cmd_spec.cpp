@@ -106,9 +106,10 @@ void SpecFlags::add_to(CLI::App& app, bool with_op) {
   scatter_opt_ = app.add_flag("--scatter", scatter_,
                               "DSD nn (wgmma): write each output row to the token row a row map names (the layer's "
                               "dX product at top-k 1, the padded scatter fused)");
-  act_warps_opt_ = app.add_flag("--act-warps", act_warps_,
-                                "SDD (wgmma, cooperative, forward activation): the producer warpgroup's idle warps apply "
-                                "the activation and store the outputs while the consumers start their next tile");
+  act_warps_opt_ = app.add_flag("--act-warps,!--no-act-warps", act_warps_,
+                                "SDD (wgmma, cooperative, activation or its gradient): the producer warpgroup's idle "
+                                "warps finish the epilogue and store the outputs while the consumers start their next "
+                                "tile (the default of such SDDs)");
   options_ = {hidden_opt_, ffn_opt_,  experts_opt_, top_k_opt_, block_opt_,  dtype_opt_,   arch_opt_,
               preset_opt_, tile_opt_,  warps_opt_,   mma_opt_,   stages_opt_, group_opt_, cluster_opt_, store_chunks_opt_, schedule_opt_,
               epilogue_opt_, gather_opt_, gated_opt_, scatter_opt_, act_warps_opt_};
@@ -156,6 +157,7 @@ KernelSpec SpecFlags::spec() const {
   KernelSpec k = default_spec(s, op, trans_a, trans_b, arch(),
                               given(epilogue_opt_) ? parse_epilogue(epilogue_) : Epilogue::None, gated_);
   k.gather = gather_;
+  if (gather_) k.tile.act_warps = false;  // the gathering producer warpgroup loads A with all its warps
   k.scatter = scatter_;
   return with_tile(k);
 }

@@ -104,12 +104,13 @@ constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared
 // slack to align both to the 128-byte swizzle's 1 KiB atoms, two mbarriers per stage and one per output
 // tile for the epilogue's operand (ping-pong: two more that order the consumers' main loops).
 // store_chunks > 0: the output is staged in store_chunks 64-column chunk buffers per consumer warpgroup
-// (64 rows each) instead of one (ping-pong: two) whole-tile buffers.
+// (64 rows each) instead of one (ping-pong: two) whole-tile buffers. pre_chunk: a gradient epilogue's
+// activation warps (TileConfig::act_warps) read the pre-activation through one more BM × 64 buffer.
 DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages, bool pingpong = false, bool gated = false,
-                                      int store_chunks = 0) {
+                                      int store_chunks = 0, bool pre_chunk = false) {
   return stages * (bm + (gated ? 2 : 1) * bn) * 64 * 2 +
-         (store_chunks > 0 ? 2 * store_chunks * 64 * 64 * 2 : (pingpong ? 2 : 1) * bm * bn * 2) + 1024 +
-         (2 * stages + (pingpong ? 4 : 1)) * 8;
+         (store_chunks > 0 ? 2 * store_chunks * 64 * 64 * 2 : (pingpong ? 2 : 1) * bm * bn * 2) +
+         (pre_chunk ? bm * 64 * 2 : 0) + 1024 + (2 * stages + (pingpong ? 4 : 1)) * 8;
 }
 
 // The most dynamic shared memory one CTA may use: sm_80 (A100) 163 KiB, sm_86 / sm_89 99 KiB.

@@ -517,30 +517,43 @@ TEST_CASE("wgmma chunked output staging: plain epilogue, both schedules, divides
   expect_error([&] { validate(mma); }, {"store_chunks = 1", "wgmma", "mma"});
 }
 
-TEST_CASE("wgmma activation warps: the cooperative forward activation SDD only, named aw, part of the key; wgmma "
-          "only") {
+TEST_CASE("wgmma activation warps: the cooperative activation SDDs only, named aw, part of the key; wgmma only") {
+  // The default of a cooperative activation SDD, forward or gradient (the large shapes); not of ping-pong
+  // ones (H ≤ 2048), the gated SDD or plain products.
   KernelSpec gelu = default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh);
   REQUIRE(!gelu.tile.pingpong);
-  const KernelSpec good = gelu;
-  gelu.tile.act_warps = true;
+  CHECK(gelu.tile.act_warps);
+  CHECK_FALSE(default_spec(preset("mb-46m"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh).tile.act_warps);
+  CHECK_FALSE(
+      default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::Silu, true).tile.act_warps);
+  CHECK_FALSE(default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a).tile.act_warps);
+  const KernelSpec dgelu = default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanhGrad);
+  CHECK(dgelu.tile.act_warps);
+  CHECK(dgelu.tile.stages == 3);
+  // The gradient's pre-activation arrives one 128 × 64 chunk at a time into a buffer of its own.
+  CHECK(dynamic_shared_bytes(dgelu) == sm90_smem_bytes(128, 256, 3) + 128 * 64 * 2);
+  CHECK(dynamic_shared_bytes(dgelu) <= kSm90MaxSharedBytes);
+  KernelSpec good = gelu;  // the consumers' own epilogue
+  good.tile.act_warps = false;
+  CHECK_NOTHROW(validate(good));
   CHECK_NOTHROW(validate(gelu));
   CHECK(kernel_name(gelu) == "dmoe_sdd_nt_bf16_b128_h4096_f14336_e8_wg128x256x64s3aw_gelu_sm90a");
+  CHECK(kernel_name(good) == "dmoe_sdd_nt_bf16_b128_h4096_f14336_e8_wg128x256x64s3_gelu_sm90a");
   CHECK(KernelSpecHash{}(gelu) != KernelSpecHash{}(good));
   CHECK(tuning_problem(gelu) == tuning_problem(good));
   CHECK(emit_source(gelu).find("act_warps") != std::string::npos);
+  CHECK(emit_source(good).find("act_warps") == std::string::npos);
   CHECK(dynamic_shared_bytes(gelu) == dynamic_shared_bytes(good));  // the same whole-tile staging buffer
-  for (Epilogue e : {Epilogue::Silu, Epilogue::Relu}) {
+  for (Epilogue e : {Epilogue::Silu, Epilogue::Relu, Epilogue::SiluGrad, Epilogue::ReluGrad}) {
     KernelSpec k = gelu;
     k.epilogue = e;
     CHECK_NOTHROW(validate(k));
   }
-  // What it refuses, each named: no activation, a gradient epilogue, ping-pong, chunked staging, the
-  // gather (its producer warpgroup loads A), the gated SDD; and the other kernel families.
+  // What it refuses, each named: no activation, ping-pong, chunked staging, the gather (its producer
+  // warpgroup loads A), the gated SDD; and the other kernel families.
   KernelSpec k = gelu;
   k.epilogue = Epilogue::None;
   expect_error([&] { validate(k); }, {"act_warps", "epilogue none"});
-  k.epilogue = Epilogue::GeluTanhGrad;
-  expect_error([&] { validate(k); }, {"act_warps", "dgelu"});
   k = gelu;
   k.tile = wgmma_tile(128, 128, true);
   k.tile.act_warps = true;

@@ -211,20 +211,21 @@ TEST_CASE("tuning database: the ping-pong schedule round-trips and is shown") {
   CHECK(round_trip(a, pp) == pp);
 }
 
-TEST_CASE("activation warps: tuning candidates of the forward activation SDD only; round-trips and is shown") {
+TEST_CASE("activation warps: tuning candidates of the activation SDDs only; round-trips and is shown") {
   const KernelSpec gelu = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh);
-  int aw = 0;
-  for (const KernelSpec& k : tuning_candidates(gelu))
-    if (k.tile.act_warps) {
-      ++aw;
-      CHECK_FALSE(k.tile.pingpong);
-      CHECK(k.tile.store_chunks == 0);
-      CHECK(k.tile.cluster == 1);
-    }
-  CHECK(aw >= 8);  // two rings and three tile orders at each cooperative shape that fits
-  for (Epilogue e : {Epilogue::None, Epilogue::GeluTanhGrad})
+  for (Epilogue e : {Epilogue::GeluTanh, Epilogue::GeluTanhGrad}) {
+    int aw = 0;
     for (const KernelSpec& k : tuning_candidates(default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a, e)))
-      CHECK_FALSE(k.tile.act_warps);
+      if (k.tile.act_warps) {
+        ++aw;
+        CHECK_FALSE(k.tile.pingpong);
+        CHECK(k.tile.store_chunks == 0);
+        CHECK(k.tile.cluster == 1);
+      }
+    CHECK(aw >= 8);  // the deepest two rings and three tile orders at each cooperative shape that fits
+  }
+  for (const KernelSpec& k : tuning_candidates(default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a)))
+    CHECK_FALSE(k.tile.act_warps);
   TileConfig t = wgmma_tile(128, 256);
   t.act_warps = true;
   CHECK(TuningDb::tile_string(t) == "wgmma 128x256x64 s3 aw");

@@ -381,21 +381,20 @@ TEST_CASE("sm90 products: chunked output staging (each consumer warpgroup stores
   }
 }
 
-TEST_CASE("sm90 products: the activation warps (the producer warpgroup's idle warps apply the forward activation)") {
+TEST_CASE("sm90 products: the activation warps (the producer warpgroup's idle warps finish the activation epilogues)") {
   if (!hopper()) return;
   // The consumers stage the raw tile and go on; three warps of the producer warpgroup store the
-  // pre-activation, apply the activation in place and store C. Both row splits (m 128 stacked, m 64 side
-  // by side), every forward activation with and without the kept pre-activation.
-  const std::initializer_list<Epilogue> forward = {Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu};
+  // pre-activation, apply the activation in place and store C (gradients: g · act'(pre), pre by TMA chunk
+  // by chunk). Both row splits (m 128 stacked, m 64 side by side), every activation and gradient, forward
+  // ones with and without the kept pre-activation.
   for (auto [m, n] : {std::pair{128, 256}, {128, 128}, {64, 256}}) {
     TileConfig t = wgmma_tile(m, n);
     t.act_warps = true;
-    test::check_epilogues(
-        [&](Case c) {
-          c.tile = t;
-          test::run(c);
-        },
-        forward);
+    test::check_epilogues([&](Case c) {
+      c.tile = t;
+      while (!test::fits(c) && c.tile.stages > 2) --c.tile.stages;  // the gradient's pre-activation chunk
+      test::run(c);
+    });
   }
   // Many tiles per CTA (the staging buffer goes back and forth between consumers and activation warps
   // across tiles; the skewed routing's empty and one-token experts), fp16, B 64 and 256, a cluster pair
@@ -414,6 +413,10 @@ TEST_CASE("sm90 products: the activation warps (the producer warpgroup's idle wa
       c.tile.act_warps = true;
       c.tile.cluster = static_cast<uint8_t>(cluster);
       if (cluster > 1) c.tile.group = 4;
+      test::run(c);
+      c.epilogue = save_pre ? Epilogue::SiluGrad : Epilogue::GeluTanhGrad;  // the gradient, same tiles
+      c.save_pre = false;
+      while (!test::fits(c) && c.tile.stages > 2) --c.tile.stages;
       test::run(c);
     }
 }

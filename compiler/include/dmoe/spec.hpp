@@ -128,10 +128,11 @@ struct TileConfig {
   // goes out chunk by chunk beside the activation). The shared memory freed buys pipeline stages
   // (cooperative 128×256: 4 instead of 3; ping-pong 128×192: 5 instead of 3).
   uint8_t store_chunks = 0;
-  // wgmma, cooperative, forward activation SDD (not gated, not gathering) with whole-tile staging: the
-  // consumers stage the raw tile and go on to their next main loop; the producer warpgroup's three idle
-  // warps store the pre-activation, apply the activation and store the output (named aw). The output is
-  // then act() of the 16-bit pre-activation the backward pass reads, not of the fp32 accumulator.
+  // wgmma, cooperative, activation SDD (forward or gradient; not gated, not gathering) with whole-tile
+  // staging: the consumers stage the raw tile and go on to their next main loop; the producer warpgroup's
+  // three idle warps finish the epilogue and store the output (named aw). The default of such SDDs. The
+  // forward output is then act() of the 16-bit pre-activation the backward pass reads, and the gradient
+  // g · act'(pre) of g rounded to 16 bits, not of the fp32 accumulator.
   bool act_warps = false;
   friend bool operator==(const TileConfig&, const TileConfig&) = default;
 };

@@ -212,10 +212,12 @@ struct Tiles {
 // rotating buffers and stores each chunk as soon as it is staged (the C and aux maps' box is then 64
 // rows). The shared memory this frees buys a deeper ring: cooperative 128×256 fits 4 stages instead of 3,
 // ping-pong 128×192 5 instead of 3 (its two whole-tile buffers took 96 KiB).
-// ACT_WARPS (cooperative forward activation SDD; TileConfig::act_warps): the consumers stage the raw tile
-// (the pre-activation, rounded to 16 bits) and go on to their next tile's main loop; the producer
-// warpgroup's three idle warps store it to aux, apply the activation in place and store C. The tensor
-// cores then idle only for the staging, not for the activation's transcendentals and the second store.
+// ACT_WARPS (cooperative activation SDD, forward or gradient; TileConfig::act_warps): the consumers stage
+// the raw tile, rounded to 16 bits, and go on to their next tile's main loop; the producer warpgroup's
+// three idle warps finish the epilogue in place and store C. Forward: the staged pre-activation goes to
+// aux first, then becomes act(pre). Gradient: the staged g becomes g · act'(pre), the pre-activation
+// arriving by TMA one BM × 64 chunk at a time into a buffer of its own. The tensor cores then idle only
+// for the staging, not for the activation's transcendentals, the pre-activation's load or a second store.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
           int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
           int CLUSTER = 1, bool SCATTER = false, int STORE_CHUNKS = 0, bool ACT_WARPS = false>
@@ -244,9 +246,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
   static_assert(STORE_CHUNKS == 0 || (!epilogue_is_gradient(Epi) && !GATED && !SCATTER),
                 "chunked staging serves the plain and the forward activation epilogues");
-  static_assert(!ACT_WARPS || (Epi != kEpiNone && !epilogue_is_gradient(Epi) && !PINGPONG && !GATED && !GATHER &&
-                               STORE_CHUNKS == 0),
-                "the activation warps serve the cooperative forward activation SDD with whole-tile staging");
+  static_assert(!ACT_WARPS || (Epi != kEpiNone && !PINGPONG && !GATED && !GATHER && STORE_CHUNKS == 0),
+                "the activation warps serve the cooperative activation SDDs with whole-tile staging");
   // Named barriers between the consumers (256 threads) and the activation warps (96): the tile is staged;
   // the staging buffer is free again; the activation warps among themselves.
   constexpr int kStagedBar = 5, kFreeBar = 6, kActBar = 7, kActThreads = 96;
@@ -254,7 +255,9 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(STORE_CHUNKS == 0 || (STORE_CHUNKS < kWgChunks && kWgChunks % STORE_CHUNKS == 0),
                 "the chunk buffers rotate evenly through fewer than a warpgroup's chunks");
   constexpr uint32_t kChunkStage = 64 * 128;  // one warpgroup's 64 rows of a 64-column chunk
-  constexpr uint32_t kStagingBytes = STORE_CHUNKS > 0 ? 2 * STORE_CHUNKS * kChunkStage : kBuffers * kCBytes;
+  constexpr uint32_t kPreChunkBytes = ACT_WARPS && epilogue_is_gradient(Epi) ? BM * 128 : 0;  // after the tile
+  constexpr uint32_t kStagingBytes =
+      STORE_CHUNKS > 0 ? 2 * STORE_CHUNKS * kChunkStage : kBuffers * kCBytes + kPreChunkBytes;
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
@@ -345,28 +348,58 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       const int at = threadIdx.x - 32;
       const bool act_storer = at == 0;
       const uint32_t buf = ptx::smem_addr(c_tiles);
+      uint32_t pre_phase = 0;
       for (int64_t t = first_tile; t < tiles; t += tile_stride) {
         T tile;
         tile.rank = rank;
         tile.decode(t, outers, topo);
         ptx::named_barrier(kStagedBar, 256 + kActThreads);
-        if (args.p.aux) {
-          if (act_storer) {
+        if constexpr (epilogue_is_gradient(Epi)) {
+          // Column chunk q of the staged g is [BM rows][128 B] with the 128-byte swizzle, as is the
+          // pre-activation's BM × 64 box in its buffer: a 16-byte piece sits at the same offset in both.
+          char* const pre = c_tiles + kCBytes;
+          const uint32_t pre_s = ptx::smem_addr(pre);
+          for (int q = 0; q < BN / 64; ++q) {
+            if (act_storer) {
+              ptx::mbarrier_arrive_expect_tx(aux_full, BM * 128);
+              tile.load_aux_chunk(&args.aux, pre, q, aux_full);
+            }
+            ptx::mbarrier_wait(aux_full, pre_phase);
+            pre_phase ^= 1;
+            const uint32_t g_s = buf + q * (BM * 128);
+#pragma unroll 2
+            for (int j = at; j < BM * 8; j += kActThreads) {
+              unsigned v[4], p[4];
+              ptx::ld_shared_v4_u32(g_s + j * 16, v);
+              ptx::ld_shared_v4_u32(pre_s + j * 16, p);
 #pragma unroll
-            for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.aux, c_tiles + q * (BM * 128), q);
-            ptx::bulk_commit();
-            ptx::bulk_wait_read();
+              for (int k = 0; k < 4; ++k)
+                v[k] = Elem::pack2(apply_grad<Epi>(Elem::to_float(v[k] & 0xffff), Elem::to_float(p[k] & 0xffff)),
+                                   apply_grad<Epi>(Elem::to_float(v[k] >> 16), Elem::to_float(p[k] >> 16)));
+              ptx::st_shared_v4_u32(g_s + j * 16, v);
+            }
+            ptx::named_barrier(kActBar, kActThreads);  // the chunk is read before the next one lands
           }
-          ptx::named_barrier(kActBar, kActThreads);
-        }
-#pragma unroll 4
-        for (int j = at; j < int(kCBytes / 16); j += kActThreads) {
-          unsigned v[4];
-          ptx::ld_shared_v4_u32(buf + j * 16, v);
+        } else {
+          if (args.p.aux) {
+            if (act_storer) {
 #pragma unroll
-          for (int k = 0; k < 4; ++k)
-            v[k] = Elem::pack2(apply_act<Epi>(Elem::to_float(v[k] & 0xffff)), apply_act<Epi>(Elem::to_float(v[k] >> 16)));
-          ptx::st_shared_v4_u32(buf + j * 16, v);
+              for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.aux, c_tiles + q * (BM * 128), q);
+              ptx::bulk_commit();
+              ptx::bulk_wait_read();
+            }
+            ptx::named_barrier(kActBar, kActThreads);
+          }
+#pragma unroll 4
+          for (int j = at; j < int(kCBytes / 16); j += kActThreads) {
+            unsigned v[4];
+            ptx::ld_shared_v4_u32(buf + j * 16, v);
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+              v[k] = Elem::pack2(apply_act<Epi>(Elem::to_float(v[k] & 0xffff)),
+                                 apply_act<Epi>(Elem::to_float(v[k] >> 16)));
+            ptx::st_shared_v4_u32(buf + j * 16, v);
+          }
         }
         ptx::fence_proxy_async();  // the generic-proxy writes must be visible to the TMA engine
         ptx::named_barrier(kActBar, kActThreads);
