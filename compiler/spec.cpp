@@ -340,15 +340,15 @@ void validate_wgmma(const KernelSpec& k) {
   }
   if (t.act_warps) {
     // The producer warpgroup's idle warps take the activation over from the consumers of a shared tile.
-    if (k.epilogue == Epilogue::None || k.gated || k.gather || t.pingpong || t.store_chunks > 0)
+    if ((k.epilogue == Epilogue::None && !k.gated) || k.gather || t.pingpong || t.store_chunks > 0)
       throw InvalidArgument(fmt::format(
-          "{}: act_warps serves the cooperative activation SDDs, forward and gradient (not gated, not gathering), "
-          "with whole-tile staging; this spec has epilogue {}{}{}{}{}", name, to_string(k.epilogue), k.gated ? ", gated" : "",
+          "{}: act_warps serves the cooperative activation SDDs (forward, gradient, gated; not gathering) with "
+          "whole-tile staging; this spec has epilogue {}{}{}{}{}", name, to_string(k.epilogue), k.gated ? ", gated" : "",
           k.gather ? ", gather" : "", t.pingpong ? ", ping-pong" : "",
           t.store_chunks > 0 ? fmt::format(", store_chunks = {}", t.store_chunks) : ""));
   }
   if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong, k.gated, t.store_chunks,
-                                       t.act_warps && is_gradient(k.epilogue));
+                                       sm90_act_extra_bytes(t.m, t.n, t.act_warps, k.gated, is_gradient(k.epilogue)));
       smem > kSm90MaxSharedBytes)
     throw InvalidArgument(fmt::format("{}{}{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
                                       name, t.pingpong ? " ping-pong" : "", k.gated ? " gated" : "", t.stages, smem,
@@ -585,7 +585,7 @@ int dynamic_shared_bytes(const KernelSpec& k) {
   if (!is_product(k.op)) return 0;  // routing kernels use static shared memory only
   if (k.tile.mma == Mma::Wgmma)
     return sm90_smem_bytes(k.tile.m, k.tile.n, k.tile.stages, k.tile.pingpong, k.gated, k.tile.store_chunks,
-                           k.tile.act_warps && is_gradient(k.epilogue));
+                           sm90_act_extra_bytes(k.tile.m, k.tile.n, k.tile.act_warps, k.gated, is_gradient(k.epilogue)));
   if (k.tile.mma == Mma::MmaSync) return sm80_smem_bytes(k.tile.m, k.tile.n, k.tile.k, k.tile.stages);
   return static_cast<int>(product_smem_bytes(k.tile.m, k.tile.n, k.tile.k));
 }

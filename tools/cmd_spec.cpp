@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "cli.hpp"
+#include "dmoe/args.cuh"
 
 namespace dmoe::cli {
 namespace {
@@ -211,7 +212,13 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
     if (k.tile.mma == Mma::Wgmma && !given(stages_opt_))
       k.tile.stages = wgmma_tile(k.tile.m, k.tile.n, k.tile.pingpong, k.gated, k.tile.store_chunks).stages;
   }
-  if (given(act_warps_opt_)) k.tile.act_warps = act_warps_;
+  if (given(act_warps_opt_)) {
+    k.tile.act_warps = act_warps_;
+    // Their second buffer (the gated SDD's g tile, a gradient's pre-activation chunk) may take stages: the
+    // deepest ring that fits, unless --stages says otherwise.
+    if (k.tile.mma == Mma::Wgmma && !given(stages_opt_))
+      while (k.tile.stages > 2 && dynamic_shared_bytes(k) > kSm90MaxSharedBytes) --k.tile.stages;
+  }
   validate(k);
   return k;
 }

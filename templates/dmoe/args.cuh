@@ -104,13 +104,19 @@ constexpr int kSm90MaxSharedBytes = 232448;  // 227 KiB: the most dynamic shared
 // slack to align both to the 128-byte swizzle's 1 KiB atoms, two mbarriers per stage and one per output
 // tile for the epilogue's operand (ping-pong: two more that order the consumers' main loops).
 // store_chunks > 0: the output is staged in store_chunks 64-column chunk buffers per consumer warpgroup
-// (64 rows each) instead of one (ping-pong: two) whole-tile buffers. pre_chunk: a gradient epilogue's
-// activation warps (TileConfig::act_warps) read the pre-activation through one more BM × 64 buffer.
+// (64 rows each) instead of one (ping-pong: two) whole-tile buffers. act_extra: the bytes of the activation
+// warps' second buffer (TileConfig::act_warps; sm90_act_extra_bytes).
 DMOE_HD constexpr int sm90_smem_bytes(int bm, int bn, int stages, bool pingpong = false, bool gated = false,
-                                      int store_chunks = 0, bool pre_chunk = false) {
+                                      int store_chunks = 0, int act_extra = 0) {
   return stages * (bm + (gated ? 2 : 1) * bn) * 64 * 2 +
-         (store_chunks > 0 ? 2 * store_chunks * 64 * 64 * 2 : (pingpong ? 2 : 1) * bm * bn * 2) +
-         (pre_chunk ? bm * 64 * 2 : 0) + 1024 + (2 * stages + (pingpong ? 4 : 1)) * 8;
+         (store_chunks > 0 ? 2 * store_chunks * 64 * 64 * 2 : (pingpong ? 2 : 1) * bm * bn * 2) + act_extra + 1024 +
+         (2 * stages + (pingpong ? 4 : 1)) * 8;
+}
+
+// The activation warps' second buffer: the gated SDD's g tile (BM × BN), a gradient epilogue's
+// pre-activation chunk (BM × 64); none for a forward activation (it works in the staged tile).
+DMOE_HD constexpr int sm90_act_extra_bytes(int bm, int bn, bool act_warps, bool gated, bool gradient) {
+  return !act_warps ? 0 : gated ? bm * bn * 2 : gradient ? bm * 64 * 2 : 0;
 }
 
 // The most dynamic shared memory one CTA may use: sm_80 (A100) 163 KiB, sm_86 / sm_89 99 KiB.

@@ -549,8 +549,8 @@ TEST_CASE("wgmma activation warps: the cooperative activation SDDs only, named a
     k.epilogue = e;
     CHECK_NOTHROW(validate(k));
   }
-  // What it refuses, each named: no activation, ping-pong, chunked staging, the gather (its producer
-  // warpgroup loads A), the gated SDD; and the other kernel families.
+  // What it refuses, each named: no activation (ungated), ping-pong, chunked staging, the gather (its producer
+  // warpgroup loads A); and the other kernel families.
   KernelSpec k = gelu;
   k.epilogue = Epilogue::None;
   expect_error([&] { validate(k); }, {"act_warps", "epilogue none"});
@@ -564,11 +564,20 @@ TEST_CASE("wgmma activation warps: the cooperative activation SDDs only, named a
   k = gelu;
   k.gather = true;
   expect_error([&] { validate(k); }, {"act_warps", "gather"});
+  // The gated SDD stages a and g side by side: one more 128 × 128 tile of shared memory, so its 4-stage
+  // default ring does not fit, 3 stages do; the bilinear GLU (no activation) too.
   k = gelu;
   k.gated = true;
   k.tile = wgmma_tile(128, 128, false, true);
+  CHECK(k.tile.stages == 4);
   k.tile.act_warps = true;
-  expect_error([&] { validate(k); }, {"act_warps", "gated"});
+  expect_error([&] { validate(k); }, {"4 stages", "shared memory"});
+  k.tile.stages = 3;
+  CHECK_NOTHROW(validate(k));
+  CHECK(dynamic_shared_bytes(k) == sm90_smem_bytes(128, 128, 3, false, true) + 128 * 128 * 2);
+  k.epilogue = Epilogue::None;
+  CHECK_NOTHROW(validate(k));
+  CHECK_FALSE(default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::Silu, true).tile.act_warps);
   KernelSpec mma = default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM80, Epilogue::GeluTanh);
   mma.tile.act_warps = true;
   expect_error([&] { validate(mma); }, {"act_warps", "wgmma", "mma"});

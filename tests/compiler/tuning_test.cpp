@@ -226,6 +226,15 @@ TEST_CASE("activation warps: tuning candidates of the activation SDDs only; roun
   }
   for (const KernelSpec& k : tuning_candidates(default_spec(preset("mb-356m"), Op::SDD, false, true, Arch::SM90a)))
     CHECK_FALSE(k.tile.act_warps);
+  // The gated SDD: its g tile takes a stage (128×128: 3 instead of 4).
+  const KernelSpec glu = default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::Silu, true);
+  int gated_aw = 0;
+  for (const KernelSpec& k : tuning_candidates(glu))
+    if (k.tile.act_warps) {
+      ++gated_aw;
+      if (k.tile.m == 128 && k.tile.n == 128) CHECK(k.tile.stages <= 3);
+    }
+  CHECK(gated_aw >= 4);
   TileConfig t = wgmma_tile(128, 256);
   t.act_warps = true;
   CHECK(TuningDb::tile_string(t) == "wgmma 128x256x64 s3 aw");

@@ -419,6 +419,36 @@ TEST_CASE("sm90 products: the activation warps (the producer warpgroup's idle wa
       while (!test::fits(c) && c.tile.stages > 2) --c.tile.stages;
       test::run(c);
     }
+  // The gated SDD: a and g staged side by side, both kept when asked, h = act(a) · g (none: a · g); both
+  // B layouts, 128×128 and 64×256, fp16 and B 64 at the skewed routing.
+  int gated = 0;
+  for (Epilogue e : {Epilogue::None, Epilogue::GeluTanh, Epilogue::Silu, Epilogue::Relu})
+    for (bool save_pre : {false, true})
+      for (bool tb : {true, false})
+        for (auto [m, n] : {std::pair{128, 128}, {64, 256}}) {
+          Case c{Op::SDD, false, tb};
+          c.hidden = 512;
+          c.ffn = 512;
+          c.counts = e == Epilogue::Silu ? kRoutings[1] : std::vector<int64_t>{700, 0, 129, 1000};
+          c.epilogue = e;
+          c.save_pre = save_pre;
+          c.gated = true;
+          c.tile = wgmma_tile(m, n, false, true);
+          c.tile.act_warps = true;
+          while (!test::fits(c) && c.tile.stages > 2) --c.tile.stages;
+          if (!test::fits(c)) continue;
+          test::run(c);
+          ++gated;
+          if (e == Epilogue::Silu && save_pre && tb && m == 128) {
+            c.dtype = DType::FP16;
+            c.block = 64;
+            c.tile = wgmma_tile(64, 128, false, true);
+            c.tile.act_warps = true;
+            while (!test::fits(c) && c.tile.stages > 2) --c.tile.stages;
+            test::run(c);
+          }
+        }
+  CHECK(gated >= 24);
 }
 
 TEST_CASE("sm90 products: DDS tiles wider than a block (adjacent block columns of one expert)") {

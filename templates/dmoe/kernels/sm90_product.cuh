@@ -216,8 +216,9 @@ struct Tiles {
 // the raw tile, rounded to 16 bits, and go on to their next tile's main loop; the producer warpgroup's
 // three idle warps finish the epilogue in place and store C. Forward: the staged pre-activation goes to
 // aux first, then becomes act(pre). Gradient: the staged g becomes g · act'(pre), the pre-activation
-// arriving by TMA one BM × 64 chunk at a time into a buffer of its own. The tensor cores then idle only
-// for the staging, not for the activation's transcendentals, the pre-activation's load or a second store.
+// arriving by TMA one BM × 64 chunk at a time into a buffer of its own. Gated: a and g are staged side by
+// side (both go to aux and aux2 when kept), and a becomes act(a) · g. The tensor cores then idle only for
+// the staging, not for the activation's transcendentals, the pre-activation's load or further stores.
 template <class Elem, int Kind, bool TransA, bool TransB, int B, int H, int F, int E, int BM, int BN, int STAGES,
           int Epi = kEpiNone, int GROUP = 8, bool PINGPONG = false, bool GATHER = false, bool GATED = false,
           int CLUSTER = 1, bool SCATTER = false, int STORE_CHUNKS = 0, bool ACT_WARPS = false>
@@ -246,7 +247,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr int kBuffers = PINGPONG ? 2 : 1;  // output staging buffers: one per tile in flight
   static_assert(STORE_CHUNKS == 0 || (!epilogue_is_gradient(Epi) && !GATED && !SCATTER),
                 "chunked staging serves the plain and the forward activation epilogues");
-  static_assert(!ACT_WARPS || (Epi != kEpiNone && !PINGPONG && !GATED && !GATHER && STORE_CHUNKS == 0),
+  static_assert(!ACT_WARPS || ((Epi != kEpiNone || GATED) && !PINGPONG && !GATHER && STORE_CHUNKS == 0),
                 "the activation warps serve the cooperative activation SDDs with whole-tile staging");
   // Named barriers between the consumers (256 threads) and the activation warps (96): the tile is staged;
   // the staging buffer is free again; the activation warps among themselves.
@@ -255,9 +256,11 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   static_assert(STORE_CHUNKS == 0 || (STORE_CHUNKS < kWgChunks && kWgChunks % STORE_CHUNKS == 0),
                 "the chunk buffers rotate evenly through fewer than a warpgroup's chunks");
   constexpr uint32_t kChunkStage = 64 * 128;  // one warpgroup's 64 rows of a 64-column chunk
-  constexpr uint32_t kPreChunkBytes = ACT_WARPS && epilogue_is_gradient(Epi) ? BM * 128 : 0;  // after the tile
+  // The activation warps' second buffer, after the tile: a gradient's pre-activation chunk, the gated
+  // SDD's g tile.
+  constexpr uint32_t kActExtraBytes = !ACT_WARPS ? 0 : GATED ? kCBytes : epilogue_is_gradient(Epi) ? BM * 128 : 0;
   constexpr uint32_t kStagingBytes =
-      STORE_CHUNKS > 0 ? 2 * STORE_CHUNKS * kChunkStage : kBuffers * kCBytes + kPreChunkBytes;
+      STORE_CHUNKS > 0 ? 2 * STORE_CHUNKS * kChunkStage : kBuffers * kCBytes + kActExtraBytes;
 
   extern __shared__ char smem_raw[];
   char* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
@@ -381,10 +384,14 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
             ptx::named_barrier(kActBar, kActThreads);  // the chunk is read before the next one lands
           }
         } else {
-          if (args.p.aux) {
+          if (args.p.aux || (GATED && args.p.aux2)) {  // the pre-activations, before they are overwritten
             if (act_storer) {
+              if (args.p.aux)
 #pragma unroll
-              for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.aux, c_tiles + q * (BM * 128), q);
+                for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.aux, c_tiles + q * (BM * 128), q);
+              if (GATED && args.p.aux2)
+#pragma unroll
+                for (int q = 0; q < BN / 64; ++q) tile.store_chunk(&args.aux2, c_tiles + kCBytes + q * (BM * 128), q);
               ptx::bulk_commit();
               ptx::bulk_wait_read();
             }
@@ -394,10 +401,19 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
           for (int j = at; j < int(kCBytes / 16); j += kActThreads) {
             unsigned v[4];
             ptx::ld_shared_v4_u32(buf + j * 16, v);
+            if constexpr (GATED) {  // act(a) · g; g at the same offset of the second tile
+              unsigned g[4];
+              ptx::ld_shared_v4_u32(buf + kCBytes + j * 16, g);
 #pragma unroll
-            for (int k = 0; k < 4; ++k)
-              v[k] = Elem::pack2(apply_act<Epi>(Elem::to_float(v[k] & 0xffff)),
-                                 apply_act<Epi>(Elem::to_float(v[k] >> 16)));
+              for (int k = 0; k < 4; ++k)
+                v[k] = Elem::pack2(apply_act<Epi>(Elem::to_float(v[k] & 0xffff)) * Elem::to_float(g[k] & 0xffff),
+                                   apply_act<Epi>(Elem::to_float(v[k] >> 16)) * Elem::to_float(g[k] >> 16));
+            } else {
+#pragma unroll
+              for (int k = 0; k < 4; ++k)
+                v[k] = Elem::pack2(apply_act<Epi>(Elem::to_float(v[k] & 0xffff)),
+                                   apply_act<Epi>(Elem::to_float(v[k] >> 16)));
+            }
             ptx::st_shared_v4_u32(buf + j * 16, v);
           }
         }
@@ -550,12 +566,12 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
       // which is the accumulator fragment (h = k % 2, group j + k / 2) as wgmma leaves it.
       enum { kPlain, kAct, kGrad, kGate, kGlu };
       const int m_row = warp * 16 + (lane % 8) + 8 * ((lane / 8) % 2), m_col = 8 * (lane / 16);
-      auto stage = [&](int mode) {
+      auto stage = [&](int mode, uint32_t offset = 0) {  // offset: into the activation warps' second tile
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
           for (int j = 0; j < NW / 8; j += 2) {
-            const uint32_t addr = staged((wm + mi) * 64 + m_row, wn * NW + j * 8 + m_col);
+            const uint32_t addr = staged((wm + mi) * 64 + m_row, wn * NW + j * 8 + m_col) + offset;
             unsigned pre[4], out[4];
             if (mode == kGrad) ptx::ldmatrix_x4(pre, addr);
 #pragma unroll
@@ -632,6 +648,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
         // buffer (the tensor cores idle only for this wait, normally none, and the staging).
         if (i > 0) ptx::named_barrier(kFreeBar, 256 + kActThreads);
         stage(kPlain);
+        if constexpr (GATED) stage(kGate, kCBytes);  // g beside a
         ptx::fence_proxy_async();  // the activation warps' TMA store of aux reads what this thread wrote
         ptx::named_barrier_arrive(kStagedBar, 256 + kActThreads);
         continue;
