@@ -613,7 +613,12 @@ KernelSpec default_spec(const MoeShape& s, Op op, bool trans_a, bool trans_b, Ar
     // Shapes no wgmma tile divides (hidden or ffn an odd multiple of 64 with small blocks) keep the SIMT
     // kernel.
     // The gated SDD holds two accumulator sets: cooperative 128×128 (ping-pong tiles would be half as big).
-    const bool pingpong = epilogue != Epilogue::None && op == Op::SDD && s.hidden <= 2048 && !gated;
+    // The activation SDDs run ping-pong at small H, where one warpgroup's epilogue hides under the other's
+    // short main loop; cooperative with the activation warps from H 2048 forward (fine-grained +silu
+    // 0.84 → 0.90 of cuBLAS paired, session 18) and above H 2048 for the gradients (cooperative without
+    // the activation warps was slower at H 2048; with them, not measured there).
+    const bool pingpong = epilogue != Epilogue::None && op == Op::SDD && !gated &&
+                          (is_gradient(epilogue) ? s.hidden <= 2048 : s.hidden < 2048);
     std::optional<TileConfig> t = default_wgmma_tile(k, pingpong);
     if (!t && pingpong) t = default_wgmma_tile(k, false);
     if (t) k.tile = *t;
@@ -652,10 +657,13 @@ std::optional<TileConfig> default_wgmma_tile(const KernelSpec& k, bool pingpong)
     } catch (const InvalidArgument&) {
       continue;
     }
-    // A cooperative activation SDD hands its epilogue to the producer's idle warps (product v36: the
-    // forward 4–8 % faster at the large shapes, where the consumers' epilogue had idled the tensor cores).
+    // A cooperative activation SDD hands its epilogue to the producer's idle warps (product v36: 4–8 %
+    // faster at the large shapes, where the consumers' epilogue had idled the tensor cores), a stage fewer
+    // where a gradient's pre-activation chunk needs the room. Not the gated SDD by default: its g tile
+    // costs a stage of its four (not measured against it yet).
     KernelSpec aw = w;
-    aw.tile.act_warps = true;
+    aw.tile.act_warps = !k.gated;
+    while (aw.tile.stages > 2 && dynamic_shared_bytes(aw) > kSm90MaxSharedBytes) --aw.tile.stages;
     try {
       validate(aw);
       return aw.tile;

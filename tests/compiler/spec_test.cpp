@@ -524,6 +524,13 @@ TEST_CASE("wgmma activation warps: the cooperative activation SDDs only, named a
   REQUIRE(!gelu.tile.pingpong);
   CHECK(gelu.tile.act_warps);
   CHECK_FALSE(default_spec(preset("mb-46m"), Op::SDD, false, true, Arch::SM90a, Epilogue::GeluTanh).tile.act_warps);
+  // H 2048 (fine-grained, ungated): the forward activation cooperative with them (ffn 1408: 128 × 128, six
+  // stages); its gradient still ping-pong.
+  const KernelSpec fg = default_spec(preset("fine-grained"), Op::SDD, false, true, Arch::SM90a, Epilogue::Silu);
+  CHECK(fg.tile.act_warps);
+  CHECK_FALSE(fg.tile.pingpong);
+  CHECK(fg.tile.n == 128);
+  CHECK(default_spec(preset("fine-grained"), Op::SDD, false, true, Arch::SM90a, Epilogue::SiluGrad).tile.pingpong);
   CHECK_FALSE(
       default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a, Epilogue::Silu, true).tile.act_warps);
   CHECK_FALSE(default_spec(preset("mixtral-8x7b"), Op::SDD, false, true, Arch::SM90a).tile.act_warps);
