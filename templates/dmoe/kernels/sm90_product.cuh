@@ -306,8 +306,8 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   // (at 40 ptxas spills 4 bytes there); the consumers then have 224.
   // A clustered producer also carries its rank and the multicast mask through the load path (at 40 ptxas
   // spills in DSD NN's segment prefetch), so it gets 48 as well.
-  // The activation warps compute a gradient's act'(pre) on eight elements at once: 56 (at 40, ptxas spilled
-  // in the GELU gradient).
+  // The activation warps work on eight elements at once and get 56 (at 40, ptxas spilled in the GELU
+  // gradient's act'(pre)).
   constexpr bool kWideProducer = (GATHER && BM == 64) || CLUSTER > 1 || ACT_WARPS;
   constexpr int kProducerRegs = ACT_WARPS ? 56 : kWideProducer ? 48 : 40, kConsumerRegs = kWideProducer ? 224 : 232;
   if (wg == 0) {
