@@ -460,33 +460,22 @@ void Bench::run_problem(const Problem& p, Json fields) {
         if (!t) throw InvalidArgument(fmt::format("no {} wgmma tile fits {}", opt_.schedule, kernel_name(spec)));
         spec.tile = *t;
       }
+      // The tile overrides apply where the product accepts them (column tiles that pair up; an epilogue
+      // chunked staging serves; a cooperative activation SDD), else it keeps its tile.
       if (opt_.cluster > 0 && spec.tile.mma == Mma::Wgmma) {
-        KernelSpec c = spec;
-        c.tile.cluster = static_cast<uint8_t>(opt_.cluster);
-        try {
-          validate(c);
-          spec = c;
-        } catch (const InvalidArgument&) {  // the column tiles do not pair up: this product runs unclustered
-        }
+        TileConfig t = spec.tile;
+        t.cluster = static_cast<uint8_t>(opt_.cluster);
+        spec = with_tile_if_valid(spec, t);
       }
       if (opt_.store_chunks >= 0 && spec.tile.mma == Mma::Wgmma) {
-        KernelSpec c = spec;
-        c.tile = wgmma_tile(c.tile.m, c.tile.n, c.tile.pingpong, c.gated, opt_.store_chunks);
-        c.tile.group = spec.tile.group, c.tile.cluster = spec.tile.cluster;
-        try {
-          validate(c);
-          spec = c;
-        } catch (const InvalidArgument&) {  // a fused epilogue, ping-pong, or too few chunks: as it was
-        }
+        TileConfig t = wgmma_tile(spec.tile.m, spec.tile.n, spec.tile.pingpong, spec.gated, opt_.store_chunks);
+        t.group = spec.tile.group, t.cluster = spec.tile.cluster;
+        spec = with_tile_if_valid(spec, t);
       }
       if (opt_.act_warps >= 0 && spec.tile.mma == Mma::Wgmma) {
-        KernelSpec c = spec;
-        c.tile.act_warps = opt_.act_warps == 1;
-        try {
-          validate(c);
-          spec = c;
-        } catch (const InvalidArgument&) {  // not a cooperative forward activation SDD: as it was
-        }
+        TileConfig t = spec.tile;
+        t.act_warps = opt_.act_warps == 1;
+        spec = with_tile_if_valid(spec, t);
       }
       DeviceBuffer row_map;
       if (opt_.gather && prod.op == Op::SDD && !prod.trans_a && spec.tile.mma == Mma::Wgmma) {
@@ -501,8 +490,7 @@ void Bench::run_problem(const Problem& p, Json fields) {
         }
         row_map = DeviceBuffer(dev_, map.size() * 4);
         dev_.copy_to_device(row_map.get(), map.data(), map.size() * 4);
-        spec.gather = true;
-        spec.tile.act_warps = false;  // the gathering producer warpgroup loads A with all its warps
+        spec = with_gather(spec);
       }
       kernel = kernel_name(spec);
       DeviceBuffer aux;

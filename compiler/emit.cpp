@@ -24,8 +24,9 @@ std::string_view product_kind(Op op) {
 
 // The trailing template arguments: the epilogue (dmoe::EpilogueKind), then for wgmma the scheduler's group,
 // the ping-pong schedule, the gather, the gated SDD, the cluster size, the scattering DSD, the chunked
-// output staging and the activation warps, in the template's order. The defaults at the end are left out (so default specs emit the source they did before
-// these were fields); one that is given brings those before it.
+// output staging and the activation warps, in the template's order. The defaults at the end are left out
+// (so default specs emit the source they did before these were fields); one that is given brings those
+// before it.
 std::string trailing_args(const KernelSpec& k) {
   std::vector<std::string> args{fmt::format("{}", static_cast<int>(k.epilogue))};
   size_t given = k.epilogue != Epilogue::None ? 1 : 0;  // how many of args are emitted

@@ -347,9 +347,7 @@ void validate_wgmma(const KernelSpec& k) {
           k.gather ? ", gather" : "", t.pingpong ? ", ping-pong" : "",
           t.store_chunks > 0 ? fmt::format(", store_chunks = {}", t.store_chunks) : ""));
   }
-  if (const int smem = sm90_smem_bytes(t.m, t.n, t.stages, t.pingpong, k.gated, t.store_chunks,
-                                       sm90_act_extra_bytes(t.m, t.n, t.act_warps, k.gated, is_gradient(k.epilogue)));
-      smem > kSm90MaxSharedBytes)
+  if (const int smem = dynamic_shared_bytes(k); smem > kSm90MaxSharedBytes)
     throw InvalidArgument(fmt::format("{}{}{} with {} stages needs {} bytes of shared memory, over the sm_90 limit {}",
                                       name, t.pingpong ? " ping-pong" : "", k.gated ? " gated" : "", t.stages, smem,
                                       kSm90MaxSharedBytes));
@@ -428,6 +426,30 @@ TileConfig mma_sync_tile(int m, int n, Arch arch, int k) {
   TileConfig t{static_cast<uint16_t>(m), static_cast<uint16_t>(n), static_cast<uint16_t>(k), 8, 2, Mma::MmaSync};
   while (t.stages < 5 && sm80_smem_bytes(m, n, t.k, t.stages + 1) <= max_shared_bytes(arch)) ++t.stages;
   return t;
+}
+
+int wgmma_stages(const KernelSpec& k) {
+  KernelSpec s = k;
+  for (s.tile.stages = 8; s.tile.stages > 2 && dynamic_shared_bytes(s) > kSm90MaxSharedBytes; --s.tile.stages) {
+  }
+  return s.tile.stages;
+}
+
+KernelSpec with_tile_if_valid(const KernelSpec& k, const TileConfig& t) {
+  KernelSpec c = k;
+  c.tile = t;
+  try {
+    validate(c);
+  } catch (const InvalidArgument&) {
+    return k;
+  }
+  return c;
+}
+
+KernelSpec with_gather(KernelSpec k) {
+  k.gather = true;
+  k.tile.act_warps = false;
+  return k;
 }
 
 TileConfig wgmma_tile(int m, int n, bool pingpong, bool gated, int store_chunks) {
@@ -663,7 +685,7 @@ std::optional<TileConfig> default_wgmma_tile(const KernelSpec& k, bool pingpong)
     // costs a stage of its four (not measured against it yet).
     KernelSpec aw = w;
     aw.tile.act_warps = !k.gated;
-    while (aw.tile.stages > 2 && dynamic_shared_bytes(aw) > kSm90MaxSharedBytes) --aw.tile.stages;
+    aw.tile.stages = static_cast<uint8_t>(std::min<int>(aw.tile.stages, wgmma_stages(aw)));
     try {
       validate(aw);
       return aw.tile;

@@ -159,16 +159,9 @@ std::string TuningKey::str() const {
   return fmt::format("{}|{}sm|drv{}|nvrtc{}|{}|t{}", gpu, sm_count, driver, nvrtc, problem, tokens);
 }
 
+// A variant may refuse the record's tile, or the record may come from another dmoe version.
 KernelSpec apply_tuning(const KernelSpec& k, const std::optional<TuningRecord>& r) {
-  if (!r) return k;
-  KernelSpec t = k;
-  t.tile = r->tile;
-  try {
-    validate(t);
-  } catch (const InvalidArgument&) {  // a variant that refuses the tile, or a record of another dmoe version
-    return k;
-  }
-  return t;
+  return r ? with_tile_if_valid(k, r->tile) : k;
 }
 
 std::string TuningDb::tile_string(const TileConfig& t) {

@@ -6,7 +6,6 @@
 #include <limits>
 
 #include "cli.hpp"
-#include "dmoe/args.cuh"
 
 namespace dmoe::cli {
 namespace {
@@ -157,8 +156,7 @@ KernelSpec SpecFlags::spec() const {
   // shown is the one the layer would run.
   KernelSpec k = default_spec(s, op, trans_a, trans_b, arch(),
                               given(epilogue_opt_) ? parse_epilogue(epilogue_) : Epilogue::None, gated_);
-  k.gather = gather_;
-  if (gather_) k.tile.act_warps = false;  // the gathering producer warpgroup loads A with all its warps
+  if (gather_) k = with_gather(k);
   k.scatter = scatter_;
   return with_tile(k);
 }
@@ -214,10 +212,9 @@ KernelSpec SpecFlags::with_tile(KernelSpec k) const {
   }
   if (given(act_warps_opt_)) {
     k.tile.act_warps = act_warps_;
-    // Their second buffer (the gated SDD's g tile, a gradient's pre-activation chunk) may take stages: the
+    // Their second buffer (the gated SDD's g tile, a gradient's pre-activation chunk) takes room: the
     // deepest ring that fits, unless --stages says otherwise.
-    if (k.tile.mma == Mma::Wgmma && !given(stages_opt_))
-      while (k.tile.stages > 2 && dynamic_shared_bytes(k) > kSm90MaxSharedBytes) --k.tile.stages;
+    if (k.tile.mma == Mma::Wgmma && !given(stages_opt_)) k.tile.stages = static_cast<uint8_t>(wgmma_stages(k));
   }
   validate(k);
   return k;

@@ -571,6 +571,10 @@ TEST_CASE("wgmma activation warps: the cooperative activation SDDs only, named a
   k = gelu;
   k.gather = true;
   expect_error([&] { validate(k); }, {"act_warps", "gather"});
+  const KernelSpec gathering = with_gather(gelu);  // the gathering form turns them off
+  CHECK(gathering.gather);
+  CHECK_FALSE(gathering.tile.act_warps);
+  CHECK_NOTHROW(validate(gathering));
   // The gated SDD stages a and g side by side: one more 128 × 128 tile of shared memory, so its 4-stage
   // default ring does not fit, 3 stages do; the bilinear GLU (no activation) too.
   k = gelu;
@@ -579,6 +583,7 @@ TEST_CASE("wgmma activation warps: the cooperative activation SDDs only, named a
   CHECK(k.tile.stages == 4);
   k.tile.act_warps = true;
   expect_error([&] { validate(k); }, {"4 stages", "shared memory"});
+  CHECK(wgmma_stages(k) == 3);
   k.tile.stages = 3;
   CHECK_NOTHROW(validate(k));
   CHECK(dynamic_shared_bytes(k) == sm90_smem_bytes(128, 128, 3, false, true) + 128 * 128 * 2);

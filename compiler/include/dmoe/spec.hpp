@@ -128,9 +128,9 @@ struct TileConfig {
   // goes out chunk by chunk beside the activation). The shared memory freed buys pipeline stages
   // (cooperative 128×256: 4 instead of 3; ping-pong 128×192: 5 instead of 3).
   uint8_t store_chunks = 0;
-  // wgmma, cooperative, activation SDD (forward or gradient; not gated, not gathering) with whole-tile
+  // wgmma, cooperative, activation SDD (forward, gradient or gated; not gathering) with whole-tile
   // staging: the consumers stage the raw tile and go on to their next main loop; the producer warpgroup's
-  // three idle warps finish the epilogue and store the output (named aw). The default of such SDDs. The
+  // three idle warps finish the epilogue and store the output (named aw). The default of the ungated ones. The
   // forward output is then act() of the 16-bit pre-activation the backward pass reads, and the gradient
   // g · act'(pre) of g rounded to 16 bits, not of the fp32 accumulator.
   bool act_warps = false;
@@ -226,9 +226,10 @@ bool programmatic_launch(const KernelSpec&);
 // The default spec for one product of a layer of this shape on this arch: the wgmma kernel on sm_90a
 // (128-row tiles, 256 columns where the shape allows), the mma.sync kernel on sm_80 / sm_86 / sm_89
 // (128×128×32 over 8 warps where the shape allows), the SIMT kernel where no tile fits. `epilogue`: SDD's
-// fused epilogue; on sm_90a a fused SDD with hidden ≤ 2048 takes the ping-pong schedule (128×128), whose
-// epilogue overlaps the other consumer's main loop (measured 1.04–1.13× over cooperative 128×256 there,
-// 0.94–0.97× at hidden 4096: bench/NOTES.md, "product v6").
+// fused epilogue; on sm_90a the forward activation SDD below hidden 2048 and its gradient up to 2048 take
+// the ping-pong schedule (128×128), whose epilogue overlaps the other consumer's main loop (bench/NOTES.md,
+// "product v6" and session 18); the cooperative ungated ones hand their epilogue to the activation warps
+// (TileConfig::act_warps).
 // `gated`: the gated SDD (KernelSpec::gated; SDD with a forward epilogue, sm_90a only: throws otherwise).
 KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch, Epilogue epilogue = Epilogue::None,
                         bool gated = false);
@@ -236,6 +237,17 @@ KernelSpec default_spec(const MoeShape&, Op, bool trans_a, bool trans_b, Arch, E
 // The default wgmma tile of one consumer schedule for k's product (its op, layout, block and shape; the
 // tile and arch fields are ignored): the first that validates, or none when no wgmma tile fits.
 std::optional<TileConfig> default_wgmma_tile(const KernelSpec& k, bool pingpong);
+
+// The most pipeline stages (2 to 8) k's wgmma tile fits in the shared memory an sm_90 CTA may use, every
+// buffer of its other fields counted (the activation warps' second buffer included); 2 where even 2 do not
+// fit, which validate() then refuses by its shared memory.
+int wgmma_stages(const KernelSpec& k);
+// k with tile t if that spec validates, else k unchanged: a tile chosen for a product (a tuning record, a
+// benchmark's override) that a variant of it may refuse.
+KernelSpec with_tile_if_valid(const KernelSpec& k, const TileConfig& t);
+// k reading A's rows through a row map (KernelSpec::gather): its producer warpgroup loads A with all its
+// warps, so the activation warps (a default of cooperative activation SDDs) are off.
+KernelSpec with_gather(KernelSpec k);
 
 // Every distinct product kernel one layer's forward and backward passes launch, in launch order: SDD NT
 // (the activation fused in a plain layer that has one), DSD NN, the backward SDD NT with the activation's

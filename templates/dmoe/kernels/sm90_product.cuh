@@ -258,7 +258,7 @@ __device__ __forceinline__ void product(const Sm90ProductArgs& args) {
   constexpr uint32_t kChunkStage = 64 * 128;  // one warpgroup's 64 rows of a 64-column chunk
   // The activation warps' second buffer, after the tile: a gradient's pre-activation chunk, the gated
   // SDD's g tile.
-  constexpr uint32_t kActExtraBytes = !ACT_WARPS ? 0 : GATED ? kCBytes : epilogue_is_gradient(Epi) ? BM * 128 : 0;
+  constexpr uint32_t kActExtraBytes = sm90_act_extra_bytes(BM, BN, ACT_WARPS, GATED, epilogue_is_gradient(Epi));
   constexpr uint32_t kStagingBytes =
       STORE_CHUNKS > 0 ? 2 * STORE_CHUNKS * kChunkStage : kBuffers * kCBytes + kActExtraBytes;
 
